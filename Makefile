@@ -1,0 +1,53 @@
+# streamrec: `make demo` runs the whole loop on the embedded broker, `make test` runs every test.
+# Both create .venv, install everything and provision the broker's jars on their own.
+SHELL := /bin/bash
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STAMP := $(VENV)/.installed
+# Where a local folder of wheels sits beside the checkout (our CI and dev machines), install the CPU build
+# of torch from it instead of the multi-GB CUDA build; elsewhere torch comes from the package index.
+ifneq ($(wildcard ../shared/wheels),)
+export PIP_FIND_LINKS ?= $(abspath ../shared/wheels)
+TORCH_SPEC ?= torch==2.13.0
+endif
+TORCH_SPEC ?= torch
+PYTEST_ARGS ?=
+
+.PHONY: help install broker demo test unit lint bench clean stop
+help:  ## Show the targets
+	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	python3 -m venv $(VENV)
+	$(VENV)/bin/pip install -q --upgrade pip
+	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
+	$(VENV)/bin/pip install -q -e '.[dev,train]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## Create .venv and install streamrec with its dev and training extras
+
+broker: install  ## Provision the Kafka jars (once) and start the embedded broker
+	$(VENV)/bin/streamrec broker start
+
+demo: install  ## Run the full loop on the embedded broker: generate, replay, worker, recommendations
+	$(VENV)/bin/streamrec demo
+
+lint: install  ## ruff and mypy
+	$(VENV)/bin/ruff check .
+	$(VENV)/bin/mypy
+
+test: install lint  ## Lint, provision the broker, then run the whole suite (integration tests on a real broker)
+	$(VENV)/bin/streamrec broker provision
+	$(PY) -m pytest $(PYTEST_ARGS)
+
+unit: install  ## Only the tests that need no broker
+	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+
+bench: install  ## Regenerate reports/ (benchmarks and evaluation on real data)
+	$(VENV)/bin/streamrec report --out reports
+
+stop:  ## Stop the embedded broker
+	$(VENV)/bin/streamrec broker stop
+
+clean:  ## Remove the virtualenv and caches (not the broker's jar cache)
+	rm -rf $(VENV) .pytest_cache .mypy_cache .ruff_cache *.egg-info

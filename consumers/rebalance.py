@@ -1,0 +1,51 @@
+"""Rebalance bookkeeping. kafka-python calls the listener on its IO thread while the main thread waits
+in ``poll``; the callbacks only record what changed, and the worker acts on it on its own thread before
+it processes the next batch (so nothing blocks heartbeats, and no commit runs on the IO loop).
+
+Because the worker commits at the end of every batch, nothing is uncommitted when a revoke arrives.
+"""
+
+from __future__ import annotations
+
+import threading
+
+from kafka import ConsumerRebalanceListener, TopicPartition
+
+
+class RebalanceTracker(ConsumerRebalanceListener):
+    def __init__(self, topic: str) -> None:
+        self.topic = topic
+        self._lock = threading.Lock()
+        self.owned: set[int] = set()          # partitions whose state is in memory
+        self._assigned: set[int] = set()       # latest assignment from the group
+        self._lost: set[int] = set()
+        self.rebalances = 0
+        self.changed = False
+
+    def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned -= {tp.partition for tp in revoked if tp.topic == self.topic}
+            self.changed = True
+
+    def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
+        with self._lock:
+            self._assigned = {tp.partition for tp in assigned if tp.topic == self.topic}
+            self.rebalances += 1
+            self.changed = True
+
+    def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
+        with self._lock:
+            parts = {tp.partition for tp in lost if tp.topic == self.topic}
+            self._lost |= parts
+            self._assigned -= parts
+            self.changed = True
+
+    def take_changes(self) -> tuple[set[int], set[int], set[int]]:
+        """(to_restore, to_drop, lost): partitions newly ours, partitions no longer ours, partitions lost."""
+        with self._lock:
+            self.changed = False
+            assigned, lost = set(self._assigned), set(self._lost)
+            self._lost.clear()
+        to_restore = assigned - self.owned
+        to_drop = (self.owned - assigned) | lost
+        return to_restore, to_drop, lost

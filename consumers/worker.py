@@ -1,0 +1,236 @@
+"""The streaming worker: poll a micro-batch, decode, update state, recommend once per touched user,
+emit, write the changelog, commit. All the maths lives in ``models.recommender``; this module is Kafka.
+
+Per batch (see the design's data plane): dead letters for records that fail to decode; duplicates dropped by
+the engine (event id window, offset at or below the user's last applied offset); one ``Recommendation`` per
+touched user with lineage; one changelog record per touched user; then the commit protocol of the chosen
+guarantee (``consumers/delivery.py``). Rebalance callbacks only record changes; restores and drops happen
+here, on the worker's thread, before the next batch is processed.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import threading
+import time
+from collections import defaultdict
+from typing import Any
+
+import numpy as np
+import structlog
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+from models.recommender import Recommender
+
+from consumers import changelog
+from consumers.decode import Decoded, decode_batch
+from consumers.delivery import Delivery, make_delivery
+from consumers.engine import build_engine
+from consumers.rebalance import RebalanceTracker
+from consumers.stats import WorkerStats
+from stream import clients
+from stream.errors import StreamrecError
+from stream.records import Record
+from stream.serde import codec_for
+from stream.settings import Settings
+
+log = structlog.get_logger("streamrec.worker")
+
+
+class Worker:
+    def __init__(self, settings: Settings, engine: Recommender | None = None) -> None:
+        self.settings = settings
+        self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.log = log.bind(worker=self.worker_id, group=settings.group, guarantee=settings.guarantee)
+        self.engine = engine or build_engine(settings, self.log)
+        self.topic = settings.events_topic
+        self.state_topic = settings.state_topic()
+        self.consumer = clients.consumer(
+            settings, group=settings.group, max_poll_records=settings.max_batch,
+            session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=300000,
+            client_id=f"{settings.client_id}-{self.worker_id}")
+        self.tracker = RebalanceTracker(self.topic)
+        self.consumer.subscribe([self.topic], listener=self.tracker)
+        self.delivery: Delivery = make_delivery(settings, self.consumer, self.worker_id)
+        self.rec_codec, self.state_codec = codec_for("recommendation"), codec_for("user_state")
+        self.stats = WorkerStats()
+        self.stop_event = threading.Event()
+        self.ready = False
+        self._signals = 0
+        self._between_batches: list[Any] = []   # hooks run between two batches (model swaps)
+
+    # --- lifecycle -----------------------------------------------------------------------------
+    def install_signal_handlers(self) -> None:
+        def handler(signum: int, _frame: Any) -> None:
+            self._signals += 1
+            if self._signals > 1:
+                os._exit(128 + signum)   # a second signal: exit at once
+            self.log.info("stopping", signal=signal.Signals(signum).name)
+            self.stop_event.set()
+
+        signal.signal(signal.SIGTERM, handler)
+        signal.signal(signal.SIGINT, handler)
+
+    def run(self, max_events: int | None = None, idle_timeout_s: float | None = None) -> WorkerStats:
+        """Process until stopped (signal, ``max_events`` processed, or ``idle_timeout_s`` without input)."""
+        self.log.info("worker starting", topic=self.topic, bootstrap=self.settings.bootstrap)
+        last_input, next_stats = time.monotonic(), time.monotonic() + self.settings.stats_interval_s
+        try:
+            while not self.stop_event.is_set():
+                polled = self.consumer.poll(timeout_ms=self.settings.poll_ms, max_records=self.settings.max_batch)
+                self._apply_rebalance()
+                records = [Record.from_kafka(r) for recs in polled.values() for r in recs
+                           if r.partition in self.tracker.owned]
+                for hook in self._between_batches:
+                    hook()
+                if records:
+                    self.process(records)
+                    last_input = time.monotonic()
+                elif idle_timeout_s is not None and time.monotonic() - last_input > idle_timeout_s:
+                    break
+                if max_events is not None and self.stats.events >= max_events:
+                    break
+                if time.monotonic() >= next_stats:
+                    self.log.info("stats", **self.report())
+                    next_stats = time.monotonic() + self.settings.stats_interval_s
+        finally:
+            self.close()
+        return self.stats
+
+    def close(self) -> None:
+        self.log.info("worker closing", **self.report())
+        try:
+            self.delivery.close()
+        finally:
+            self.consumer.close(autocommit=False)
+
+    def report(self) -> dict[str, Any]:
+        self._update_lag()
+        return self.stats.snapshot({"partitions": sorted(self.tracker.owned), **self.engine.stats()})
+
+    # --- rebalance -------------------------------------------------------------------------------
+    def _apply_rebalance(self) -> None:
+        if not self.tracker.changed:
+            return
+        to_restore, to_drop, lost = self.tracker.take_changes()
+        for p in to_drop:
+            self.engine.drop_partition(p)
+            self.tracker.owned.discard(p)
+        if lost:
+            self.log.warning("partitions lost", partitions=sorted(lost))
+        if to_restore:
+            started = time.monotonic()
+            n = changelog.restore(self.settings, self.state_topic, to_restore, self._restore_one,
+                                  timeout_s=self.settings.restore_timeout_s)
+            self.tracker.owned |= to_restore
+            self.stats.restored_records += n
+            self.log.info("partitions restored", partitions=sorted(to_restore), records=n,
+                          seconds=round(time.monotonic() - started, 3))
+        self.ready = bool(self.tracker.owned)
+        self.log.info("assignment", owned=sorted(self.tracker.owned), dropped=sorted(to_drop),
+                      rebalances=self.tracker.rebalances)
+
+    def _restore_one(self, record: dict[str, Any] | None, user_id: str, partition: int) -> None:
+        if record is None:
+            self.engine.forget_user(user_id)
+        else:
+            self.engine.restore_user(record, partition)
+
+    # --- one batch ---------------------------------------------------------------------------------
+    def process(self, records: list[Record]) -> None:
+        t0 = time.perf_counter()
+        good, bad = decode_batch(records)
+        t1 = time.perf_counter()
+        offsets: dict[TopicPartition, int] = {}
+        for rec in records:
+            tp = TopicPartition(rec.topic, rec.partition)
+            offsets[tp] = max(offsets.get(tp, -1), rec.offset)
+        self.delivery.begin()
+        try:
+            for dl in bad:
+                self.log.warning("dead letter", topic=dl.record.topic, partition=dl.record.partition,
+                                 offset=dl.record.offset, error_type=dl.error_type, error=dl.message[:200])
+                self.delivery.send(self.settings.dlq_topic, dl.record.key, dl.record.value, headers=dl.headers())
+            touched, triggers = self._apply(good)
+            t2 = time.perf_counter()
+            lists = self.engine.recommend(touched, now_ms=int(time.time() * 1000))
+            t3 = time.perf_counter()
+            emitted_at = int(time.time() * 1000)
+            latencies = np.empty(len(lists))
+            for i, rl in enumerate(lists):
+                trig = triggers[rl.user_id]
+                key = rl.user_id.encode()
+                self.delivery.send(self.settings.recommendations_topic, key, self.rec_codec.encode({
+                    "user_id": rl.user_id,
+                    "items": [{"item_id": it.item_id, "score": float(it.score), "source": it.source}
+                              for it in rl.items],
+                    "trigger_event_id": trig.event.event_id, "trigger_timestamp": trig.event.timestamp_ms,
+                    "trigger_partition": trig.record.partition, "trigger_offset": trig.record.offset,
+                    "emitted_at": emitted_at, "model_version": rl.model_version,
+                    "index_version": rl.index_version,
+                }))
+                state = self.engine.export_user(rl.user_id)
+                if state is not None:
+                    self.delivery.send(self.state_topic, key, self.state_codec.encode(state),
+                                       partition=trig.record.partition)
+                latencies[i] = emitted_at - trig.record.timestamp_ms
+            t4 = time.perf_counter()
+            self.delivery.commit(offsets)
+        except (KafkaError, StreamrecError) as exc:
+            self._recover(exc)
+            return
+        t5 = time.perf_counter()
+        st = self.stats
+        st.events += len(records)
+        st.batches += 1
+        st.emitted += len(lists)
+        st.dead_letters += len(bad)
+        st.latency.extend(latencies)
+        for name, secs in (("decode", t1 - t0), ("update", t2 - t1), ("recommend", t3 - t2),
+                           ("produce", t4 - t3), ("commit", t5 - t4)):
+            st.add_stage(name, secs)
+
+    def _apply(self, good: list[Decoded]) -> tuple[list[str], dict[str, Decoded]]:
+        by_partition: dict[int, list[Decoded]] = defaultdict(list)
+        for d in good:
+            by_partition[d.record.partition].append(d)
+        touched: dict[str, None] = {}
+        triggers: dict[str, Decoded] = {}
+        for p, items in by_partition.items():
+            applied = self.engine.apply([d.event for d in items], partition=p,
+                                        offsets=[d.record.offset for d in items])
+            self.stats.duplicates += len(items) - self.engine.last_applied_count
+            for user in applied:
+                touched[user] = None
+            for d in items:
+                triggers[d.event.user_id] = d
+        return list(touched), triggers
+
+    def _recover(self, exc: Exception) -> None:
+        """A batch could not be committed: abort, rewind to the committed offsets and rebuild state."""
+        self.log.error("batch failed; rewinding to the last commit", error=str(exc))
+        self.delivery.abort()
+        owned = set(self.tracker.owned)
+        for p in owned:
+            self.engine.drop_partition(p)
+            tp = TopicPartition(self.topic, p)
+            committed = self.consumer.committed(tp)
+            if committed is None:
+                self.consumer.seek_to_beginning(tp)
+            else:
+                self.consumer.seek(tp, committed)
+        changelog.restore(self.settings, self.state_topic, owned, self._restore_one,
+                          timeout_s=self.settings.restore_timeout_s)
+
+    def _update_lag(self) -> None:
+        for p in self.tracker.owned:
+            tp = TopicPartition(self.topic, p)
+            high = self.consumer.highwater(tp)
+            try:
+                pos = self.consumer.position(tp)
+            except Exception:  # noqa: BLE001 - lag is best effort while rebalancing
+                continue
+            if high is not None and pos is not None:
+                self.stats.lag[p] = max(0, high - pos)

@@ -1,0 +1,215 @@
+"""Start, stop and inspect the embedded single-node Kafka broker (KRaft, broker + controller in one JVM)."""
+
+from __future__ import annotations
+
+import base64
+import contextlib
+import os
+import signal
+import socket
+import subprocess
+import time
+import uuid
+from dataclasses import dataclass
+from pathlib import Path
+
+from stream.broker.provision import HERE, classpath, java_binary
+from stream.errors import BrokerError
+from stream.settings import Settings
+
+READY_LINE = "Kafka Server started"
+
+
+@dataclass(frozen=True)
+class BrokerStatus:
+    running: bool
+    bootstrap: str
+    pid: int | None
+    data_dir: str
+    note: str = ""
+
+
+def server_properties(settings: Settings) -> str:
+    host, path = settings.broker_host, settings.broker_path
+    props = {
+        "process.roles": "broker,controller",
+        "node.id": "1",
+        "controller.quorum.bootstrap.servers": f"{host}:{settings.controller_port}",
+        "listeners": f"PLAINTEXT://{host}:{settings.broker_port},CONTROLLER://{host}:{settings.controller_port}",
+        "advertised.listeners": f"PLAINTEXT://{host}:{settings.broker_port}",
+        "controller.listener.names": "CONTROLLER",
+        "inter.broker.listener.name": "PLAINTEXT",
+        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
+        "log.dirs": str(path / "data"),
+        "auto.create.topics.enable": "false",
+        "num.partitions": "1",
+        # single node: every internal topic has one replica
+        "offsets.topic.replication.factor": "1",
+        "offsets.topic.num.partitions": "6",
+        "transaction.state.log.replication.factor": "1",
+        "transaction.state.log.min.isr": "1",
+        "transaction.state.log.num.partitions": "6",
+        "share.coordinator.state.topic.replication.factor": "1",
+        "share.coordinator.state.topic.min.isr": "1",
+        "min.insync.replicas": "1",
+        # a small machine: few threads, no rebalance delay for a fresh group
+        "group.initial.rebalance.delay.ms": "0",
+        "num.network.threads": "2",
+        "num.io.threads": "2",
+        "background.threads": "2",
+        "num.recovery.threads.per.data.dir": "1",
+        "log.cleaner.threads": "1",
+        "log.cleaner.dedupe.buffer.size": str(16 * 1024 * 1024),
+    }
+    return "".join(f"{k}={v}\n" for k, v in props.items())
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    cmdline = Path(f"/proc/{pid}/cmdline")
+    return not cmdline.exists() or b"kafka.Kafka" in cmdline.read_bytes()
+
+
+def _read_pid(path: Path) -> int | None:
+    pidfile = path / "broker.pid"
+    try:
+        pid = int(pidfile.read_text().strip())
+    except (OSError, ValueError):
+        return None
+    return pid if _pid_alive(pid) else None
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
+
+
+def _log_tail(path: Path, lines: int = 25) -> str:
+    chunks = []
+    for name in ("server.log", "broker.out"):
+        f = path / name
+        if f.exists():
+            chunks.extend(f.read_text(errors="replace").splitlines()[-lines:])
+    return "\n".join(chunks[-lines:]) or "(the broker wrote no log)"
+
+
+def status(settings: Settings) -> BrokerStatus:
+    if not settings.embedded:
+        return BrokerStatus(True, settings.bootstrap, None, "", "external cluster (STREAMREC_BOOTSTRAP_SERVERS)")
+    path = settings.broker_path
+    pid = _read_pid(path)
+    return BrokerStatus(pid is not None, settings.bootstrap, pid, str(path))
+
+
+def _cluster_id() -> str:
+    while True:  # Kafka rejects ids that start with '-'
+        cid = base64.urlsafe_b64encode(uuid.uuid4().bytes).rstrip(b"=").decode()
+        if not cid.startswith("-"):
+            return cid
+
+
+def _format(settings: Settings, java: str, cp: str, props: Path) -> None:
+    if (settings.broker_path / "data" / "meta.properties").exists():
+        return
+    cmd = [java, "-cp", cp, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(),
+           "-c", str(props)]
+    proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
+    if proc.returncode != 0:
+        raise BrokerError(f"formatting the broker's storage failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+
+
+def start(settings: Settings, quiet: bool = False) -> BrokerStatus:
+    """Start the broker (provisioning it on first use) and wait until it answers admin requests."""
+    if not settings.embedded:
+        return status(settings)
+    path = settings.broker_path
+    if (pid := _read_pid(path)) is not None:
+        return BrokerStatus(True, settings.bootstrap, pid, str(path), "already running")
+    for port in (settings.broker_port, settings.controller_port):
+        if not _port_free(settings.broker_host, port):
+            raise BrokerError(f"port {settings.broker_host}:{port} is in use by another process. Stop it, or "
+                              "choose other ports with STREAMREC_BROKER_PORT / STREAMREC_CONTROLLER_PORT "
+                              "(or --port), or use that cluster with STREAMREC_BOOTSTRAP_SERVERS.")
+    java, cp = java_binary(), classpath(settings, quiet=quiet)
+    path.mkdir(parents=True, exist_ok=True)
+    props = path / "server.properties"
+    props.write_text(server_properties(settings))
+    _format(settings, java, cp, props)
+    log = path / "server.log"
+    if log.exists():
+        log.rename(path / "server.log.1")
+    cmd = [java, f"-Xmx{settings.broker_heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
+           "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
+           f"-Dkafka.logs.dir={path}", "-cp", cp, "kafka.Kafka", str(props)]
+    with open(path / "broker.out", "wb") as out:
+        proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                start_new_session=True)
+    (path / "broker.pid").write_text(str(proc.pid))
+    _wait_ready(settings, proc, log)
+    return BrokerStatus(True, settings.bootstrap, proc.pid, str(path), "started")
+
+
+def _wait_ready(settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> None:
+    deadline = time.monotonic() + settings.broker_start_timeout_s
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise BrokerError(f"the Kafka broker exited with code {proc.returncode} while starting. Log tail:\n"
+                              + _log_tail(settings.broker_path))
+        if log.exists() and READY_LINE in log.read_text(errors="replace") and _admin_ok(settings):
+            return
+        time.sleep(0.2)
+    _kill(proc.pid, wait_s=5)
+    raise BrokerError(f"the Kafka broker did not become ready within {settings.broker_start_timeout_s:.0f}s. "
+                      "Log tail:\n" + _log_tail(settings.broker_path))
+
+
+def _admin_ok(settings: Settings) -> bool:
+    from kafka import KafkaAdminClient
+
+    try:
+        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=3000)
+    except Exception:
+        return False
+    try:
+        return bool(admin.describe_cluster().get("brokers"))
+    except Exception:
+        return False
+    finally:
+        admin.close()
+
+
+def _kill(pid: int, wait_s: float) -> None:
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline and _pid_alive(pid):
+        with contextlib.suppress(ChildProcessError):  # reap it if it is our child
+            os.waitpid(pid, os.WNOHANG)
+        time.sleep(0.1)
+    if _pid_alive(pid):
+        os.killpg(pid, signal.SIGKILL)
+
+
+def stop(settings: Settings, wait_s: float = 30.0) -> BrokerStatus:
+    """Stop the broker (SIGTERM, then SIGKILL after ``wait_s``) and leave no process behind."""
+    if not settings.embedded:
+        return status(settings)
+    path = settings.broker_path
+    pid = _read_pid(path)
+    if pid is None:
+        return BrokerStatus(False, settings.bootstrap, None, str(path), "not running")
+    _kill(pid, wait_s)
+    (path / "broker.pid").unlink(missing_ok=True)
+    return BrokerStatus(False, settings.bootstrap, pid, str(path), "stopped")

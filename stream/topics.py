@@ -1,0 +1,78 @@
+"""The topics streamrec uses, with partition counts and cleanup policies from the settings."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from kafka import KafkaAdminClient
+from kafka.admin import NewTopic
+from kafka.errors import TopicAlreadyExistsError
+
+from stream.errors import BrokerError
+from stream.settings import Settings
+
+
+@dataclass(frozen=True)
+class TopicSpec:
+    name: str
+    partitions: int
+    config: dict[str, str]
+
+
+def topic_specs(settings: Settings, group: str | None = None) -> list[TopicSpec]:
+    """events (delete), recommendations (compact + retention), events.dlq (delete),
+    model-updates (delete, long retention; one partition keeps chunks in order), <group>.state (compact,
+    co-partitioned with events)."""
+    return [
+        TopicSpec(settings.events_topic, settings.events_partitions,
+                  {"cleanup.policy": "delete", "retention.ms": str(settings.events_retention_ms)}),
+        TopicSpec(settings.recommendations_topic, settings.recommendations_partitions,
+                  {"cleanup.policy": "compact,delete", "retention.ms": str(settings.recommendations_retention_ms)}),
+        TopicSpec(settings.dlq_topic, 1,
+                  {"cleanup.policy": "delete", "retention.ms": str(settings.dlq_retention_ms)}),
+        TopicSpec(settings.model_topic, 1,
+                  {"cleanup.policy": "delete", "retention.ms": str(settings.model_retention_ms),
+                   "max.message.bytes": str(2 * 1024 * 1024)}),
+        TopicSpec(settings.state_topic(group), settings.events_partitions, {"cleanup.policy": "compact"}),
+    ]
+
+
+def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> dict[str, str]:
+    """Create the topics that do not exist yet; returns {name: "created" | "exists"}. Safe to run twice."""
+    specs = topic_specs(settings) if specs is None else specs
+    admin = admin_client(settings)
+    try:
+        existing = set(admin.list_topics())
+        result: dict[str, str] = {}
+        for spec in specs:
+            if spec.name in existing:
+                result[spec.name] = "exists"
+                continue
+            try:
+                admin.create_topics([NewTopic(spec.name, spec.partitions, 1, topic_configs=spec.config)])
+                result[spec.name] = "created"
+            except TopicAlreadyExistsError:
+                result[spec.name] = "exists"
+        return result
+    finally:
+        admin.close()
+
+
+def admin_client(settings: Settings) -> KafkaAdminClient:
+    try:
+        return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id=settings.client_id,
+                                request_timeout_ms=10000)
+    except Exception as exc:
+        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap}: {exc}. Start the embedded broker with "
+                          "`streamrec broker start`, or set STREAMREC_BOOTSTRAP_SERVERS.") from exc
+
+
+def partitions_for(settings: Settings, topic: str) -> int:
+    admin = admin_client(settings)
+    try:
+        desc = admin.describe_topics([topic])
+    finally:
+        admin.close()
+    if not desc or desc[0].get("error_code"):
+        raise BrokerError(f"topic {topic!r} does not exist on {settings.bootstrap}; run `streamrec topics create`")
+    return len(desc[0]["partitions"])

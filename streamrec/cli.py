@@ -1,0 +1,45 @@
+"""The ``streamrec`` command line. Global options become the process's one Settings object."""
+
+from __future__ import annotations
+
+import sys
+
+import typer
+
+from models.errors import StreamrecError
+from stream.logs import configure
+from stream.settings import Settings
+from streamrec import cmd_broker, cmd_data
+
+app = typer.Typer(help="streamrec: a streaming real-time recommender on Kafka.", no_args_is_help=True,
+                  pretty_exceptions_enable=False, add_completion=False)
+
+
+@app.callback()
+def root(
+    ctx: typer.Context,
+    bootstrap_servers: str = typer.Option(None, "--bootstrap-servers", "-b",
+                                          help="Kafka cluster to use (STREAMREC_BOOTSTRAP_SERVERS); "
+                                               "unset: the embedded broker."),
+    log_level: str = typer.Option(None, help="debug | info | warning (STREAMREC_LOG_LEVEL)."),
+    log_format: str = typer.Option(None, help="auto | json | console (STREAMREC_LOG_FORMAT)."),
+) -> None:
+    settings = Settings.from_env(bootstrap_servers=bootstrap_servers, log_level=log_level, log_format=log_format)
+    configure(settings.log_level, settings.log_format)
+    ctx.obj = settings
+
+
+cmd_broker.register(app)
+cmd_data.register(app)
+
+
+def main() -> None:
+    try:
+        app()
+    except StreamrecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        sys.exit(2)
+
+
+if __name__ == "__main__":
+    main()
