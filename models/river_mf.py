@@ -1,0 +1,363 @@
+"""Online matrix factorisation over an event stream: river's ``reco.BiasedMF`` with vectorised ranking.
+
+``BiasedMF`` predicts ``mean + b_u + b_i + <v_u, v_i>`` and takes one SGD step per ``learn_one(user, item,
+y)``. :class:`RiverMF` wraps it for streamrec:
+
+* **Targets.** A rating event trains on its star value; any other event (or every event when
+  ``target="strength"``) on :func:`models.encoder.event_strength`, so purchase > cart > click > view.
+  Implicit streams only ever show positives, so ``negatives`` draws that many random known items per
+  event (seeded) and trains them towards ``negative_target``.
+* **Vectorised scoring.** Every item's latent vector and bias is mirrored, after each update, into a
+  contiguous numpy matrix, so scoring the whole catalogue for a user is one matrix-vector product instead
+  of one ``predict_one`` per item. Unknown users score with a zero vector and zero bias (item bias only),
+  and nothing is inserted into river's ``defaultdict`` state when scoring.
+* **Bounded memory.** Users are kept in least-recently-seen order; beyond ``max_users``, or when not seen
+  for ``user_ttl_ms`` of event time, a user's factors are dropped (``evicted_users`` counts them). Items
+  can be capped the same way with ``max_items``.
+* **Checkpoints.** :meth:`RiverMF.to_bytes` / :meth:`RiverMF.from_bytes` save every parameter, the
+  optimiser step counts, the random states and the recency order (numpy ``.npz``, no pickle), with the
+  river version that wrote it, so a restored model continues exactly where the original was.
+
+>>> mf = RiverMF(RiverMFConfig(n_factors=4, seed=1))
+>>> for user, item, stars in [("ann", "alien", 5), ("ann", "heat", 1), ("bob", "alien", 5),
+...                           ("bob", "heat", 1), ("cy", "heat", 1)] * 20:
+...     mf.learn_one(user, item, stars)
+>>> mf.rank("cy", k=2)
+['alien', 'heat']
+>>> mf.rank("cy", k=2, exclude={"alien"})
+['heat']
+>>> clone = RiverMF.from_bytes(mf.to_bytes())
+>>> round(clone.predict_one("ann", "alien"), 6) == round(mf.predict_one("ann", "alien"), 6)
+True
+"""
+
+from __future__ import annotations
+
+import io
+import json
+from collections import OrderedDict
+from collections.abc import Collection, Sequence
+from dataclasses import asdict, dataclass
+from typing import Any, Literal
+
+import numpy as np
+import river
+from river import optim, reco
+
+from models.encoder import event_strength
+from models.errors import ArtifactError, ConfigError
+from models.events import Event, EventType
+
+STATE_FORMAT = "streamrec-river-mf/1"
+
+
+def top_k(scores: np.ndarray, k: int, banned: Sequence[int] = ()) -> list[int]:
+    """Rows of the ``k`` highest ``scores``, best first, skipping ``banned`` rows; ``scores`` is not modified.
+
+    Deterministic: the same scores always give the same rows, and equal scores are listed by row.
+
+    >>> top_k(np.array([0.1, 0.9, 0.5, 0.9]), 3, banned=[1])
+    [3, 2, 0]
+    """
+    n = len(scores)
+    if n == 0 or k <= 0:
+        return []
+    s = np.array(scores, dtype=np.float64)  # a copy: the caller's array stays as it was
+    if len(banned):
+        s[np.asarray(banned, dtype=np.int64)] = -np.inf
+    k_eff = min(k, n)
+    top = np.argpartition(-s, k_eff - 1)[:k_eff] if k_eff < n else np.arange(n)
+    top = top[np.lexsort((top, -s[top]))]
+    return [int(r) for r in top if s[r] != -np.inf]
+
+
+@dataclass(frozen=True)
+class RiverMFConfig:
+    """Settings of :class:`RiverMF` (all of river's ``BiasedMF`` knobs that matter, plus memory bounds)."""
+
+    n_factors: int = 16
+    lr_bias: float = 0.01
+    lr_latent: float = 0.05
+    l2_bias: float = 0.0
+    l2_latent: float = 0.01
+    init_sigma: float = 0.1
+    clip_gradient: float = 5.0
+    seed: int = 0
+    target: Literal["auto", "strength"] = "auto"
+    negatives: int = 0
+    negative_target: float = 0.0
+    max_users: int | None = 1_000_000
+    user_ttl_ms: int | None = None
+    max_items: int | None = None
+
+    def __post_init__(self) -> None:
+        if self.n_factors < 2:
+            raise ConfigError("river_mf n_factors must be at least 2")
+        if self.target not in ("auto", "strength"):
+            raise ConfigError(f"river_mf target must be 'auto' or 'strength', not {self.target!r}")
+        if self.negatives < 0:
+            raise ConfigError("river_mf negatives must be >= 0")
+        for name in ("max_users", "user_ttl_ms", "max_items"):
+            value = getattr(self, name)
+            if value is not None and value <= 0:
+                raise ConfigError(f"river_mf {name} must be positive (or None for no bound)")
+
+
+class RiverMF:
+    """Online biased matrix factorisation (river ``reco.BiasedMF``) with numpy ranking and bounded memory."""
+
+    def __init__(self, config: RiverMFConfig | None = None) -> None:
+        self.config = config or RiverMFConfig()
+        c = self.config
+        self._init = optim.initializers.Normal(mu=0.0, sigma=c.init_sigma, seed=c.seed)
+        self.model = reco.BiasedMF(
+            n_factors=c.n_factors,
+            bias_optimizer=optim.SGD(c.lr_bias),
+            latent_optimizer=optim.SGD(c.lr_latent),
+            l2_bias=c.l2_bias,
+            l2_latent=c.l2_latent,
+            weight_initializer=optim.initializers.Zeros(),
+            latent_initializer=self._init,
+            clip_gradient=c.clip_gradient,
+            seed=c.seed,
+        )
+        self._neg_rng = np.random.default_rng(c.seed + 7919)
+        self._users: OrderedDict[str, int] = OrderedDict()   # user -> last event time (ms), oldest first
+        self._item_seen: OrderedDict[str, int] = OrderedDict()
+        self._row: dict[str, int] = {}
+        self._item_ids: list[str] = []
+        self._V = np.zeros((64, c.n_factors), dtype=np.float64)
+        self._bi = np.zeros(64, dtype=np.float64)
+        self.evicted_users = 0
+        self.evicted_items = 0
+        #: river version that wrote the state this model was restored from (this process's, if new)
+        self.written_by_river: str = river.__version__
+
+    # ------------------------------------------------------------------ sizes
+
+    @property
+    def n_users(self) -> int:
+        return len(self._users)
+
+    @property
+    def n_items(self) -> int:
+        return len(self._item_ids)
+
+    @property
+    def item_ids(self) -> tuple[str, ...]:
+        """Known items, in the row order of :meth:`score_all`."""
+        return tuple(self._item_ids)
+
+    # ------------------------------------------------------------------ learning
+
+    def target_of(self, event: Event) -> float:
+        """The regression target of one event (see the module docstring)."""
+        if self.config.target == "auto" and event.event_type == EventType.RATING and event.value is not None:
+            return float(event.value)
+        return event_strength(event.event_type.value, event.value)
+
+    def learn_event(self, event: Event) -> None:
+        """Learn one event at its event time (and its sampled negatives, if configured)."""
+        self.learn_one(event.user_id, event.item_id, self.target_of(event), ts_ms=event.timestamp_ms)
+
+    def learn_one(self, user: str, item: str, y: float, ts_ms: int | None = None) -> None:
+        """One SGD step on ``(user, item, y)``, then ``negatives`` steps on random other items."""
+        ts = 0 if ts_ms is None else int(ts_ms)
+        self._touch_user(user, ts)
+        self._step(user, item, float(y), ts)
+        n_neg = self.config.negatives
+        if n_neg and self.n_items > 1:
+            rows = self._neg_rng.integers(0, self.n_items, size=n_neg)
+            positive_row = self._row[item]
+            for r in rows:
+                if int(r) != positive_row:
+                    self._step(user, self._item_ids[int(r)], self.config.negative_target, ts)
+        self._evict(ts if ts_ms is not None else None)
+
+    def _step(self, user: str, item: str, y: float, ts: int) -> None:
+        self.model.learn_one(user, item, y)
+        row = self._row.get(item)
+        if row is None:
+            row = self._add_item(item)
+        self._V[row] = self.model.i_latents[item]
+        self._bi[row] = self.model.i_biases[item]
+        self._item_seen[item] = ts
+        self._item_seen.move_to_end(item)
+
+    def _touch_user(self, user: str, ts: int) -> None:
+        self._users[user] = ts
+        self._users.move_to_end(user)
+
+    def _add_item(self, item: str) -> int:
+        row = len(self._item_ids)
+        if row == len(self._bi):
+            self._V = np.concatenate([self._V, np.zeros_like(self._V)])
+            self._bi = np.concatenate([self._bi, np.zeros_like(self._bi)])
+        self._row[item] = row
+        self._item_ids.append(item)
+        return row
+
+    # ------------------------------------------------------------------ memory bounds
+
+    def _evict(self, now_ms: int | None) -> None:
+        c = self.config
+        keep = next(reversed(self._users))  # never drop the user we just learned
+        while c.max_users is not None and len(self._users) > c.max_users:
+            self._drop_user(next(iter(self._users)))
+        if c.user_ttl_ms is not None and now_ms is not None:
+            while self._users:
+                oldest, last = next(iter(self._users.items()))
+                if oldest == keep or now_ms - last <= c.user_ttl_ms:
+                    break
+                self._drop_user(oldest)
+        while c.max_items is not None and len(self._item_seen) > c.max_items:
+            self._drop_item(next(iter(self._item_seen)))
+
+    def _drop_user(self, user: str) -> None:
+        del self._users[user]
+        self.model.u_latents.pop(user, None)
+        self.model.u_biases.pop(user, None)
+        self.evicted_users += 1
+
+    def _drop_item(self, item: str) -> None:
+        del self._item_seen[item]
+        row = self._row.pop(item)
+        last = len(self._item_ids) - 1
+        if row != last:  # move the last row into the hole
+            moved = self._item_ids[last]
+            self._item_ids[row] = moved
+            self._row[moved] = row
+            self._V[row] = self._V[last]
+            self._bi[row] = self._bi[last]
+        self._item_ids.pop()
+        self.model.i_latents.pop(item, None)
+        self.model.i_biases.pop(item, None)
+        self.evicted_items += 1
+
+    # ------------------------------------------------------------------ scoring
+
+    def _user_params(self, user: str) -> tuple[float, np.ndarray | None]:
+        vec = self.model.u_latents.get(user)
+        return float(self.model.u_biases.get(user, 0.0)), vec
+
+    def predict_one(self, user: str, item: str) -> float:
+        """Predicted target for one pair; unknown users and items count as zero vectors and biases."""
+        ub, vec = self._user_params(user)
+        row = self._row.get(item)
+        y = self.model.global_mean.get() + ub
+        if row is not None:
+            y += self._bi[row]
+            if vec is not None:
+                y += float(np.dot(vec, self._V[row]))
+        return float(y)
+
+    def score_all(self, user: str) -> np.ndarray:
+        """Predicted target of every known item for ``user`` (aligned with :attr:`item_ids`), vectorised."""
+        n = self.n_items
+        ub, vec = self._user_params(user)
+        scores = (self.model.global_mean.get() + ub) + self._bi[:n]
+        if vec is not None:
+            scores = scores + self._V[:n] @ vec
+        return scores
+
+    def score(self, user: str, items: Sequence[str]) -> np.ndarray:
+        """Predicted target of ``items`` for ``user`` (unknown items get the user's baseline)."""
+        ub, vec = self._user_params(user)
+        base = self.model.global_mean.get() + ub
+        rows = np.array([self._row.get(i, -1) for i in items], dtype=np.int64)
+        known = rows >= 0
+        out = np.full(len(items), base, dtype=np.float64)
+        if known.any():
+            r = rows[known]
+            out[known] = base + self._bi[r] + (self._V[r] @ vec if vec is not None else 0.0)
+        return out
+
+    def rank(self, user: str, k: int, exclude: Collection[str] = ()) -> list[str]:
+        """The ``k`` known items with the highest predicted target for ``user``, leaving out ``exclude``."""
+        if self.n_items == 0 or k <= 0:
+            return []
+        banned = [r for i in exclude if (r := self._row.get(i)) is not None] if exclude else []
+        return [self._item_ids[r] for r in top_k(self.score_all(user), k, banned)]
+
+    # ------------------------------------------------------------------ checkpoints
+
+    def to_bytes(self) -> bytes:
+        """The whole state as ``.npz`` bytes (no pickle), tagged with the river version that wrote it."""
+        m = self.model
+        users = list(self._users)
+        items_lru = list(self._item_seen)
+        f = self.config.n_factors
+        latents = [m.u_latents[u] for u in users if u in m.u_latents]
+        algo, keys, pos, has_gauss, cached = self._init._rng.get_state()
+        meta = {
+            "format": STATE_FORMAT,
+            "river_version": river.__version__,
+            "numpy_version": np.__version__,
+            "config": asdict(self.config),
+            "global_mean": [m.global_mean.n, m.global_mean._mean],
+            "optimizer_steps": [o.n_iterations for o in (m.u_bias_optimizer, m.i_bias_optimizer,
+                                                         m.u_latent_optimizer, m.i_latent_optimizer)],
+            "init_rng": [algo, int(pos), int(has_gauss), float(cached)],
+            "neg_rng": self._neg_rng.bit_generator.state,
+            "evicted_users": self.evicted_users,
+            "evicted_items": self.evicted_items,
+        }
+        arrays: dict[str, np.ndarray] = {
+            "meta": np.frombuffer(json.dumps(meta).encode(), dtype=np.uint8),
+            "init_rng_keys": np.asarray(keys, dtype=np.uint32),
+            "user_ids": np.array(users, dtype=str),
+            "user_ts": np.array([self._users[u] for u in users], dtype=np.int64),
+            "user_bias": np.array([m.u_biases.get(u, 0.0) for u in users], dtype=np.float64),
+            "user_latents": np.stack(latents) if latents else np.zeros((0, f)),
+            "user_has_latent": np.array([u in m.u_latents for u in users], dtype=bool),
+            "item_ids": np.array(self._item_ids, dtype=str),
+            "item_bias": self._bi[: self.n_items].copy(),
+            "item_latents": self._V[: self.n_items].copy(),
+            "item_lru": np.array(items_lru, dtype=str),
+            "item_ts": np.array([self._item_seen[i] for i in items_lru], dtype=np.int64),
+        }
+        buf = io.BytesIO()
+        np.savez(buf, **arrays)  # type: ignore[arg-type]
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> RiverMF:
+        """Restore a model written by :meth:`to_bytes` (raises :class:`ArtifactError` when it cannot)."""
+        try:
+            with np.load(io.BytesIO(data), allow_pickle=False) as z:
+                a = {name: z[name] for name in z.files}
+            meta: dict[str, Any] = json.loads(a["meta"].tobytes().decode())
+        except (ValueError, OSError, KeyError) as exc:
+            raise ArtifactError(f"river_mf state cannot be decoded: {exc}") from exc
+        if meta.get("format") != STATE_FORMAT:
+            raise ArtifactError(f"river_mf state has format {meta.get('format')!r}, "
+                                f"expected {STATE_FORMAT!r}")
+        mf = cls(RiverMFConfig(**meta["config"]))
+        mf.written_by_river = str(meta["river_version"])
+        m = mf.model
+        m.global_mean.n, m.global_mean._mean = meta["global_mean"]
+        for opt, steps in zip((m.u_bias_optimizer, m.i_bias_optimizer, m.u_latent_optimizer,
+                               m.i_latent_optimizer), meta["optimizer_steps"], strict=True):
+            opt.n_iterations = steps
+        algo, pos, has_gauss, cached = meta["init_rng"]
+        mf._init._rng.set_state((algo, a["init_rng_keys"], pos, has_gauss, cached))
+        mf._neg_rng.bit_generator.state = meta["neg_rng"]
+        latents = iter(a["user_latents"])
+        for u, ts, b, has in zip(a["user_ids"].tolist(), a["user_ts"].tolist(), a["user_bias"].tolist(),
+                                 a["user_has_latent"].tolist(), strict=True):
+            mf._users[u] = ts
+            m.u_biases[u] = b
+            if has:
+                m.u_latents[u] = np.array(next(latents), dtype=np.float64)
+        items = zip(a["item_ids"].tolist(), a["item_bias"].tolist(), a["item_latents"], strict=True)
+        for item, b, vec in items:
+            row = mf._add_item(item)
+            m.i_biases[item] = b
+            m.i_latents[item] = np.array(vec, dtype=np.float64)
+            mf._V[row] = vec
+            mf._bi[row] = b
+        for item, ts in zip(a["item_lru"].tolist(), a["item_ts"].tolist(), strict=True):
+            mf._item_seen[item] = ts
+        mf.evicted_users = int(meta["evicted_users"])
+        mf.evicted_items = int(meta["evicted_items"])
+        return mf
