@@ -7,7 +7,7 @@ X times faster). The record's Kafka timestamp is the produce time; the event tim
 from __future__ import annotations
 
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
 from models.errors import InputError
@@ -49,7 +49,7 @@ def _target_time(pacing: Pacing, start: float, i: int, first_ts: int, ts: int) -
     return start
 
 
-def replay(events: Sequence[Event], settings: Settings, pacing: Pacing = Pacing(),
+def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(),
            topic: str | None = None, progress: Callable[[int], None] | None = None,
            producer: object | None = None) -> ReplayStats:
     """Produce ``events`` in order; flushes and reports where it stopped on Ctrl-C."""
@@ -58,10 +58,12 @@ def replay(events: Sequence[Event], settings: Settings, pacing: Pacing = Pacing(
     codec = codec_for("event")
     encode, send = codec.encode, prod.send  # type: ignore[attr-defined]
     sent, last_id, interrupted = 0, None, False
-    first_ts = events[0].timestamp_ms if events else 0
+    first_ts: int | None = None
     start = time.perf_counter()
     try:
         for i, ev in enumerate(events):
+            if first_ts is None:
+                first_ts = ev.timestamp_ms
             if pacing.mode != "max" and i % 20 == 0:
                 delay = _target_time(pacing, start, i, first_ts, ev.timestamp_ms) - time.perf_counter()
                 if delay > 0:

@@ -31,6 +31,7 @@ def root(
 
 cmd_broker.register(app)
 cmd_data.register(app)
+cmd_data.register_replay(app)
 
 
 def main() -> None:

@@ -45,3 +45,75 @@ def register(app: typer.Typer) -> None:
         for msg in read(s, topic, from_beginning=from_beginning, user=user, max_messages=max_messages,
                         timeout_s=timeout):
             print(_render(msg, fmt), flush=True)
+
+
+def register_replay(app: typer.Typer) -> None:
+    from producers.readers import FORMATS, PRESETS, parse_mapping, read_events, stream_events
+    from producers.replay import Pacing, replay
+
+    @app.command("replay")
+    def replay_cmd(
+        ctx: typer.Context,
+        path: str = typer.Argument(..., help="The event log to replay."),
+        fmt: str = typer.Option(..., "--format", "-f", help=f"{' | '.join(FORMATS)}, or a preset name."),
+        preset: str = typer.Option(None, help=f"Column preset for csv/jsonl: {', '.join(PRESETS)}."),
+        mapping: str = typer.Option(None, "--map",
+                                    help="Column mapping for csv/jsonl, e.g. 'user=visitorid,item=itemid,"
+                                         "timestamp=ts,event_type=event,timestamp_unit=ms'."),
+        max_speed: bool = typer.Option(False, "--max", help="As fast as possible (the default)."),
+        rate: float = typer.Option(None, "--rate", help="Events per second."),
+        speedup: float = typer.Option(None, "--speedup", help="Follow the log's own timeline, X times faster."),
+        limit: int = typer.Option(None, "--limit", help="Replay only the first N events (after sorting)."),
+        no_sort: bool = typer.Option(False, "--no-sort", help="Stream in file order with constant memory "
+                                                              "(for large logs already in time order)."),
+        strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row."),
+        topic: str = typer.Option(None, "--topic", help="Target topic (default: the events topic)."),
+    ) -> None:
+        """Replay an event log into Kafka in event-time order, keyed by user, with pacing and a summary."""
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+        if sum(x is not None and x is not False for x in (rate, speedup)) > 1:
+            raise typer.BadParameter("choose one of --max, --rate, --speedup")
+        pacing = Pacing("rate", rate) if rate else Pacing("speedup", speedup) if speedup else Pacing()
+        cmap = parse_mapping(mapping) if mapping else None
+        s: Settings = ctx.obj
+        total: int | None
+        if no_sort:
+            stream = stream_events(path, fmt, cmap, preset, strict)
+            events, total, bad = iter(stream), limit, stream
+        else:
+            with console.status(f"reading {path}..."):
+                result = read_events(path, fmt, cmap, preset, strict)
+            events, total, bad = iter(result.events), len(result.events), result  # type: ignore[assignment]
+            if limit is not None:
+                total = min(total, limit)
+        if limit is not None:
+            import itertools
+            events = itertools.islice(events, limit)
+        with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                      console=console, transient=not console.is_terminal) as progress:
+            task = progress.add_task("replay", total=total)
+            stats = replay(events, s, pacing, topic=topic, progress=lambda n: progress.advance(task, n))
+        console.print(f"replayed {stats.events:,} events to {topic or s.events_topic} in {stats.seconds:.2f}s "
+                      f"({stats.rate:,.0f} events/s); bad rows: {bad.bad_count}")
+        for row in bad.bad_rows[:10]:
+            console.print(f"  bad row {row}")
+        if stats.interrupted:
+            console.print(f"interrupted: everything up to event {stats.last_event_id} was sent and flushed")
+            raise typer.Exit(130)
+
+    @app.command("generate")
+    def generate_cmd(
+        users: int = typer.Option(1000, help="Number of users."),
+        items: int = typer.Option(5000, help="Number of items."),
+        events: int = typer.Option(100_000, help="Number of events."),
+        seed: int = typer.Option(7, help="Random seed: the same seed writes the same file."),
+        out: str = typer.Option(..., "--out", "-o", help="Output path (.jsonl, or .avro for an Avro file)."),
+    ) -> None:
+        """Write a synthetic event log: Zipf popularity, taste clusters, sessions, a funnel, drifting tastes."""
+        from producers.synthetic import generate, write_log
+
+        with console.status(f"generating {events:,} events..."):
+            log = generate(users=users, items=items, events=events, seed=seed)
+            write_log(log, out)
+        console.print(f"wrote {events:,} events for {users:,} users and {items:,} items to {out}")
