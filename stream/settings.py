@@ -140,3 +140,26 @@ def _parse(key: str, raw: str, typ: Any) -> Any:
     except ValueError as exc:
         raise ConfigError(f"{key}={raw!r} is not a valid {typ}") from exc
     return raw
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in ``"90s"``, ``"10m"``, ``"2h"``, ``"7d"`` or a bare number of seconds.
+
+    >>> parse_duration("10m"), parse_duration("7d"), parse_duration("1.5")
+    (600.0, 604800.0, 1.5)
+    """
+    units = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+    raw = text.strip().lower()
+    for suffix in ("ms", "s", "m", "h", "d", "w"):
+        if raw.endswith(suffix):
+            number = raw[: -len(suffix)]
+            break
+    else:
+        number, suffix = raw, "s"
+    try:
+        value = float(number) * units[suffix]
+    except ValueError as exc:
+        raise ConfigError(f"{text!r} is not a duration; use e.g. 30s, 10m, 2h or 7d") from exc
+    if value <= 0:
+        raise ConfigError(f"duration {text!r} must be positive")
+    return value
