@@ -28,6 +28,7 @@ from consumers import changelog
 from consumers.decode import Decoded, decode_batch
 from consumers.delivery import Delivery, make_delivery
 from consumers.engine import build_engine
+from consumers.modelsync import ModelSync
 from consumers.rebalance import RebalanceTracker
 from consumers.stats import WorkerStats
 from stream import clients
@@ -40,7 +41,7 @@ log = structlog.get_logger("streamrec.worker")
 
 
 class Worker:
-    def __init__(self, settings: Settings, engine: Recommender | None = None) -> None:
+    def __init__(self, settings: Settings, engine: Recommender | None = None, model_sync: bool = True) -> None:
         self.settings = settings
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.log = log.bind(worker=self.worker_id, group=settings.group, guarantee=settings.guarantee)
@@ -50,7 +51,9 @@ class Worker:
         self.consumer = clients.consumer(
             settings, group=settings.group, max_poll_records=settings.max_batch,
             session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=300000,
-            client_id=f"{settings.client_id}-{self.worker_id}")
+            client_id=f"{settings.client_id}-{self.worker_id}",
+            # static membership when the slot is named: a restarted worker takes its partitions straight back
+            group_instance_id=settings.worker_id or None)
         self.tracker = RebalanceTracker(self.topic)
         self.consumer.subscribe([self.topic], listener=self.tracker)
         self.delivery: Delivery = make_delivery(settings, self.consumer, self.worker_id)
@@ -60,6 +63,11 @@ class Worker:
         self.ready = False
         self._signals = 0
         self._between_batches: list[Any] = []   # hooks run between two batches (model swaps)
+        self.sync: ModelSync | None = None
+        if model_sync:
+            self.sync = ModelSync(settings, self.engine, self.log)
+            self._between_batches.append(self.sync.swap_if_ready)
+            self.sync.start()
 
     # --- lifecycle -----------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -101,6 +109,8 @@ class Worker:
 
     def close(self) -> None:
         self.log.info("worker closing", **self.report())
+        if self.sync is not None:
+            self.sync.stop()
         try:
             self.delivery.close()
         finally:

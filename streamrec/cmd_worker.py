@@ -1,0 +1,35 @@
+"""``streamrec worker``: a member of the worker group on the events topic."""
+
+from __future__ import annotations
+
+import typer
+
+from stream.settings import Settings
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("worker")
+    def worker_cmd(
+        ctx: typer.Context,
+        group: str = typer.Option(None, "--group", help="Consumer group (STREAMREC_GROUP)."),
+        guarantee: str = typer.Option(None, "--guarantee",
+                                      help="at-least-once | exactly-once (STREAMREC_GUARANTEE)."),
+        model: str = typer.Option(None, "--model", help="A base-model artifact directory to start with "
+                                                        "(STREAMREC_MODEL_PATH); newer ones arrive on model-updates."),
+        worker_id: str = typer.Option(None, "--worker-id", help="Stable id of this worker slot (STREAMREC_WORKER_ID)"
+                                                                "; exactly-once fences a crashed predecessor by it."),
+        metrics_port: int = typer.Option(None, "--metrics-port", help="Serve /healthz, /readyz, /metrics here "
+                                                                      "(STREAMREC_METRICS_PORT; 0 = off)."),
+        top_n: int = typer.Option(None, "--top-n", help="List length (STREAMREC_TOP_N)."),
+        max_events: int = typer.Option(None, "--max-events", help="Stop after N events (tests, benchmarks)."),
+        idle_timeout: float = typer.Option(None, "--idle-timeout", help="Stop after this many idle seconds."),
+        no_model_sync: bool = typer.Option(False, "--no-model-sync", help="Do not follow model-updates."),
+    ) -> None:
+        """Consume events, update state, emit a fresh list per touched user. SIGTERM: finish, commit, close."""
+        from consumers.worker import Worker
+
+        s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
+                                      metrics_port=metrics_port, top_n=top_n)
+        worker = Worker(s, model_sync=not no_model_sync)
+        worker.install_signal_handlers()
+        worker.run(max_events=max_events, idle_timeout_s=idle_timeout)

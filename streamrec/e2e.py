@@ -1,0 +1,114 @@
+"""End-to-end helpers shared by the demo, the benchmarks and the process tests: worker processes, a
+subscriber that timestamps every list on arrival, and settings for a throwaway broker."""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from kafka import TopicPartition
+
+from stream import clients
+from stream.serde import codec_for
+from stream.settings import Settings
+
+
+def settings_env(settings: Settings) -> dict[str, str]:
+    """The environment that gives a child process the same settings."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("STREAMREC_")}
+    defaults = Settings()
+    for f in dataclasses.fields(Settings):
+        value = getattr(settings, f.name)
+        if value != getattr(defaults, f.name) or f.name == "home":
+            env[f"STREAMREC_{f.name.upper()}"] = str(value)
+    env.setdefault("STREAMREC_LOG_FORMAT", "json")
+    return env
+
+
+def start_worker(settings: Settings, *args: str, log_path: Path | None = None) -> subprocess.Popen[bytes]:
+    """``streamrec worker ARGS`` as a child process with ``settings``; its log goes to ``log_path``."""
+    out = open(log_path, "ab") if log_path else subprocess.DEVNULL  # noqa: SIM115 - owned by the child
+    return subprocess.Popen([sys.executable, "-m", "streamrec.cli", "worker", *args], env=settings_env(settings),
+                            stdout=out, stderr=subprocess.STDOUT, start_new_session=True)
+
+
+def stop_process(proc: subprocess.Popen[bytes], timeout_s: float = 30.0, kill: bool = False) -> int:
+    """SIGTERM (or SIGKILL with ``kill``) and wait; SIGKILL if it does not stop in time."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGKILL if kill else signal.SIGTERM)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
+    return int(proc.returncode)
+
+
+@dataclass(frozen=True)
+class Arrival:
+    user_id: str
+    trigger_event_id: str
+    arrival_ms: float
+    record_ts_ms: int
+    value: dict[str, Any]
+
+
+class Subscriber(threading.Thread):
+    """Reads the recommendations topic (read_committed) from its current end and keeps every list."""
+
+    def __init__(self, settings: Settings, from_beginning: bool = False) -> None:
+        super().__init__(name="subscriber", daemon=True)
+        self.settings, self.from_beginning = settings, from_beginning
+        self.arrivals: list[Arrival] = []
+        self.stop_event = threading.Event()
+        self.ready = threading.Event()
+        self._lock = threading.Lock()
+
+    def run(self) -> None:
+        codec = codec_for("recommendation")
+        consumer = clients.consumer(self.settings, group=None, fetch_max_wait_ms=5, max_poll_records=5000)
+        try:
+            parts = consumer.partitions_for_topic(self.settings.recommendations_topic) or set()
+            tps = [TopicPartition(self.settings.recommendations_topic, p) for p in sorted(parts)]
+            consumer.assign(tps)
+            (consumer.seek_to_beginning if self.from_beginning else consumer.seek_to_end)(*tps)
+            for tp in tps:
+                consumer.position(tp)
+            self.ready.set()
+            while not self.stop_event.is_set():
+                for recs in consumer.poll(timeout_ms=20).values():
+                    now = time.time() * 1000
+                    got = []
+                    for rec in recs:
+                        value = codec.decode(rec.value)
+                        got.append(Arrival(value["user_id"], value["trigger_event_id"], now, rec.timestamp, value))
+                    with self._lock:
+                        self.arrivals.extend(got)
+        finally:
+            self.ready.set()
+            consumer.close()
+
+    def snapshot(self) -> list[Arrival]:
+        with self._lock:
+            return list(self.arrivals)
+
+    def wait_for(self, predicate: Any, timeout_s: float) -> bool:
+        """Wait until ``predicate(arrivals)`` holds, polling every 20 ms, at most ``timeout_s``."""
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            if predicate(self.snapshot()):
+                return True
+            time.sleep(0.02)
+        return predicate(self.snapshot())
+
+    def stop(self) -> None:
+        self.stop_event.set()
+        self.join(10)
