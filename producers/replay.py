@@ -10,6 +10,8 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from kafka.partitioner.default import murmur2
+
 from models.errors import InputError
 from models.events import Event
 from stream import clients
@@ -41,6 +43,23 @@ class ReplayStats:
         return self.events / self.seconds if self.seconds > 0 else 0.0
 
 
+class KeyPartitioner:
+    """Kafka's default keyed partitioning (murmur2 of the key, positive, modulo the partition count), cached
+    per key: users repeat, and the pure-Python murmur2 is a large share of a send."""
+
+    def __init__(self, partitions: int) -> None:
+        self.partitions = partitions
+        self.cache: dict[bytes, int] = {}
+
+    def __call__(self, key: bytes) -> int:
+        p = self.cache.get(key)
+        if p is None:
+            if len(self.cache) > 1_000_000:
+                self.cache.clear()
+            p = self.cache[key] = (murmur2(key) & 0x7FFFFFFF) % self.partitions
+        return p
+
+
 def _target_time(pacing: Pacing, start: float, i: int, first_ts: int, ts: int) -> float:
     if pacing.mode == "rate":
         return start + i / pacing.value
@@ -57,6 +76,7 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
     prod = producer or clients.producer(settings)
     codec = codec_for("event")
     encode, send = codec.encode, prod.send  # type: ignore[attr-defined]
+    partition_of = KeyPartitioner(len(prod.partitions_for(topic)))  # type: ignore[attr-defined]
     sent, last_id, interrupted = 0, None, False
     first_ts: int | None = None
     start = time.perf_counter()
@@ -68,7 +88,8 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
                 delay = _target_time(pacing, start, i, first_ts, ev.timestamp_ms) - time.perf_counter()
                 if delay > 0:
                     time.sleep(delay)
-            send(topic, key=ev.user_id.encode(), value=encode(ev.to_record()))
+            key = ev.user_id.encode()
+            send(topic, key=key, value=encode(ev.to_record()), partition=partition_of(key))
             sent, last_id = i + 1, ev.event_id
             if progress is not None and sent % 1000 == 0:
                 progress(1000)

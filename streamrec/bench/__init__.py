@@ -1,0 +1,22 @@
+"""``streamrec bench ...``: measured figures with JSON output (targets live here, not in timed tests)."""
+
+from __future__ import annotations
+
+import typer
+
+from streamrec.bench.common import write_json
+
+
+def register(app: typer.Typer) -> None:
+    bench = typer.Typer(help="Benchmarks on this machine with a real broker; JSON results.", no_args_is_help=True)
+    app.add_typer(bench, name="bench")
+
+    @bench.command("replay")
+    def bench_replay(ctx: typer.Context,
+                     events: int = typer.Option(200_000, "--events", help="Events to produce and read back."),
+                     json_path: str = typer.Option(None, "--json", help="Write the result here too."),
+                     seed: int = typer.Option(0, "--seed")) -> None:
+        """Events/s produced (idempotent, compressed, keyed) and read back (decoded) through the broker."""
+        from streamrec.bench import replay
+
+        write_json(replay.run(ctx.obj, events, seed), json_path)

@@ -1,0 +1,90 @@
+"""What every benchmark shares: a broker session with fresh topics, machine facts, JSON output."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+import platform
+import resource
+import socket
+import tempfile
+import time
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+from models.events import Event, EventType
+from stream import broker
+from stream.settings import Settings
+from stream.topics import ensure_topics, topic_specs
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+@contextlib.contextmanager
+def broker_session(settings: Settings, partitions: int | None = None) -> Iterator[Settings]:
+    """Settings with fresh, uniquely named topics on a running broker. With the embedded default and no
+    broker running, a throwaway broker is started on free ports for the benchmark and stopped after it."""
+    started: Settings | None = None
+    if settings.embedded and not broker.status(settings).running:
+        started = settings.replace(broker_port=_free_port(), controller_port=_free_port(),
+                                   broker_dir=tempfile.mkdtemp(prefix="streamrec-bench-broker-"))
+        broker.start(started, quiet=True)
+        settings = started
+    tag = uuid.uuid4().hex[:8]
+    s = settings.replace(events_topic=f"bench-events-{tag}", recommendations_topic=f"bench-recs-{tag}",
+                         dlq_topic=f"bench-dlq-{tag}", model_topic=f"bench-models-{tag}", group=f"bench-{tag}",
+                         events_partitions=partitions or settings.events_partitions,
+                         recommendations_partitions=partitions or settings.recommendations_partitions)
+    ensure_topics(s, topic_specs(s))
+    try:
+        yield s
+    finally:
+        if started is not None:
+            broker.stop(started)
+
+
+def machine() -> dict[str, Any]:
+    mem_kb = 0
+    with contextlib.suppress(OSError), open("/proc/meminfo") as f:
+        mem_kb = int(f.readline().split()[1])
+    cpu = platform.processor()
+    with contextlib.suppress(OSError), open("/proc/cpuinfo") as f:
+        for line in f:
+            if line.startswith("model name"):
+                cpu = line.split(":", 1)[1].strip()
+                break
+    return {"cpus": os.cpu_count(), "cpu": cpu, "memory_gb": round(mem_kb / 1024 / 1024, 1),
+            "python": platform.python_version(), "platform": platform.platform()}
+
+
+def rss_mb() -> float:
+    """Peak resident memory of this process (MB)."""
+    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+
+
+def synthetic_events(n: int, users: int, items: int, seed: int = 0, t0_ms: int | None = None) -> list[Event]:
+    """Simple fast events for throughput benchmarks (Zipf-like items, uniform users)."""
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    u = rng.integers(0, users, n)
+    it = np.minimum(rng.zipf(1.2, n) - 1, items - 1)
+    kinds = (EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE)
+    types = [kinds[k] for k in rng.choice(len(kinds), n, p=[0.5, 0.35, 0.1, 0.05])]
+    t0 = int(time.time() * 1000) - n if t0_ms is None else t0_ms
+    return [Event(f"b{seed}-{k}", f"u{u[k]}", f"i{it[k]}", types[k], t0 + k) for k in range(n)]
+
+
+def write_json(result: dict[str, Any], path: str | None) -> None:
+    text = json.dumps(result, indent=2, sort_keys=True)
+    if path:
+        Path(path).parent.mkdir(parents=True, exist_ok=True)
+        Path(path).write_text(text + "\n")
+    print(text)
