@@ -40,19 +40,30 @@ class RowBuilder:
         for raw, etype in mapping.type_map:
             self.type_map[raw] = etype
             self.type_map.setdefault(raw.strip().lower(), etype)
+        self._seen: dict[str, tuple[EventType, bool]] = {}
 
     def event_type(self, raw: object, context: dict[str, str]) -> EventType:
         if raw is None:
             return self.mapping.default_type
         text = optional_text(raw) or ""
+        known = self._seen.get(text)
+        if known is None:
+            known = self._classify(text)
+            if len(self._seen) < 10_000:  # logs spell their types a handful of ways
+                self._seen[text] = known
+        etype, keep_raw = known
+        if keep_raw:
+            context["raw_event_type"] = text
+        return etype
+
+    def _classify(self, text: str) -> tuple[EventType, bool]:
+        """(type, whether the raw spelling goes to the context as raw_event_type)."""
         etype = self.type_map.get(text) or self.type_map.get(text.strip().lower())
         if etype is None:
             if not text.strip():
-                return self.mapping.default_type
+                return self.mapping.default_type, False
             etype = EventType.parse(text)
-        if etype is EventType.OTHER and text.strip().lower() != "other":
-            context["raw_event_type"] = text
-        return etype
+        return etype, etype is EventType.OTHER and text.strip().lower() != "other"
 
     def build(self, get: Getter, line: int, context_object: object = None) -> Event:
         m = self.mapping
