@@ -6,10 +6,15 @@ Two ways to read:
 * :func:`read_events` reads the whole log into memory and returns a :class:`ReadResult` with the events
   sorted by event time (ties keep file order; MovieLens ties go by user, then item). It holds every event
   in memory (roughly 0.5 KB an event: about 0.5 GB for a million), which sorting needs.
-* :func:`stream_events` yields events in file order with constant memory. **Replay should use
-  ``stream_events``** for large logs that are already in time order (OTTO, REES46, Retailrocket after
-  sorting once, our own generated logs), and ``read_events`` when the log must be sorted first
-  (MovieLens, whose files are not in time order) and fits in memory.
+* :func:`stream_events` yields events in file order with constant memory.
+
+Which one replay should use: ``read_events`` by default (event-time order is what the workers and the
+evaluation expect), and ``stream_events`` for logs too large to hold that are already in time order: our
+own generated logs (``producers.synthetic.write_log`` writes them sorted) and exports sorted by time
+(REES46's monthly files). MovieLens files are in no time order, and OTTO and YOOCHOOSE files are grouped
+by session (time order only inside a session), so those need ``read_events``. While streaming,
+``EventStream.out_of_order`` counts events older than an event before them, so a caller can warn that
+the log was not sorted.
 
 A bad row (missing user or item, a timestamp that does not parse, is before 1990-01-01 or more than a day
 in the future, a non-numeric value, a malformed line) is counted, kept as an example (up to
@@ -94,7 +99,8 @@ class EventStream:
 
     Each ``iter()`` reads the file again from the start and resets the tally. After a full pass,
     ``count`` is the number of events, ``bad_count`` the number of bad rows and ``bad_rows`` the first
-    ``max_examples`` of them.
+    ``max_examples`` of them, and ``out_of_order`` the number of events with a timestamp before that
+    of an earlier event (0 when the file is in time order).
     """
 
     def __init__(self, path: str | Path, fmt: str, mapping: ColumnMapping | None = None,
@@ -105,12 +111,18 @@ class EventStream:
         self.count = 0
         self.bad_count = 0
         self.bad_rows: list[BadRow] = []
+        self.out_of_order = 0
 
     def __iter__(self) -> Iterator[Event]:
-        self.count, self.bad_count, self.bad_rows = 0, 0, []
+        self.count, self.bad_count, self.bad_rows, self.out_of_order = 0, 0, [], 0
+        latest = -(2**63)
         for row in self._parser(self.path, TimeBounds.now()):
             if isinstance(row, Event):
                 self.count += 1
+                if row.timestamp_ms < latest:
+                    self.out_of_order += 1
+                else:
+                    latest = row.timestamp_ms
                 yield row
                 continue
             if self.strict:

@@ -2,16 +2,19 @@
 
 from __future__ import annotations
 
+import doctest
 import gzip
 import json
 from collections import Counter
 from pathlib import Path
 
+import fastavro
 import pytest
 
 from models.errors import InputError
 from models.events import Event, EventType
 from producers.formats import avro as avro_format
+from producers.formats import base, mapping
 from producers.formats.base import parse_timestamp
 from producers.readers import (
     PRESETS,
@@ -250,6 +253,19 @@ def test_avro_round_trip_and_bad_record(tmp_path: Path) -> None:
     assert [(b.line, b.reason) for b in result.bad_rows] == [(3, "empty user")]
 
 
+def test_avro_older_writer_schema_is_resolved(tmp_path: Path) -> None:
+    schema = json.loads((Path(__file__).parents[2] / "stream" / "schemas" / "event.avsc").read_text())
+    schema["fields"] = [f for f in schema["fields"] if f["name"] != "context"]  # an older schema
+    schema["fields"][3]["type"]["symbols"].append("WISHLIST")  # a type this reader does not know
+    records = [{"event_id": "e1", "user_id": "u1", "item_id": "i1", "event_type": "WISHLIST",
+                "timestamp": 1_700_000_000_123, "session_id": None, "value": None}]
+    path = tmp_path / "old.avro"
+    with path.open("wb") as fh:
+        fastavro.writer(fh, fastavro.parse_schema(schema), records)
+    (event,) = read_events(path, "avro").events
+    assert event == Event("e1", "u1", "i1", EventType.OTHER, 1_700_000_000_123)
+
+
 def test_avro_not_a_container(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="not an Avro container file"):
         read_events(write(tmp_path, "x.avro", "hello"), "avro")
@@ -283,7 +299,7 @@ def test_stream_events_keeps_file_order_and_tallies(tmp_path: Path) -> None:
     path = write(tmp_path, "u.data", "1\t2\t3\t881250949\n1\tx\t3\t881250949\n2\t3\t4\t878887116\n")
     stream = stream_events(path, "movielens")
     assert [e.event_id for e in stream] == ["ml-1", "ml-3"]
-    assert (stream.count, stream.bad_count, stream.bad_rows[0].line) == (2, 1, 2)
+    assert (stream.count, stream.bad_count, stream.bad_rows[0].line, stream.out_of_order) == (2, 1, 2, 1)
     assert [e.event_id for e in stream] == ["ml-1", "ml-3"] and stream.bad_count == 1  # re-iterable
     with pytest.raises(InputError, match="not found"):
         stream_events(tmp_path / "missing", "movielens")
@@ -317,3 +333,8 @@ def test_parse_mapping() -> None:
                          ("types=view", "raw:TYPE")]:
         with pytest.raises(InputError, match=message):
             parse_mapping(bad)
+
+
+def test_docstring_examples() -> None:
+    for module in (base, mapping):
+        assert doctest.testmod(module).failed == 0

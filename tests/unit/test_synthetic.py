@@ -3,6 +3,7 @@ drift), and round trips through write_log and the readers."""
 
 from __future__ import annotations
 
+import doctest
 import tempfile
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -13,6 +14,7 @@ from hypothesis import strategies as st
 
 from models.errors import InputError
 from models.events import Event, EventType
+from producers import synthetic
 from producers.readers import read_events
 from producers.synthetic import (
     DEFAULT_START_MS,
@@ -184,3 +186,7 @@ def test_any_events_round_trip(events: list[Event]) -> None:
                     read_events(path, fmt)
                 continue
             assert read_events(path, fmt, strict=True).events == expected
+
+
+def test_docstring_examples() -> None:
+    assert doctest.testmod(synthetic).failed == 0
