@@ -19,8 +19,12 @@ True
 from __future__ import annotations
 
 import enum
+from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass, field
 from typing import Any
+
+
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 class EventType(enum.StrEnum):
@@ -80,8 +84,8 @@ class Event:
     @classmethod
     def from_record(cls, rec: dict[str, Any]) -> Event:
         ts = rec["timestamp"]
-        if not isinstance(ts, int):  # fastavro may hand back a datetime for timestamp-millis
-            ts = int(ts.timestamp() * 1000)
+        if not isinstance(ts, int):  # fastavro may hand back a datetime for timestamp-millis: convert exactly
+            ts = (ts - _EPOCH) // timedelta(milliseconds=1)
         return cls(
             event_id=rec["event_id"],
             user_id=rec["user_id"],

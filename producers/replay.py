@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 
+from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
 from models.errors import InputError
@@ -70,13 +71,13 @@ def _target_time(pacing: Pacing, start: float, i: int, first_ts: int, ts: int) -
 
 def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(),
            topic: str | None = None, progress: Callable[[int], None] | None = None,
-           producer: object | None = None) -> ReplayStats:
+           producer: KafkaProducer | None = None) -> ReplayStats:
     """Produce ``events`` in order; flushes and reports where it stopped on Ctrl-C."""
     topic = topic or settings.events_topic
     prod = producer or clients.producer(settings)
     codec = codec_for("event")
-    encode, send = codec.encode, prod.send  # type: ignore[attr-defined]
-    partition_of = KeyPartitioner(len(prod.partitions_for(topic)))  # type: ignore[attr-defined]
+    encode, send = codec.encode, prod.send
+    partition_of = KeyPartitioner(len(prod.partitions_for(topic)))
     sent, last_id, interrupted = 0, None, False
     first_ts: int | None = None
     start = time.perf_counter()
@@ -96,9 +97,9 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
     except KeyboardInterrupt:
         interrupted = True
     finally:
-        prod.flush()  # type: ignore[attr-defined]
+        prod.flush()
         if producer is None:
-            prod.close()  # type: ignore[attr-defined]
+            prod.close()
     if progress is not None and sent % 1000:
         progress(sent % 1000)
     return ReplayStats(sent, time.perf_counter() - start, interrupted, last_id)
