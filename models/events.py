@@ -19,10 +19,9 @@ True
 from __future__ import annotations
 
 import enum
-from datetime import UTC, datetime, timedelta
 from dataclasses import dataclass, field
+from datetime import UTC, datetime, timedelta
 from typing import Any
-
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
