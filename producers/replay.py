@@ -71,8 +71,9 @@ def _target_time(pacing: Pacing, start: float, i: int, first_ts: int, ts: int) -
 
 def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(),
            topic: str | None = None, progress: Callable[[int], None] | None = None,
-           producer: KafkaProducer | None = None) -> ReplayStats:
-    """Produce ``events`` in order; flushes and reports where it stopped on Ctrl-C."""
+           producer: KafkaProducer | None = None, sent_at: dict[str, float] | None = None) -> ReplayStats:
+    """Produce ``events`` in order; flushes and reports where it stopped on Ctrl-C. With ``sent_at``, the
+    wall-clock time (ms) each event was handed to the producer is recorded by event id (for latency)."""
     topic = topic or settings.events_topic
     prod = producer or clients.producer(settings)
     codec = codec_for("event")
@@ -90,6 +91,8 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
                 if delay > 0:
                     time.sleep(delay)
             key = ev.user_id.encode()
+            if sent_at is not None:
+                sent_at[ev.event_id] = time.time() * 1000
             send(topic, key=key, value=encode(ev.to_record()), partition=partition_of(key))
             sent, last_id = i + 1, ev.event_id
             if progress is not None and sent % 1000 == 0:

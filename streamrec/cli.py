@@ -32,6 +32,7 @@ def root(
 cmd_broker.register(app)
 cmd_data.register(app)
 cmd_data.register_replay(app)
+cmd_data.register_demo(app)
 cmd_model.register(app)
 cmd_worker.register(app)
 bench.register(app)

@@ -117,3 +117,23 @@ def register_replay(app: typer.Typer) -> None:
             log = generate(users=users, items=items, events=events, seed=seed)
             write_log(log, out)
         console.print(f"wrote {events:,} events for {users:,} users and {items:,} items to {out}")
+
+
+def register_demo(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo_cmd(
+        ctx: typer.Context,
+        users: int = typer.Option(500, "--users"),
+        items: int = typer.Option(3000, "--items"),
+        events: int = typer.Option(60_000, "--events"),
+        rate: float = typer.Option(3000.0, "--rate", help="Replay rate of the live half (events/s)."),
+        epochs: int = typer.Option(4, "--epochs", help="Base-model training epochs."),
+        workdir: str = typer.Option("demo-data", "--workdir", help="Where the log, model and logs go."),
+        keep_broker: bool = typer.Option(False, "--keep-broker", help="Leave the broker running afterwards."),
+    ) -> None:
+        """The whole loop on the embedded broker: generate, train, publish, worker, replay, live lists."""
+        from pathlib import Path
+
+        from streamrec import demo
+
+        demo.run(ctx.obj, users, items, events, rate, epochs, Path(workdir), keep_broker)
