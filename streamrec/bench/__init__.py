@@ -20,3 +20,17 @@ def register(app: typer.Typer) -> None:
         from streamrec.bench import replay
 
         write_json(replay.run(ctx.obj, events, seed), json_path)
+
+    @bench.command("train")
+    def bench_train(events: str = typer.Option(None, "--events", help="Log to train on (default MovieLens-100K "
+                                                                     "from ../shared/data)."),
+                    fmt: str = typer.Option("movielens", "--format", "-f"),
+                    device: str = typer.Option("auto", "--device", help="auto | cpu | cuda."),
+                    threads: int = typer.Option(1, "--threads", help="torch CPU threads."),
+                    epochs: int = typer.Option(None, "--epochs"),
+                    dim: int = typer.Option(64, "--dim"),
+                    json_path: str = typer.Option(None, "--json")) -> None:
+        """Interactions/s per epoch on this machine's CPU or GPU, with the holdout metrics."""
+        from streamrec.bench import train
+
+        write_json(train.run(events, fmt, device, threads, epochs, dim), json_path)
