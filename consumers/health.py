@@ -119,7 +119,7 @@ class WorkerMetrics:
                               namespace=ns, registry=r)
         self.beat_age.set_function(self.seconds_since_beat)
         self.batch_ms = BatchHistogram(f"{ns}_batch_duration_milliseconds",
-                                       "Wall time of one micro-batch, poll to commit (ms).")
+                                       "Wall time of one micro-batch, decode to commit (ms).")
         self.latency_ms = BatchHistogram(f"{ns}_event_to_emit_latency_milliseconds",
                                          "Trigger event's Kafka timestamp to its recommendation being emitted (ms).")
         r.register(self.batch_ms)
