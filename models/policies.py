@@ -88,11 +88,15 @@ class PopularityPolicy:
 
 
 class RiverMFPolicy:
-    """Online biased MF (:class:`models.river_mf.RiverMF`): one SGD step per event, numpy ranking."""
+    """Online biased MF (:class:`models.river_mf.RiverMF`): one SGD step per event, numpy ranking.
+
+    The default configuration is :meth:`RiverMFConfig.for_ranking` (strength targets with sampled
+    negatives); pass ``RiverMFConfig()`` for plain star-rating regression.
+    """
 
     def __init__(self, config: RiverMFConfig | None = None, name: str = "river_mf") -> None:
         self.name = name
-        self.mf = RiverMF(config)
+        self.mf = RiverMF(config if config is not None else RiverMFConfig.for_ranking())
 
     def learn(self, event: Event) -> None:
         self.mf.learn_event(event)
