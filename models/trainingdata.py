@@ -185,7 +185,7 @@ def rank_metrics(scores: torch.Tensor, targets: torch.Tensor, k: int = 10,
     t = scores.gather(1, targets.clamp_min(0)[:, None])
     rank = (scores >= t).sum(dim=1) - 1
     hit = (targets >= 0) & torch.isfinite(t[:, 0]) & (rank < k)
-    gain = torch.where(hit, 1.0 / torch.log2(rank.double() + 2.0), torch.zeros((), dtype=torch.float64))
+    gain = (1.0 / torch.log2(rank.double() + 2.0)).masked_fill(~hit, 0.0)
     return float(hit.sum().item()), float(gain.sum().item())
 
 
