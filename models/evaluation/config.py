@@ -101,8 +101,8 @@ class EvalConfig:
     progress_every: int = 1000
 
     def __post_init__(self) -> None:
-        if self.k <= 0 or self.recall_k <= 0 or self.window <= 0 or self.batch_size <= 0:
-            raise ConfigError("evaluation k, recall_k, window and batch_size must be positive")
+        if min(self.k, self.recall_k, self.window, self.batch_size, self.progress_every) <= 0:
+            raise ConfigError("evaluation k, recall_k, window, batch_size and progress_every must be positive")
         if not 0.0 <= self.warmup_fraction < 1.0:
             raise ConfigError(f"warmup_fraction must be in [0, 1), got {self.warmup_fraction}")
         if self.exclude not in ("seen", "purchased", "none"):

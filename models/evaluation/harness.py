@@ -130,7 +130,7 @@ def prequential(events: Iterable[Event], policies: Sequence[Policy], config: Eva
             timings[p.name]["syncs"] += 1
 
     # warm-up: learned, never scored
-    for start in range(0, warm, max(cfg.progress_every, 1)):
+    for start in range(0, warm, cfg.progress_every):
         learn(log[start: min(start + cfg.progress_every, warm)])
         report_progress(min(start + cfg.progress_every, warm))
     last_sync_i = warm
