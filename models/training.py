@@ -20,6 +20,16 @@ positive) are masked.
 
 Metrics: HR@10 and NDCG@10 on the holdout, for the model and for a popularity baseline (the most
 frequent items before the holdout), optionally excluding items the user already touched.
+
+>>> from models.events import Event, EventType
+>>> evs = [Event(f"e{k}", f"u{k % 4}", f"i{k % 4}{k % 3}", EventType.CLICK, 60_000 * k) for k in range(80)]
+>>> result = train(evs, TrainConfig(dim=4, epochs=2, n_random_negatives=4))
+>>> result.embeddings.shape, result.encoder.dim, result.metrics["holdout_size"]
+((12, 4), 4, 8)
+>>> TrainConfig(device="tpu")
+Traceback (most recent call last):
+...
+models.errors.ConfigError: train config: device must be auto, cpu or cuda, got 'tpu'
 """
 
 from __future__ import annotations
