@@ -34,6 +34,7 @@ class ModelSync(threading.Thread):
         self._pending: tuple[str, Any] | None = None
         self.target: str | None = None           # the version that should be in service
         self.loaded: str | None = None           # the last version prepared (pending or serving)
+        self.serving: str | None = None          # the version swapped in
         self.refused: dict[str, str] = {}
         self.last_swap_at: float | None = None
         self.swaps = 0
@@ -117,6 +118,7 @@ class ModelSync(threading.Thread):
         version, prepared = pending
         started = time.perf_counter()
         self.engine.swap(prepared)
+        self.serving = version
         self.swaps += 1
         self.last_swap_at = time.time()
         self.log.info("model swapped", version=version, swap_ms=round((time.perf_counter() - started) * 1000, 2))

@@ -22,17 +22,18 @@ import numpy as np
 import structlog
 from kafka import TopicPartition
 from kafka.errors import KafkaError
-from models.recommender import Recommender
 
 from consumers import changelog
 from consumers.decode import Decoded, decode_batch
 from consumers.delivery import Delivery, make_delivery
 from consumers.engine import build_engine
+from consumers.health import WorkerMetrics
 from consumers.modelsync import ModelSync
 from consumers.rebalance import RebalanceTracker
 from consumers.stats import WorkerStats
+from models.recommender import Recommender
 from stream import clients
-from stream.errors import StreamrecError
+from stream.errors import BrokerError, StreamrecError
 from stream.records import Record
 from stream.serde import codec_for
 from stream.settings import Settings
@@ -51,9 +52,15 @@ class Worker:
         self.consumer = clients.consumer(
             settings, group=settings.group, max_poll_records=settings.max_batch,
             session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=300000,
+            metadata_max_age_ms=30000,
             client_id=f"{settings.client_id}-{self.worker_id}",
             # static membership when the slot is named: a restarted worker takes its partitions straight back
             group_instance_id=settings.worker_id or None)
+        # know the topic's partitions before joining, or the group leader may assign from stale metadata
+        if not self.consumer.partitions_for_topic(self.topic):
+            self.consumer.close()
+            raise BrokerError(f"topic {self.topic!r} does not exist on {settings.bootstrap}; "
+                              "create it with `streamrec topics create`")
         self.tracker = RebalanceTracker(self.topic)
         self.consumer.subscribe([self.topic], listener=self.tracker)
         self.delivery: Delivery = make_delivery(settings, self.consumer, self.worker_id)
@@ -68,6 +75,13 @@ class Worker:
             self.sync = ModelSync(settings, self.engine, self.log)
             self._between_batches.append(self.sync.swap_if_ready)
             self.sync.start()
+        # a changelog restore runs inside one loop iteration, so /healthz allows for it
+        self.metrics = WorkerMetrics(stale_after_s=settings.restore_timeout_s + 60.0, ready=lambda: self.ready)
+        self._rebalances_seen = self._swaps_seen = 0
+        if settings.metrics_port:
+            self.metrics.serve(settings.metrics_port)
+        if self.engine.model is not None:
+            self.metrics.set_model(self.engine.model.version, time.time())
 
     # --- lifecycle -----------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -85,14 +99,19 @@ class Worker:
         """Process until stopped (signal, ``max_events`` processed, or ``idle_timeout_s`` without input)."""
         self.log.info("worker starting", topic=self.topic, bootstrap=self.settings.bootstrap)
         last_input, next_stats = time.monotonic(), time.monotonic() + self.settings.stats_interval_s
+        next_metrics = time.monotonic()
         try:
             while not self.stop_event.is_set():
+                self.metrics.beat()
                 polled = self.consumer.poll(timeout_ms=self.settings.poll_ms, max_records=self.settings.max_batch)
                 self._apply_rebalance()
                 records = [Record.from_kafka(r) for recs in polled.values() for r in recs
                            if r.partition in self.tracker.owned]
                 for hook in self._between_batches:
                     hook()
+                if self.sync is not None and self.sync.swaps != self._swaps_seen:
+                    self._swaps_seen = self.sync.swaps
+                    self.metrics.set_model(self.sync.serving or "", self.sync.last_swap_at or time.time())
                 if records:
                     self.process(records)
                     last_input = time.monotonic()
@@ -100,6 +119,9 @@ class Worker:
                     break
                 if max_events is not None and self.stats.events >= max_events:
                     break
+                if time.monotonic() >= next_metrics:
+                    self._refresh_metrics()
+                    next_metrics = time.monotonic() + 1.0
                 if time.monotonic() >= next_stats:
                     self.log.info("stats", **self.report())
                     next_stats = time.monotonic() + self.settings.stats_interval_s
@@ -115,6 +137,7 @@ class Worker:
             self.delivery.close()
         finally:
             self.consumer.close(autocommit=False)
+            self.metrics.shutdown()
 
     def report(self) -> dict[str, Any]:
         self._update_lag()
@@ -141,6 +164,8 @@ class Worker:
         self.ready = bool(self.tracker.owned)
         self.log.info("assignment", owned=sorted(self.tracker.owned), dropped=sorted(to_drop),
                       rebalances=self.tracker.rebalances)
+        self.metrics.rebalanced(self.tracker.rebalances - self._rebalances_seen)
+        self._rebalances_seen = self.tracker.rebalances
 
     def _restore_one(self, record: dict[str, Any] | None, user_id: str, partition: int) -> None:
         if record is None:
@@ -151,6 +176,7 @@ class Worker:
     # --- one batch ---------------------------------------------------------------------------------
     def process(self, records: list[Record]) -> None:
         t0 = time.perf_counter()
+        duplicates_before = self.stats.duplicates
         good, bad = decode_batch(records)
         t1 = time.perf_counter()
         offsets: dict[TopicPartition, int] = {}
@@ -201,6 +227,9 @@ class Worker:
         for name, secs in (("decode", t1 - t0), ("update", t2 - t1), ("recommend", t3 - t2),
                            ("produce", t4 - t3), ("commit", t5 - t4)):
             st.add_stage(name, secs)
+        self.metrics.observe_batch(events=len(records), dead_letters=len(bad),
+                                   duplicates=st.duplicates - duplicates_before, batch_seconds=t5 - t0,
+                                   latencies_ms=latencies)
 
     def _apply(self, good: list[Decoded]) -> tuple[list[str], dict[str, Decoded]]:
         by_partition: dict[int, list[Decoded]] = defaultdict(list)
@@ -234,7 +263,16 @@ class Worker:
         changelog.restore(self.settings, self.state_topic, owned, self._restore_one,
                           timeout_s=self.settings.restore_timeout_s)
 
+    def _refresh_metrics(self) -> None:
+        self._update_lag()
+        self.metrics.set_lag({p: lag for p, lag in self.stats.lag.items() if p in self.tracker.owned})
+        es = self.engine.stats()
+        self.metrics.set_state(int(es.get("users", 0)), int(es.get("evicted_lru", 0)) + int(es.get("evicted_ttl", 0)))
+
     def _update_lag(self) -> None:
+        for p in list(self.stats.lag):
+            if p not in self.tracker.owned:
+                del self.stats.lag[p]
         for p in self.tracker.owned:
             tp = TopicPartition(self.topic, p)
             high = self.consumer.highwater(tp)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from dataclasses import dataclass
 
 from kafka import KafkaAdminClient
@@ -53,9 +54,26 @@ def ensure_topics(settings: Settings, specs: list[TopicSpec] | None = None) -> d
                 result[spec.name] = "created"
             except TopicAlreadyExistsError:
                 result[spec.name] = "exists"
+        created = [n for n, what in result.items() if what == "created"]
+        if created:
+            _wait_for_leaders(admin, created, settings.bootstrap)
         return result
     finally:
         admin.close()
+
+
+def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], bootstrap: str, timeout_s: float = 30.0) -> None:
+    """Return once every partition of ``names`` has a leader, so a consumer that starts right after
+    sees the whole topic (otherwise its first assignment can miss partitions until a metadata refresh)."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        desc = admin.describe_topics(names)
+        if all(not d.get("error_code") and d["partitions"] and all(p["leader_id"] >= 0 for p in d["partitions"])
+               for d in desc):
+            return
+        if time.monotonic() > deadline:
+            raise BrokerError(f"topics {names} have no leader on {bootstrap} after {timeout_s:.0f}s")
+        time.sleep(0.05)
 
 
 def admin_client(settings: Settings) -> KafkaAdminClient:

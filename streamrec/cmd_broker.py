@@ -79,7 +79,7 @@ def register(app: typer.Typer) -> None:
             names = sorted(t for t in admin.list_topics() if not t.startswith("__"))
             table = Table("topic", "partitions")
             for d in admin.describe_topics(names):
-                table.add_row(d["topic"], str(len(d["partitions"])))
+                table.add_row(d["name"], str(len(d["partitions"])))
         finally:
             admin.close()
         Console().print(table)

@@ -38,7 +38,10 @@ def test_clicks_of_one_cluster_dominate_the_next_list(settings: Settings, tmp_pa
         last = [v for v in _lists_for(sub, "alice") if v["trigger_event_id"] == clicks[-1].event_id][0]
         cluster = [int(i["item_id"][1:]) % 10 for i in last["items"]]
         assert len(last["items"]) == s.top_n
-        assert cluster.count(3) >= 0.7 * len(cluster), cluster
+        # the default diversity rule caps one category at half the list: the clicked cluster fills that cap
+        # and is the largest cluster in the list
+        assert Counter(cluster).most_common(1)[0][0] == 3, cluster
+        assert cluster.count(3) >= 0.5 * len(cluster), cluster
         # lineage: trigger, partition, offset, versions
         assert last["trigger_timestamp"] == clicks[-1].timestamp_ms
         assert last["model_version"] == "m1" and last["index_version"].startswith("m1")
@@ -121,9 +124,12 @@ def test_workers_joining_and_leaving_lose_nothing(settings: Settings) -> None:
     w1, w2 = ThreadWorker(s, model_sync=False), ThreadWorker(s, model_sync=False)
     w3 = None
     try:
+        w1.wait_ready()
+        w2.wait_ready()
         replay(events[:1000], s)
         assert wait_until(lambda: w1.worker.stats.events + w2.worker.stats.events >= 1000, 60)
         w3 = ThreadWorker(s, model_sync=False)
+        w3.wait_ready()
         replay(events[1000:2000], s)
         assert wait_until(lambda: sum(w.worker.stats.events for w in (w1, w2, w3)) >= 2000, 60)
         w1.stop()

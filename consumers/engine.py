@@ -1,0 +1,34 @@
+"""Build the worker's engine from the settings: the EngineConfig, and the starting model if one is given.
+
+A bad artifact at ``--model`` is refused with a clear log line; the worker then serves co-visitation,
+trending and cold-start lists until a valid model arrives on ``model-updates``.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from models.artifact import load_artifact
+from models.errors import ArtifactError
+from models.recommender import EngineConfig, Recommender
+from stream.settings import Settings
+
+
+def engine_config(settings: Settings) -> EngineConfig:
+    return EngineConfig(top_n=settings.top_n, max_users=settings.max_users,
+                        user_ttl_ms=int(settings.user_ttl_s * 1000))
+
+
+def build_engine(settings: Settings, log: Any) -> Recommender:
+    engine = Recommender(engine_config(settings))
+    if settings.model_path:
+        try:
+            artifact = load_artifact(settings.model_path)
+        except ArtifactError as exc:
+            log.error("model refused; serving without a base model until one arrives on model-updates",
+                      path=settings.model_path, reason=str(exc))
+        else:
+            engine.swap(engine.prepare_model(artifact))
+            log.info("model loaded", version=artifact.version, items=artifact.manifest.item_count,
+                     dim=artifact.manifest.dim, path=settings.model_path)
+    return engine
