@@ -1,0 +1,298 @@
+"""Candidate generation plumbing: user vectors, per-batch item codes, and the vectorised candidate merge.
+
+* :func:`encode_user` / :func:`encode_users`: a user's vector from the recent items the model knows,
+  with the model's :class:`~models.encoder.UserEncoder` (one user, or a whole batch in one numpy pass).
+* :class:`CodeSpace`: integer codes for the items of one batch; an item of the model is its embedding
+  row, any other item (new, never trained on) gets a code after the model's items.
+* :func:`prepare_model`: an artifact made ready to serve (:class:`PreparedModel`, with its faiss index).
+* :func:`ann_block`, :func:`covisit_block`, :func:`shared_block`: each source's candidates for a batch
+  of users, normalised per user (:func:`normalise`).
+* :func:`merge_candidates`: blocks of ``(row, code, score)`` from each source, each block grouped by
+  row and already normalised, become one :class:`CandidateBatch` with a per-source score column, so
+  blending and features are matrix operations instead of per-candidate Python.
+
+>>> space = CodeSpace(["a", "b"], {"a": 0, "b": 1})
+>>> space.codes(["b", "new", "a"]).tolist(), space.item(2)
+([1, 2, 0], 'new')
+>>> rows = np.array([0, 0, 1]); codes = np.array([0, 1, 0])
+>>> batch = merge_candidates(2, [(0, rows, codes, np.ones(3, dtype=np.float32)),
+...                              (1, np.array([0]), np.array([1]), np.array([0.5], dtype=np.float32))],
+...                          n_sources=2)
+>>> batch.codes.tolist(), batch.scores.tolist(), batch.starts.tolist()
+([0, 1, 0], [[1.0, 0.0], [1.0, 0.5], [1.0, 0.0]], [0, 2, 3])
+"""
+
+from __future__ import annotations
+
+import struct
+import sys
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.artifact import Artifact
+from models.covisit import CoVisitation
+from models.encoder import UserEncoder
+from models.errors import ArtifactError
+from models.index import IndexConfig, ItemIndex, build_index
+from models.state import META, META_SIZE, UserState
+
+#: Candidate sources, in the order of the score columns.
+SOURCES: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start")
+ANN, COVISIT, TRENDING, COLD_START = range(len(SOURCES))
+_UNPACK = struct.Struct("<qBf").unpack_from
+
+
+@dataclass(frozen=True)
+class PreparedModel:
+    """A model ready to serve: payload, encoder, index and lookups. Build with :func:`prepare_model`."""
+
+    version: str
+    item_ids: tuple[str, ...]
+    index_of: Mapping[str, int]
+    embeddings: np.ndarray
+    encoder: UserEncoder
+    index: ItemIndex
+    categories: np.ndarray | None      # int code per item, -1 for none
+    cold_start: np.ndarray             # item codes
+
+    @property
+    def index_version(self) -> str:
+        return self.index.version
+
+
+def prepare_model(artifact: Artifact, index_config: IndexConfig | None = None, n_cold_start: int = 50,
+                  seed: int = 0) -> PreparedModel:
+    """Validate an artifact and build everything serving needs, the faiss index included (slow: seconds
+    for 100k items with HNSW). Reads nothing but its arguments, so any thread may call it."""
+    emb = artifact.embeddings
+    if emb.ndim != 2 or emb.shape[0] != len(artifact.item_ids) or emb.shape[0] == 0:
+        raise ArtifactError(f"artifact {artifact.version}: embeddings {emb.shape} do not match "
+                            f"{len(artifact.item_ids)} item ids; republish the model")
+    emb = np.ascontiguousarray(emb, dtype=np.float32)
+    enc = artifact.encoder or UserEncoder.identity(int(emb.shape[1]))
+    if enc.dim != emb.shape[1]:
+        raise ArtifactError(f"artifact {artifact.version}: user encoder dim {enc.dim} != embedding dim "
+                            f"{emb.shape[1]}; republish the model")
+    ids = tuple(sys.intern(str(i)) for i in artifact.item_ids)
+    cats = None
+    if artifact.categories is not None:
+        if len(artifact.categories) != len(ids):
+            raise ArtifactError(f"artifact {artifact.version}: {len(artifact.categories)} categories for "
+                                f"{len(ids)} items; republish the model")
+        names: dict[str, int] = {}
+        cats = np.array([-1 if c is None else names.setdefault(c, len(names)) for c in artifact.categories],
+                        dtype=np.int64)
+    cold = np.random.default_rng(seed).permutation(len(ids))[:n_cold_start].astype(np.int64)
+    index = build_index(emb, index_config, version=artifact.version)
+    return PreparedModel(artifact.version, ids, {i: k for k, i in enumerate(ids)}, emb, enc, index, cats, cold)
+
+
+def encode_user(state: UserState, encoder: UserEncoder, index_of: Mapping[str, int],
+                embeddings: np.ndarray) -> np.ndarray | None:
+    """One user's vector from the recent items known to the model (``None`` when there are none).
+
+    Items the model does not know are skipped (positions count known items only); ages are taken
+    from the user's newest event, which gives the same vector as any later "now" (the decay is a
+    common factor of the normalised pooling). This is the reference for :func:`encode_users`.
+    """
+    keep = [k for k, i in enumerate(state.recent_items) if i in index_of]
+    if not keep:
+        return None
+    meta = np.frombuffer(state.recent_meta, dtype=META)[keep]
+    codes = [index_of[state.recent_items[k]] for k in keep]
+    ages = (state.last_ts - meta["ts"]) / 1000.0
+    return encoder.encode(embeddings[codes], meta["type"].astype(np.int64), ages, meta["strength"])
+
+
+def encode_users(states: Sequence[UserState], encoder: UserEncoder, index_of: Mapping[str, int],
+                 embeddings: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """User vectors of many users in one vectorised pass (same maths as :func:`encode_user`).
+
+    Returns ``(vectors (m, d) float32, has_vector (m,) bool)``; a user none of whose recent items is in
+    the model gets a zero row and ``False``.
+    """
+    m, d = len(states), int(embeddings.shape[1])
+    width = max((len(s.recent_items) for s in states), default=0)
+    if m == 0 or width == 0:
+        return np.zeros((m, d), dtype=np.float32), np.zeros(m, dtype=bool)
+    get, pad = index_of.get, [-1] * width
+    codes = np.array([[get(i, -1) for i in s.recent_items] + pad[len(s.recent_items):] for s in states],
+                     dtype=np.int64)
+    blank = bytes(META_SIZE * width)
+    meta = np.frombuffer(b"".join(s.recent_meta + blank[len(s.recent_meta):] for s in states),
+                         dtype=META).reshape(m, width)
+    known = codes >= 0
+    pos = np.minimum(np.cumsum(known, axis=1) - 1, encoder.max_items - 1).clip(0)
+    last = np.array([s.last_ts for s in states], dtype=np.int64)
+    ages = np.maximum((last[:, None] - meta["ts"]) / 1000.0, 0.0)
+    a = (meta["strength"] * np.power(0.5, ages / encoder.half_life_s).astype(np.float32)
+         * encoder.pos_weight[pos] * known).astype(np.float32)
+    gathered = embeddings[np.where(known, codes, 0)]                      # (m, width, d)
+    pooled = np.einsum("mw,mwd->md", a, gathered) / (a.sum(axis=1, keepdims=True) + 1e-9)
+    u = pooled @ encoder.W.T + encoder.b
+    norms = np.linalg.norm(u, axis=1, keepdims=True)
+    u = (u / np.where(norms > 0, norms, 1.0)).astype(np.float32)
+    has: np.ndarray = np.asarray(known.any(axis=1))
+    u[~has] = 0.0
+    return u, has
+
+
+class CodeSpace:
+    """Integer codes for the items of one batch: model items first (their embedding row), then others."""
+
+    def __init__(self, model_ids: Sequence[str] = (), index_of: Mapping[str, int] | None = None) -> None:
+        self._ids = model_ids
+        self._index_of: Mapping[str, int] = index_of if index_of is not None else {}
+        self.n_model = len(model_ids)
+        self._extra: dict[str, int] = {}
+        self._extra_ids: list[str] = []
+
+    @property
+    def size(self) -> int:
+        return self.n_model + len(self._extra_ids)
+
+    def code(self, item: str) -> int:
+        c = self._index_of.get(item)
+        if c is None:
+            c = self._extra.get(item)
+            if c is None:
+                c = self._extra[item] = self.n_model + len(self._extra_ids)
+                self._extra_ids.append(item)
+        return c
+
+    def find(self, item: str) -> int:
+        """The item's code, or -1 if it has none (unlike :meth:`code`, never assigns one)."""
+        c = self._index_of.get(item)
+        if c is None:
+            c = self._extra.get(item, -1)
+        return c
+
+    def codes(self, items: Sequence[str]) -> np.ndarray:
+        code = self.code
+        return np.array([code(i) for i in items], dtype=np.int64)
+
+    def item(self, code: int) -> str:
+        return self._ids[code] if code < self.n_model else self._extra_ids[code - self.n_model]
+
+
+def normalise(scores: np.ndarray, rows: np.ndarray, method: str = "max") -> np.ndarray:
+    """Normalise a source's scores per row; ``rows`` is grouped (contiguous) and each row best first."""
+    s = np.asarray(scores, dtype=np.float32)
+    if len(s) == 0:
+        return s.copy()
+    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+    lengths = np.diff(np.r_[starts, len(s)])
+    if method == "rank":
+        rank = np.arange(len(s)) - np.repeat(starts, lengths)
+        return (1.0 - rank / np.repeat(lengths, lengths)).astype(np.float32)
+    peak = np.repeat(np.maximum.reduceat(np.abs(s), starts), lengths)
+    return (s / np.where(peak > 0, peak, 1.0)).astype(np.float32)
+
+
+Block = tuple[int, np.ndarray, np.ndarray, np.ndarray]   # (source, rows, codes, normalised scores)
+
+
+def ann_block(states: Sequence[UserState | None], model: PreparedModel, k: int, method: str) -> Block:
+    """ANN candidates of every user with a vector: one batched encoding, one faiss search."""
+    rows: list[int] = []
+    users: list[UserState] = []
+    for r, st in enumerate(states):
+        if st is not None and st.recent_items:
+            rows.append(r)
+            users.append(st)
+    vecs, has = encode_users(users, model.encoder, model.index_of, model.embeddings)
+    rows_a = np.asarray(rows, dtype=np.int64)[has]
+    if not len(rows_a):
+        return ANN, rows_a, rows_a, np.zeros(0, dtype=np.float32)
+    scores, ids = model.index.search(vecs[has], k)
+    valid = ids >= 0
+    found = np.repeat(rows_a, ids.shape[1])[valid.ravel()]
+    return ANN, found, ids[valid], normalise(scores[valid], found, method)
+
+
+def seeds(state: UserState, n: int) -> tuple[list[str], list[float]]:
+    """Co-visitation seeds: the first ``n`` distinct recent items, weighted ``strength / (1 + position)``."""
+    items: list[str] = []
+    weights: list[float] = []
+    meta = state.recent_meta
+    for k, item in enumerate(state.recent_items):
+        if item not in items:
+            items.append(item)
+            weights.append(_UNPACK(meta, META_SIZE * k)[2] / (1.0 + k))
+            if len(items) >= n:
+                break
+    return items, weights
+
+
+def covisit_block(states: Sequence[UserState | None], covisit: CoVisitation, space: CodeSpace, k: int,
+                  n_seeds: int, method: str) -> Block:
+    """Items co-visited with each user's most recent items."""
+    items: list[str] = []
+    scores: list[np.ndarray] = []
+    lengths: list[int] = []
+    for st in states:
+        if st is None or not st.recent_items:
+            lengths.append(0)
+            continue
+        got, sc = covisit.candidates(*seeds(st, n_seeds), k=k)
+        items.extend(got)
+        scores.append(sc)
+        lengths.append(len(got))
+    rows = np.repeat(np.arange(len(states), dtype=np.int64), lengths)
+    if not items:
+        return COVISIT, rows, rows, np.zeros(0, dtype=np.float32)
+    return COVISIT, rows, space.codes(items), normalise(np.concatenate(scores), rows, method)
+
+
+def shared_block(source: int, rows: np.ndarray, codes: np.ndarray, scores: np.ndarray, method: str) -> Block:
+    """The same ranked list (codes, scores best first) for every row in ``rows``."""
+    norm = normalise(scores, np.zeros(len(scores), dtype=np.int64), method)
+    return (source, np.repeat(np.asarray(rows, dtype=np.int64), len(codes)), np.tile(codes, len(rows)),
+            np.tile(norm, len(rows)))
+
+
+@dataclass(frozen=True)
+class CandidateBatch:
+    """The candidates of a batch of users, grouped by row (user) and sorted by code within a row.
+
+    ``scores[g, s]`` is source ``s``'s normalised score for candidate ``g`` (0 where the source did not
+    propose it); row ``r``'s candidates are ``starts[r]:starts[r + 1]``.
+    """
+
+    rows: np.ndarray      # (G,) int64
+    codes: np.ndarray     # (G,) int64
+    scores: np.ndarray    # (G, S) float32
+    starts: np.ndarray    # (n_rows + 1,) int64
+
+    def __len__(self) -> int:
+        return len(self.codes)
+
+
+def merge_candidates(n_rows: int, blocks: Sequence[Block], n_sources: int = len(SOURCES)) -> CandidateBatch:
+    """One row per distinct (user row, item code), with each source's score in its own column.
+
+    A source must propose an item at most once per row (true of every source here).
+    """
+    blocks = [b for b in blocks if len(b[2])]
+    if not blocks:
+        empty = np.zeros(0, dtype=np.int64)
+        return CandidateBatch(empty, empty, np.zeros((0, n_sources), dtype=np.float32),
+                              np.zeros(n_rows + 1, dtype=np.int64))
+    rows = np.concatenate([np.asarray(b[1], dtype=np.int64) for b in blocks])
+    codes = np.concatenate([np.asarray(b[2], dtype=np.int64) for b in blocks])
+    src = np.concatenate([np.full(len(b[2]), b[0], dtype=np.int64) for b in blocks])
+    val = np.concatenate([np.asarray(b[3], dtype=np.float32) for b in blocks])
+    key = rows * (int(codes.max()) + 1) + codes
+    order = np.argsort(key)
+    key = key[order]
+    first = np.empty(len(key), dtype=bool)
+    first[0] = True
+    np.not_equal(key[1:], key[:-1], out=first[1:])
+    group = np.cumsum(first) - 1
+    scores = np.zeros((int(group[-1]) + 1, n_sources), dtype=np.float32)
+    scores[group, src[order]] = val[order]
+    u_rows = rows[order][first]
+    starts = np.searchsorted(u_rows, np.arange(n_rows + 1)).astype(np.int64)
+    return CandidateBatch(u_rows, codes[order][first], scores, starts)

@@ -1,0 +1,225 @@
+"""Blending, filtering and diversifying candidates into the final list.
+
+Each source's scores are first normalised per user (``"max"``: divided by the list's largest absolute
+score, so every source's best item scores 1; ``"rank"``: ``1 - rank / len``, which ignores score scales
+altogether). The blend is ``sum_s weight_s * score_s``; the item's ``source`` is the one with the largest
+weighted contribution. A learned reranker can replace the blend: a ``scorer(CandidateSet, UserState)``
+returns one score per candidate; :meth:`CandidateSet.features` gives it a matrix to learn from.
+
+Filters (``filter_seen``): ``"purchased"`` (default) drops items the user bought; ``"all"`` drops every
+item the user has interacted with (what a movie or news site wants); ``"none"`` keeps everything (repeat
+purchases, e.g. groceries). Diversity: ``"category"`` allows at most ``max_per_category`` items of one
+artifact category (items without a category are not capped; capped items come back at the end of the
+list if nothing else is left); ``"mmr"`` is maximal marginal relevance with the item embeddings,
+``lambda * relevance - (1 - lambda) * max similarity to the items already chosen``.
+
+>>> normalise(np.array([4.0, 2.0, 3.0, 1.0]), np.array([0, 0, 1, 1])).tolist()
+[1.0, 0.5, 1.0, 0.3333333432674408]
+>>> normalise(np.array([4.0, 2.0, 3.0]), np.array([0, 0, 1]), method="rank").tolist()
+[1.0, 0.5, 1.0]
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+
+import numpy as np
+
+from models.candidates import SOURCES, CandidateBatch, CodeSpace, normalise
+from models.errors import ConfigError
+
+__all__ = ["CandidateSet", "RecItem", "RecList", "Selection", "Trigger", "blend", "mmr_order", "normalise",
+           "select"]
+
+FILTER_POLICIES = ("none", "purchased", "all")
+DIVERSITY_MODES = ("none", "category", "mmr")
+NORMALISERS = ("max", "rank")
+
+
+@dataclass(frozen=True, slots=True)
+class RecItem:
+    item_id: str
+    score: float
+    source: str
+
+
+@dataclass(frozen=True, slots=True)
+class Trigger:
+    """The event that triggered a list (the user's last applied event), for lineage."""
+
+    event_id: str
+    timestamp_ms: int
+    partition: int
+    offset: int
+
+
+@dataclass(frozen=True, slots=True)
+class RecList:
+    user_id: str
+    items: tuple[RecItem, ...]
+    model_version: str | None
+    index_version: str | None
+    trigger: Trigger | None = None
+
+    @property
+    def item_ids(self) -> list[str]:
+        return [it.item_id for it in self.items]
+
+
+@dataclass(frozen=True)
+class CandidateSet:
+    """One user's candidates, as a learned reranker sees them (arrays aligned on candidates)."""
+
+    user_id: str
+    item_ids: tuple[str, ...]
+    codes: np.ndarray        # (n,) embedding row of the item in the model in service, -1 if none
+    scores: np.ndarray       # (n, S) normalised score per source (0: not proposed by that source)
+    blend: np.ndarray        # (n,) the configured weighted blend
+    primary: np.ndarray      # (n,) index into ``sources`` of the largest weighted contribution
+    sources: tuple[str, ...] = SOURCES
+
+    def features(self) -> np.ndarray:
+        """``(n, 2 S + 1)`` float32: per-source scores, per-source presence flags, blend."""
+        return np.hstack([self.scores, (self.scores != 0).astype(np.float32),
+                          self.blend[:, None]]).astype(np.float32)
+
+
+def check_options(filter_seen: str, diversity: str, normalise_by: str) -> None:
+    for value, allowed, name in ((filter_seen, FILTER_POLICIES, "filter_seen"),
+                                 (diversity, DIVERSITY_MODES, "diversity"),
+                                 (normalise_by, NORMALISERS, "normalise")):
+        if value not in allowed:
+            raise ConfigError(f"{name} is {value!r}; use one of {', '.join(allowed)}")
+
+
+def blend(batch: CandidateBatch, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Blended score and primary source (index of the largest weighted contribution) per candidate."""
+    contrib = batch.scores * np.asarray(weights, dtype=np.float32)
+    return contrib.sum(axis=1), contrib.argmax(axis=1).astype(np.int8)
+
+
+def mmr_order(relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> list[int]:
+    """Greedy maximal-marginal-relevance selection of ``k`` indices (``vectors`` rows L2-normalised).
+
+    >>> v = np.array([[1.0, 0.0], [1.0, 0.0], [0.0, 1.0]], dtype=np.float32)
+    >>> mmr_order(np.array([1.0, 0.9, 0.5]), v, k=2, lam=0.5)
+    [0, 2]
+    """
+    n = len(relevance)
+    chosen: list[int] = []
+    max_sim = np.zeros(n, dtype=np.float32)
+    free = np.ones(n, dtype=bool)
+    for _ in range(min(k, n)):
+        value = np.where(free, lam * relevance - (1.0 - lam) * max_sim, -np.inf)
+        j = int(np.argmax(value))
+        chosen.append(j)
+        free[j] = False
+        max_sim = np.maximum(max_sim, vectors @ vectors[j])
+    return chosen
+
+
+@dataclass(frozen=True)
+class Selection:
+    """How to turn blended candidates into lists (one per row)."""
+
+    top_n: int = 20
+    diversity: str = "category"
+    max_per_category: int = 10
+    mmr_lambda: float = 0.7
+    lookahead: int = 3       # rows consider top_n * lookahead candidates before looking further
+
+
+def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space: CodeSpace,
+           blocked: Sequence[AbstractSet[str] | None], how: Selection, categories: np.ndarray | None = None,
+           embeddings: np.ndarray | None = None) -> list[list[RecItem]]:
+    """The final list of every row: best ``scores`` first, minus ``blocked`` items, diversified.
+
+    Vectorised over the batch: candidates are ordered per row, blocked items and the category cap are
+    masks, and capped items are moved behind the others by one more sort; only the chosen ``top_n``
+    items per row become Python objects. ``categories`` (int codes, -1 for none) and ``embeddings`` are
+    indexed by model code; items outside the model have no category and a zero vector.
+    """
+    n_rows, g = len(batch.starts) - 1, len(batch)
+    if g == 0:
+        return [[] for _ in range(n_rows)]
+    span = float(scores.max() - scores.min()) + 1.0
+    order = np.argsort(batch.rows * span - scores.astype(np.float64))    # by row, best first
+    rank = np.arange(g) - batch.starts[batch.rows[order]]
+    look = how.top_n * max(1, how.lookahead)
+    bkeys = _blocked_keys(blocked, space)
+    cats = categories if how.diversity == "category" and how.max_per_category else None
+    if how.diversity == "mmr" and embeddings is not None:
+        return _mmr_lists(batch, order, scores, primary, space, bkeys, how, embeddings)
+    sel = _pick(batch, order[rank < look], bkeys, space.size, cats, how)
+    counts = np.bincount(batch.rows[sel], minlength=n_rows)
+    short = (counts < how.top_n) & (np.diff(batch.starts) > look)
+    if short.any():   # many candidates blocked or capped: look at all of those rows' candidates
+        redo = _pick(batch, order[short[batch.rows[order]]], bkeys, space.size, cats, how)
+        sel = np.concatenate([sel[~short[batch.rows[sel]]], redo])
+        sel = sel[np.argsort(batch.rows[sel], kind="stable")]
+        counts = np.bincount(batch.rows[sel], minlength=n_rows)
+    codes, vals, prim = batch.codes[sel].tolist(), scores[sel].tolist(), primary[sel].tolist()
+    item = space.item
+    items = [RecItem(item(c), v, SOURCES[p]) for c, v, p in zip(codes, vals, prim, strict=True)]
+    bounds = np.r_[0, np.cumsum(counts)].tolist()
+    return [items[bounds[r]:bounds[r + 1]] for r in range(n_rows)]
+
+
+def _blocked_keys(blocked: Sequence[AbstractSet[str] | None], space: CodeSpace) -> np.ndarray | None:
+    """``row * space.size + code`` of every blocked item that is a candidate code in this batch."""
+    keys = [r * space.size + c for r, items in enumerate(blocked) if items
+            for c in map(space.find, items) if c >= 0]
+    return np.array(keys, dtype=np.int64) if keys else None
+
+
+def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, width: int,
+          categories: np.ndarray | None, how: Selection) -> np.ndarray:
+    """Of ``idx`` (grouped by row, best first), each row's first ``top_n`` allowed candidates, with
+    candidates over their category's cap after all others; returns candidate indices, by row."""
+    n = len(idx)
+    rows, codes = batch.rows[idx], batch.codes[idx]
+    prio = np.zeros(n, dtype=np.int64)
+    if bkeys is not None:
+        prio[np.isin(rows * width + codes, bkeys)] = 2
+    if categories is not None and how.max_per_category:
+        cat = np.full(n, -1, dtype=np.int64)
+        inside = codes < len(categories)
+        cat[inside] = categories[codes[inside]]
+        ci = np.flatnonzero((cat >= 0) & (prio == 0))
+        if len(ci):
+            key = rows[ci] * (int(categories.max()) + 1) + cat[ci]
+            o = np.argsort(key, kind="stable")                          # keeps best-first order per group
+            ks = key[o]
+            heads = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+            nth = np.arange(len(o)) - np.repeat(heads, np.diff(np.r_[heads, len(o)]))
+            prio[ci[o[nth >= how.max_per_category]]] = 1
+    final = np.argsort((rows * 3 + prio) * n + np.arange(n))
+    rows_f = rows[final]
+    heads = np.flatnonzero(np.r_[True, rows_f[1:] != rows_f[:-1]])
+    nth = np.arange(n) - np.repeat(heads, np.diff(np.r_[heads, n]))
+    take = (nth < how.top_n) & (prio[final] < 2)
+    return idx[final[take]]
+
+
+def _mmr_lists(batch: CandidateBatch, order: np.ndarray, scores: np.ndarray, primary: np.ndarray,
+               space: CodeSpace, bkeys: np.ndarray | None, how: Selection,
+               embeddings: np.ndarray) -> list[list[RecItem]]:
+    """MMR re-ranking, one row at a time over its best ``top_n * lookahead`` allowed candidates."""
+    rows_o, codes_o = batch.rows[order], batch.codes[order]
+    allowed = np.ones(len(order), dtype=bool) if bkeys is None else ~np.isin(rows_o * space.size + codes_o, bkeys)
+    look = how.top_n * max(1, how.lookahead)
+    out: list[list[RecItem]] = []
+    for r in range(len(batch.starts) - 1):
+        s, e = int(batch.starts[r]), int(batch.starts[r + 1])
+        idx = order[s:e][allowed[s:e]][:look]
+        codes = batch.codes[idx]
+        vec = np.zeros((len(idx), embeddings.shape[1]), dtype=np.float32)
+        inside = codes < len(embeddings)
+        vec[inside] = embeddings[codes[inside]]
+        chosen = idx[mmr_order(scores[idx], vec, how.top_n, how.mmr_lambda)]
+        out.append([RecItem(space.item(c), v, SOURCES[p]) for c, v, p in
+                    zip(batch.codes[chosen].tolist(), scores[chosen].tolist(), primary[chosen].tolist(),
+                        strict=True)])
+    return out
