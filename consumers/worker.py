@@ -11,6 +11,7 @@ here, on the worker's thread, before the next batch is processed.
 from __future__ import annotations
 
 import os
+import resource
 import signal
 import socket
 import threading
@@ -141,7 +142,9 @@ class Worker:
 
     def report(self) -> dict[str, Any]:
         self._update_lag()
-        return self.stats.snapshot({"partitions": sorted(self.tracker.owned), **self.engine.stats()})
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return self.stats.snapshot({"partitions": sorted(self.tracker.owned), "rss_mb": round(rss_mb, 1),
+                                    **self.engine.stats()})
 
     # --- rebalance -------------------------------------------------------------------------------
     def _apply_rebalance(self) -> None:

@@ -34,3 +34,18 @@ def register(app: typer.Typer) -> None:
         from streamrec.bench import train
 
         write_json(train.run(events, fmt, device, threads, epochs, dim), json_path)
+
+    @bench.command("worker")
+    def bench_worker(ctx: typer.Context,
+                     events: int = typer.Option(200_000, "--events", help="Preloaded events (throughput)."),
+                     items: int = typer.Option(100_000, "--items", help="Items in the base model."),
+                     dim: int = typer.Option(64, "--dim", help="Embedding dimension."),
+                     rate: float = typer.Option(5000.0, "--rate", help="Offered events/s (latency)."),
+                     seconds: float = typer.Option(10.0, "--seconds", help="Length of the latency phase."),
+                     users: int = typer.Option(None, "--users", help="Distinct users (default events/4)."),
+                     guarantee: str = typer.Option("at-least-once", "--guarantee"),
+                     json_path: str = typer.Option(None, "--json")) -> None:
+        """Throughput, event-to-recommendation latency and memory of one worker process."""
+        from streamrec.bench import worker
+
+        write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee), json_path)

@@ -1,0 +1,115 @@
+"""``streamrec bench worker``: one worker process on a real broker.
+
+1. Throughput: ``events`` are preloaded, then a worker (with a random base model of ``items`` x ``dim``)
+   consumes them; events/s is measured between the first and the last list to reach a subscriber.
+2. Latency: a paced producer offers ``rate`` events/s for ``seconds``; latency is the time from handing
+   each event to the producer to its recommendation reaching the subscriber.
+3. Memory: the worker's peak RSS, with ``users`` distinct users in state at the end.
+"""
+
+from __future__ import annotations
+
+import json
+import socket
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from models.artifact import random_artifact
+from producers.replay import Pacing, replay
+from stream.settings import Settings
+from streamrec.bench.common import broker_session, machine, synthetic_events
+from streamrec.e2e import Subscriber, start_worker, stop_process
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def _metric(port: int, name: str) -> float:
+    try:
+        text = urllib.request.urlopen(f"http://127.0.0.1:{port}/metrics", timeout=2).read().decode()
+    except OSError:
+        return -1.0
+    for line in text.splitlines():
+        if line.startswith(name + " ") or line.startswith(name + "{"):
+            return float(line.rsplit(" ", 1)[1])
+    return 0.0
+
+
+def _wait_events(port: int, n: int, timeout_s: float) -> bool:
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if _metric(port, "streamrec_events_total") >= n:
+            return True
+        time.sleep(0.1)
+    return False
+
+
+def _final_stats(log_path: Path) -> dict[str, Any]:
+    last: dict[str, Any] = {}
+    for line in log_path.read_text(errors="replace").splitlines():
+        if '"worker closing"' in line or '"event": "stats"' in line:
+            try:
+                last = json.loads(line)
+            except ValueError:
+                continue
+    return last
+
+
+def run(settings: Settings, events: int, items: int, dim: int, rate: float, users: int | None,
+        seconds: float, guarantee: str, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    users = users or max(1, events // 4)
+    work = Path(tempfile.mkdtemp(prefix="streamrec-bench-worker-"))
+    random_artifact(work / "model", items, dim, seed=0, clusters=max(1, items // 200), version="bench")
+    load = synthetic_events(events, users, items, seed=1)
+    port = _free_port()
+    with broker_session(settings.replace(guarantee=guarantee, max_batch=5000)) as s:
+        replay(load, s, Pacing())
+        sub = Subscriber(s)
+        sub.start()
+        sub.ready.wait(15)
+        log_path = work / "worker.log"
+        t_start = time.monotonic()
+        proc = start_worker(s, "--model", str(work / "model"), "--worker-id", "bench-1", "--metrics-port",
+                            str(port), "--no-model-sync", *extra_args, log_path=log_path)
+        try:
+            if not _wait_events(port, events, timeout_s=600):
+                raise RuntimeError(f"the worker did not process {events} events; see {log_path}")
+            startup_and_drain_s = time.monotonic() - t_start
+            time.sleep(0.5)
+            arrivals = sub.snapshot()
+            first, last = min(a.arrival_ms for a in arrivals), max(a.arrival_ms for a in arrivals)
+            throughput = events / max((last - first) / 1000, 1e-9)
+            # latency at an offered rate
+            n_paced = int(rate * seconds)
+            paced = synthetic_events(n_paced, users, items, seed=2)
+            sent_at: dict[str, float] = {}
+            mark = len(sub.snapshot())
+            offered = replay(paced, s, Pacing("rate", rate), sent_at=sent_at)
+            _wait_events(port, events + n_paced, timeout_s=120)
+            time.sleep(0.5)
+            lat = np.array([a.arrival_ms - sent_at[a.trigger_event_id] for a in sub.snapshot()[mark:]
+                            if a.trigger_event_id in sent_at])
+        finally:
+            stop_process(proc)
+            sub.stop()
+    stats = _final_stats(log_path)
+    pct = np.percentile(lat, [50, 90, 99]) if len(lat) else [float("nan")] * 3
+    return {
+        "benchmark": "worker", "guarantee": guarantee, "events": events, "users": users, "items": items,
+        "dim": dim, "events_per_s": round(throughput, 1), "lists_emitted": len(arrivals),
+        "startup_and_drain_s": round(startup_and_drain_s, 2),
+        "offered_rate": rate, "achieved_offered_rate": round(offered.rate, 1), "latency_samples": int(len(lat)),
+        "latency_ms": {"p50": round(float(pct[0]), 2), "p90": round(float(pct[1]), 2),
+                       "p99": round(float(pct[2]), 2)},
+        "rss_mb": stats.get("rss_mb"), "users_in_state": stats.get("users"),
+        "stage_ms_per_batch": stats.get("stage_ms_per_batch"), "avg_batch": stats.get("avg_batch"),
+        "worker_args": list(extra_args), "machine": machine(),
+    }
