@@ -152,11 +152,11 @@ def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space
     cats = categories if how.diversity == "category" and how.max_per_category else None
     if how.diversity == "mmr" and embeddings is not None:
         return _mmr_lists(batch, order, scores, primary, space, bkeys, how, embeddings)
-    sel = _pick(batch, order[rank < look], bkeys, space.size, cats, how)
+    sel, clean = _pick(batch, order[rank < look], bkeys, space.size, cats, how)
     counts = np.bincount(batch.rows[sel], minlength=n_rows)
-    short = (counts < how.top_n) & (np.diff(batch.starts) > look)
-    if short.any():   # many candidates blocked or capped: look at all of those rows' candidates
-        redo = _pick(batch, order[short[batch.rows[order]]], bkeys, space.size, cats, how)
+    short = (np.bincount(batch.rows[sel[clean]], minlength=n_rows) < how.top_n) & (np.diff(batch.starts) > look)
+    if short.any():   # blocked or capped candidates in the way: look at all of those rows' candidates
+        redo, _ = _pick(batch, order[short[batch.rows[order]]], bkeys, space.size, cats, how)
         sel = np.concatenate([sel[~short[batch.rows[sel]]], redo])
         sel = sel[np.argsort(batch.rows[sel], kind="stable")]
         counts = np.bincount(batch.rows[sel], minlength=n_rows)
@@ -175,9 +175,10 @@ def _blocked_keys(blocked: Sequence[AbstractSet[str] | None], space: CodeSpace) 
 
 
 def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, width: int,
-          categories: np.ndarray | None, how: Selection) -> np.ndarray:
+          categories: np.ndarray | None, how: Selection) -> tuple[np.ndarray, np.ndarray]:
     """Of ``idx`` (grouped by row, best first), each row's first ``top_n`` allowed candidates, with
-    candidates over their category's cap after all others; returns candidate indices, by row."""
+    candidates over their category's cap after all others. Returns the candidate indices, by row, and
+    a mask of those within their category's cap."""
     n = len(idx)
     rows, codes = batch.rows[idx], batch.codes[idx]
     prio = np.zeros(n, dtype=np.int64)
@@ -200,7 +201,7 @@ def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, widt
     heads = np.flatnonzero(np.r_[True, rows_f[1:] != rows_f[:-1]])
     nth = np.arange(n) - np.repeat(heads, np.diff(np.r_[heads, n]))
     take = (nth < how.top_n) & (prio[final] < 2)
-    return idx[final[take]]
+    return idx[final[take]], prio[final[take]] == 0
 
 
 def _mmr_lists(batch: CandidateBatch, order: np.ndarray, scores: np.ndarray, primary: np.ndarray,

@@ -1,0 +1,351 @@
+"""The recommendation engine a worker (or the evaluation harness) drives: state, sources, ranking.
+
+``apply`` deduplicates (event-id window; offset at or below the user's last applied offset), scores what
+each user was last shown (test, then train: ``hit@10`` / ``hit@20`` counters in ``stats()``), then updates
+the user state, co-visitation and trending. ``recommend`` builds one list per user with one batched
+user encoding, one faiss search, one vectorised candidate merge and blend for the whole batch.
+
+Sources: ``ann`` (user vector against the model's items), ``covisit`` (items co-visited with the user's
+recent items), ``trending``, and ``cold_start`` (a seeded sample of the catalog, or the newest items when
+there is no model) for users with few candidates. A user with no history gets trending and cold start;
+one click is enough for co-visitation and ANN; without a model the engine serves covisit, trending and
+cold start.
+
+Model swaps: ``prepare_model(artifact)`` builds the index (slow; call it off the hot path, it touches no
+engine state), ``swap(prepared)`` installs model and index together in one assignment. User vectors are
+never cached: every batch encodes its users with the model in service, so a swap moves every user to the
+new space at once, and a restored user gets a vector from their recent items.
+
+>>> from models.events import Event, EventType
+>>> rec = Recommender(EngineConfig(trending_refresh_events=1))
+>>> rec.apply([Event("e1", "u1", "a", EventType.CLICK, 1_000), Event("e2", "u2", "a", EventType.CLICK, 2_000),
+...            Event("e3", "u2", "b", EventType.CLICK, 3_000)], offsets=[0, 1, 2])
+['u1', 'u2']
+>>> [(it.item_id, it.source) for it in rec.recommend(["u1"], now_ms=4_000)[0].items]
+[('b', 'covisit'), ('a', 'trending')]
+>>> rec.apply([Event("e3", "u2", "b", EventType.CLICK, 3_000)]), rec.stats()["duplicates_event_id"]
+([], 1)
+"""
+
+from __future__ import annotations
+
+import math
+import sys
+import time
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, fields
+from typing import Any
+
+import numpy as np
+
+from models import candidates as cand
+from models.artifact import Artifact
+from models.candidates import PreparedModel, prepare_model
+from models.covisit import CoVisitation
+from models.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, event_strength
+from models.errors import ConfigError, InputError
+from models.events import Event
+from models.index import IndexConfig
+from models.ranking import CandidateSet, RecItem, RecList, Selection, Trigger, blend, check_options, select
+from models.state import DAY_MS, IdWindow, StateLimits, UserState, UserStore
+from models.trending import Trending
+
+__all__ = ["EngineConfig", "PreparedModel", "RecItem", "RecList", "Recommender", "Trigger", "prepare_model"]
+
+Scorer = Callable[[CandidateSet, UserState], np.ndarray]
+
+
+@dataclass(frozen=True)
+class EngineConfig:
+    """Every knob of the engine, with defaults for a 2-core worker at ~100k items (see docs)."""
+
+    recent_items: int = 50             # recent history per user (the encoder's input)
+    seen_cap: int = 100
+    purchased_cap: int = 100
+    max_users: int = 1_000_000         # LRU beyond this
+    user_ttl_ms: int = 30 * DAY_MS     # users idle this long (event time) are dropped; 0: never
+    dedup_window: int = 200_000        # event ids remembered for duplicate detection
+    type_weights: tuple[tuple[str, float], ...] = tuple(DEFAULT_TYPE_WEIGHTS.items())
+    index_kind: str = "auto"           # auto | flat | hnsw | ivf (see models/index.py)
+    flat_max_items: int = 10_000
+    hnsw_m: int = 32
+    hnsw_ef_construction: int = 80
+    hnsw_ef_search: int = 32           # faiss searches with max(efSearch, k)
+    ivf_nlist: int = 0
+    ivf_nprobe: int = 16
+    faiss_threads: int = 1
+    covisit_window: int = 5
+    covisit_max_neighbors: int = 30
+    covisit_max_items: int = 100_000
+    covisit_half_life_ms: int = 7 * DAY_MS
+    covisit_seeds: int = 5             # recent items whose neighbours are candidates
+    trending_half_life_ms: int = DAY_MS
+    trending_max_items: int = 100_000
+    trending_refresh_events: int = 1_000
+    trending_refresh_ms: int = 1_000
+    k_ann: int = 50
+    k_covisit: int = 50
+    k_trending: int = 50
+    k_cold_start: int = 50
+    weight_ann: float = 1.0
+    weight_covisit: float = 1.0
+    weight_trending: float = 0.3
+    weight_cold_start: float = 0.05
+    normalise: str = "max"             # max | rank
+    filter_seen: str = "purchased"     # none | purchased | all
+    diversity: str = "category"        # none | category | mmr
+    max_category_share: float = 0.5    # of top_n, with diversity="category"
+    mmr_lambda: float = 0.7
+    top_n: int = 20
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        check_options(self.filter_seen, self.diversity, self.normalise)
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, int | float) and value < 0:
+                raise ConfigError(f"EngineConfig.{f.name} is {value}; it must not be negative")
+        for name in ("top_n", "k_ann", "k_covisit", "k_trending", "covisit_seeds", "recent_items"):
+            if getattr(self, name) < 1:
+                raise ConfigError(f"EngineConfig.{name} is {getattr(self, name)}; set it to 1 or more")
+        if not 0.0 <= self.max_category_share <= 1.0 or not 0.0 <= self.mmr_lambda <= 1.0:
+            raise ConfigError("max_category_share and mmr_lambda must lie in [0, 1]")
+        unknown = {t for t, _ in self.type_weights} - set(TYPE_INDEX)
+        if unknown or set(TYPE_INDEX) - {t for t, _ in self.type_weights}:
+            raise ConfigError(f"type_weights must give a weight for exactly {sorted(TYPE_INDEX)}")
+        self.index_config()
+
+    def index_config(self) -> IndexConfig:
+        return IndexConfig(self.index_kind, self.flat_max_items, self.hnsw_m, self.hnsw_ef_construction,
+                           self.hnsw_ef_search, self.ivf_nlist, self.ivf_nprobe, self.faiss_threads, self.seed)
+
+    def weights(self) -> np.ndarray:
+        return np.array([self.weight_ann, self.weight_covisit, self.weight_trending, self.weight_cold_start],
+                        dtype=np.float32)
+
+    def selection(self) -> Selection:
+        cap = math.ceil(self.max_category_share * self.top_n) if self.max_category_share < 1 else 0
+        return Selection(self.top_n, self.diversity, max(cap, 1) if cap else 0, self.mmr_lambda)
+
+
+class Recommender:
+    """State, online sources and ranking for the users of one worker (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig | None = None, artifact: Artifact | None = None,
+                 scorer: Scorer | None = None) -> None:
+        self.config = cfg = config or EngineConfig()
+        self.limits = StateLimits(cfg.recent_items, cfg.seen_cap, cfg.purchased_cap)
+        self.store = UserStore(self.limits, cfg.max_users, cfg.user_ttl_ms)
+        self.covisit = CoVisitation(cfg.covisit_window, cfg.covisit_max_neighbors, cfg.covisit_max_items,
+                                    cfg.covisit_half_life_ms)
+        self.trending = Trending(cfg.trending_half_life_ms, cfg.trending_max_items,
+                                 max(cfg.k_trending, 500), cfg.trending_refresh_events, cfg.trending_refresh_ms)
+        self.scorer = scorer
+        self._ids = IdWindow(cfg.dedup_window)
+        self._type_weights = dict(cfg.type_weights)
+        self._weights, self._selection = cfg.weights(), cfg.selection()
+        self._model: PreparedModel | None = None
+        self._triggers: dict[str, tuple[str, int, int, int]] = {}
+        self._watermark = 0
+        self.last_applied_count = 0
+        #: cumulative seconds per stage: apply, covisit (+ state lookup), ann (encode + faiss), blend
+        #: (trending, cold start, merge, blend, scorer), select (filters, diversity, lists)
+        self.timings = dict.fromkeys(("apply", "covisit", "ann", "blend", "select"), 0.0)
+        self._n = dict.fromkeys(("events", "applied", "duplicates_event_id", "duplicates_offset", "evaluated",
+                                 "hits_at_10", "hits_at_20", "recommended", "model_swaps"), 0)
+        if artifact is not None:
+            self.swap(self.prepare_model(artifact))
+
+    # --- model -------------------------------------------------------------------------------------
+    @property
+    def model(self) -> PreparedModel | None:
+        return self._model
+
+    def prepare_model(self, artifact: Artifact) -> PreparedModel:
+        """Build the index and lookups for ``artifact``; touches no engine state, so the model-sync
+        thread can call it while the worker thread keeps serving."""
+        cfg = self.config
+        return prepare_model(artifact, cfg.index_config(), cfg.k_cold_start, cfg.seed)
+
+    def swap(self, prepared: PreparedModel) -> None:
+        """Serve ``prepared`` from the next ``recommend`` on (model and index change together)."""
+        self._model = prepared
+        self._n["model_swaps"] += 1
+
+    def swap_model(self, artifact: Artifact) -> None:
+        self.swap(self.prepare_model(artifact))
+
+    # --- events ------------------------------------------------------------------------------------
+    def apply(self, events: Sequence[Event], partition: int = 0,
+              offsets: Sequence[int] | None = None) -> list[str]:
+        """Apply a batch of one partition's events; returns the users touched, in first-touch order."""
+        started = time.perf_counter()
+        if offsets is not None and len(offsets) != len(events):
+            raise InputError(f"apply got {len(events)} events and {len(offsets)} offsets; pass one offset "
+                             "per event (or none)")
+        n, store, cov, trend, ids, lim = self._n, self.store, self.covisit, self.trending, self._ids, self.limits
+        tw = self._type_weights
+        touched: dict[str, None] = {}
+        triggers = self._triggers = {}
+        applied = dup_id = dup_off = evaluated = hit10 = hit20 = 0
+        watermark = self._watermark
+        for k, e in enumerate(events):
+            eid = e.event_id
+            if eid and ids.check_and_add(eid):
+                dup_id += 1
+                continue
+            off = -1 if offsets is None else offsets[k]
+            st = store.touch(e.user_id, partition)
+            if 0 <= off <= st.last_offset:
+                dup_off += 1
+                continue
+            item, ts, t = sys.intern(e.item_id), e.timestamp_ms, TYPE_INDEX[e.event_type]
+            s = event_strength(e.event_type, e.value, tw)
+            if st.shown:
+                evaluated += 1
+                if item in st.shown:
+                    pos = st.shown.index(item)
+                    hit10 += pos < 10
+                    hit20 += pos < 20
+            cov.update(st.recent_items, item, s, ts)
+            st.observe(item, t, ts, s, lim, eid, off)
+            trend.update(item, s, ts)
+            touched[e.user_id] = None
+            triggers[e.user_id] = (eid, ts, partition, off)
+            applied += 1
+            if ts > watermark:
+                watermark = ts
+        self._watermark = watermark
+        store.expire(watermark)
+        for key, v in (("events", len(events)), ("applied", applied), ("duplicates_event_id", dup_id),
+                       ("duplicates_offset", dup_off), ("evaluated", evaluated), ("hits_at_10", hit10),
+                       ("hits_at_20", hit20)):
+            n[key] += v
+        self.last_applied_count = applied
+        self.timings["apply"] += time.perf_counter() - started
+        return list(touched)
+
+    # --- recommendations ---------------------------------------------------------------------------
+    def recommend(self, user_ids: Sequence[str], now_ms: int | None = None) -> list[RecList]:
+        """One list per distinct user, in order; each user's ``shown`` becomes the list's items.
+
+        ``now_ms`` only paces the trending cache: every score decays exponentially, so lists do not
+        depend on the serving time. Users the engine does not hold get the cold-start list.
+        """
+        clock = time.perf_counter
+        t0 = clock()
+        cfg, model = self.config, self._model       # one model for the whole batch, even across a swap
+        uids = list(dict.fromkeys(user_ids))
+        states = [self._state(u) for u in uids]
+        m, method = len(uids), cfg.normalise
+        space = cand.CodeSpace(model.item_ids, model.index_of) if model is not None else cand.CodeSpace()
+        blocks = [cand.covisit_block(states, self.covisit, space, cfg.k_covisit, cfg.covisit_seeds, method)]
+        t1 = clock()
+        if model is not None:
+            blocks.append(cand.ann_block(states, model, cfg.k_ann, method))
+        t2 = clock()
+        top, top_scores = self.trending.top(cfg.k_trending, now_ms)
+        all_rows = np.arange(m, dtype=np.int64)
+        if top:
+            blocks.append(cand.shared_block(cand.TRENDING, all_rows, space.codes(top), top_scores, method))
+        have = np.bincount(np.concatenate([b[1] for b in blocks]), minlength=m)
+        short = all_rows[have < 2 * cfg.top_n]
+        if len(short):
+            cold = model.cold_start if model is not None else space.codes(self.trending.newest(cfg.k_cold_start))
+            if len(cold):
+                ramp = np.linspace(1.0, 0.5, len(cold), dtype=np.float32)
+                blocks.append(cand.shared_block(cand.COLD_START, short, cold, ramp, method))
+        batch = cand.merge_candidates(m, blocks)
+        scores, primary = blend(batch, self._weights)
+        if self.scorer is not None:
+            self._rescore(batch, scores, primary, uids, states, space)
+        t3 = clock()
+        blocked = [self._blocked(st) for st in states]
+        chosen = select(batch, scores, primary, space, blocked, self._selection,
+                        None if model is None else model.categories,
+                        model.embeddings if model is not None and cfg.diversity == "mmr" else None)
+        version = None if model is None else model.version
+        index_version = None if model is None else model.index_version
+        out = []
+        for uid, st, items in zip(uids, states, chosen, strict=True):
+            if st is not None:
+                st.shown = tuple(it.item_id for it in items)
+            out.append(RecList(uid, tuple(items), version, index_version, self.trigger(uid, st)))
+        t4 = clock()
+        for stage, secs in (("covisit", t1 - t0), ("ann", t2 - t1), ("blend", t3 - t2), ("select", t4 - t3)):
+            self.timings[stage] += secs
+        self._n["recommended"] += m
+        return out
+
+    def _rescore(self, batch: cand.CandidateBatch, scores: np.ndarray, primary: np.ndarray,
+                 uids: list[str], states: list[UserState | None], space: cand.CodeSpace) -> None:
+        assert self.scorer is not None
+        for r, (uid, st) in enumerate(zip(uids, states, strict=True)):
+            s, e = int(batch.starts[r]), int(batch.starts[r + 1])
+            if s == e:
+                continue
+            codes = batch.codes[s:e]
+            n_model = space.n_model
+            cs = CandidateSet(uid, tuple(space.item(c) for c in codes.tolist()),
+                              np.where(codes < n_model, codes, -1), batch.scores[s:e], scores[s:e].copy(),
+                              primary[s:e].copy())
+            new = np.asarray(self.scorer(cs, st if st is not None else UserState(uid)), dtype=np.float32)
+            if new.shape != (e - s,):
+                raise InputError(f"the scorer returned shape {new.shape} for {e - s} candidates; return one "
+                                 "score per candidate")
+            scores[s:e] = new
+
+    def _blocked(self, st: UserState | None) -> frozenset[str] | None:
+        if st is None or self.config.filter_seen == "none":
+            return None
+        if self.config.filter_seen == "all":
+            return frozenset(st.seen).union(st.purchased) if st.seen or st.purchased else None
+        return frozenset(st.purchased) if st.purchased else None
+
+    def _state(self, user_id: str) -> UserState | None:
+        trig = self._triggers.get(user_id)
+        return self.store.get(user_id, None if trig is None else trig[2])
+
+    def trigger(self, user_id: str, state: UserState | None) -> Trigger | None:
+        t = self._triggers.get(user_id)
+        if t is not None:
+            return Trigger(t[0], t[1], t[2], t[3])
+        if state is None or not state.last_event_id:
+            return None
+        p = self.store.partition_of(user_id)
+        return Trigger(state.last_event_id, state.last_ts, -1 if p is None else p, state.last_offset)
+
+    def user_vector(self, user_id: str) -> np.ndarray | None:
+        """The user's vector in the space of the model in service (``None``: no model or no known item)."""
+        st, model = self.store.get(user_id), self._model
+        if st is None or model is None:
+            return None
+        return cand.encode_user(st, model.encoder, model.index_of, model.embeddings)
+
+    # --- state -------------------------------------------------------------------------------------
+    def export_user(self, user_id: str) -> dict[str, Any] | None:
+        """The user's ``UserState`` record for the changelog (``None`` if the user is not held)."""
+        st = self.store.get(user_id)
+        return None if st is None else st.to_record()
+
+    def restore_user(self, record: Mapping[str, Any], partition: int) -> None:
+        """Install a user from a changelog record (the newest record of a user wins)."""
+        self.store.put(UserState.from_record(record, self.limits), partition)
+
+    def forget_user(self, user_id: str) -> bool:
+        """Drop one user (a changelog tombstone)."""
+        return self.store.remove(user_id)
+
+    def drop_partition(self, partition: int) -> int:
+        """Forget every user of a revoked or lost partition; returns how many were dropped."""
+        return self.store.drop_partition(partition)
+
+    def stats(self) -> dict[str, int | float]:
+        """Counters and gauges: events, duplicates, online hit rates (test-then-train), users, evictions."""
+        n = self._n
+        ev = max(n["evaluated"], 1)
+        return {**n, "hit_rate_at_10": n["hits_at_10"] / ev, "hit_rate_at_20": n["hits_at_20"] / ev,
+                "users": len(self.store), "evicted_lru": self.store.evicted_lru,
+                "evicted_ttl": self.store.evicted_ttl, "covisit_items": len(self.covisit),
+                "trending_items": len(self.trending), "state_bytes": self.store.memory_bytes(),
+                "model_items": 0 if self._model is None else len(self._model.item_ids)}
