@@ -103,7 +103,8 @@ class TwoTower(nn.Module):
         """``a_i`` for padded histories (B, H); ``strengths`` overrides the type weight, as in numpy."""
         base = self.type_weight[types] if strengths is None else strengths.to(torch.float32)
         decay = torch.pow(0.5, ages_s.to(torch.float64).clamp_min(0.0) / self.half_life_s).to(torch.float32)
-        pos = self.pos_weight()[: types.shape[1]].to(torch.float32)
+        slots = torch.arange(types.shape[1], device=types.device).clamp_max(self.max_history - 1)
+        pos = self.pos_weight()[slots].to(torch.float32)     # position i weighs pos_weight[min(i, P - 1)]
         a = base * decay * pos
         return torch.where(mask, a, torch.zeros((), dtype=a.dtype, device=a.device))
 

@@ -126,3 +126,16 @@ def test_gradients_reach_every_learned_parameter() -> None:
     for p in (m.item_embedding.weight, m.pos_raw, m.W, m.b):
         assert p.grad is not None and torch.isfinite(p.grad).all() and p.grad.abs().sum() > 0
     assert not m.type_weight.requires_grad and not m.half_life_s.requires_grad
+
+
+def test_histories_longer_than_the_encoder_reuse_its_last_position() -> None:
+    m = _perturbed_model()
+    rng = np.random.default_rng(5)
+    n = HIST + 4
+    items, types = rng.integers(0, N_ITEMS, (1, n)), rng.integers(0, len(TYPE_NAMES), (1, n))
+    ages = np.sort(rng.exponential(3600.0, (1, n)), axis=1)
+    with torch.no_grad():
+        u = m.user_vectors(torch.from_numpy(items), torch.from_numpy(types), torch.from_numpy(ages), None,
+                           torch.ones(1, n, dtype=torch.bool)).numpy()[0]
+    want = m.to_encoder().encode(m.item_embeddings()[items[0]], types[0], ages[0])
+    np.testing.assert_allclose(u, want, rtol=1e-5, atol=1e-6)
