@@ -115,7 +115,7 @@ def encode_payload(item_ids: list[str], embeddings: np.ndarray, encoder: UserEnc
     files[EMBEDDINGS] = buf.getvalue()
     if encoder is not None:
         buf = io.BytesIO()
-        np.savez(buf, **encoder.to_arrays())
+        np.savez(buf, **encoder.to_arrays())  # type: ignore[arg-type]
         files[ENCODER] = buf.getvalue()
     if categories is not None:
         files[CATEGORIES] = json.dumps(categories).encode()
@@ -214,5 +214,5 @@ def random_artifact(directory: str | os.PathLike[str], n_items: int, dim: int, s
     else:
         emb = rng.normal(size=(n_items, dim)).astype(np.float32)
     emb /= np.linalg.norm(emb, axis=1, keepdims=True)
-    cats = [f"c{k % clusters}" for k in range(n_items)] if clusters else None
+    cats: list[str | None] | None = [f"c{k % clusters}" for k in range(n_items)] if clusters else None
     return write_artifact(directory, [f"i{k}" for k in range(n_items)], emb, categories=cats, version=version)

@@ -19,8 +19,8 @@ console = Console(stderr=True)
 def _config(dim: int | None, epochs: int | None, device: str, threads: int | None, seed: int | None) -> Any:
     from models.training import TrainConfig
 
-    given = {k: v for k, v in {"dim": dim, "epochs": epochs, "device": device, "threads": threads,
-                               "seed": seed}.items() if v is not None}
+    given: dict[str, Any] = {k: v for k, v in {"dim": dim, "epochs": epochs, "device": device,
+                                               "threads": threads, "seed": seed}.items() if v is not None}
     return TrainConfig(**given)
 
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -23,8 +24,9 @@ def run(events_path: str | None, fmt: str, device: str, threads: int, epochs: in
             raise InputError(f"no --events given and {DEFAULT_MOVIELENS} does not exist; pass --events PATH")
         events_path, fmt = str(DEFAULT_MOVIELENS), "movielens"
     events = list(read_events(events_path, fmt).events)
-    cfg = TrainConfig(device=device, threads=threads, dim=dim, seed=seed,
-                      **({"epochs": epochs} if epochs is not None else {}))
+    cfg = TrainConfig(device=device, threads=threads, dim=dim, seed=seed)
+    if epochs is not None:
+        cfg = dataclasses.replace(cfg, epochs=epochs)
     result = train(events, cfg)
     st = result.stats
     gpu = torch.cuda.get_device_name(0) if st["device"].startswith("cuda") else None
