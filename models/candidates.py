@@ -170,8 +170,11 @@ class CodeSpace:
         return c
 
     def codes(self, items: Sequence[str]) -> np.ndarray:
-        code = self.code
-        return np.array([code(i) for i in items], dtype=np.int64)
+        get = self._index_of.get
+        out = [get(i, -1) for i in items]
+        if -1 in out:
+            out = [c if c >= 0 else self.code(i) for c, i in zip(out, items, strict=True)]
+        return np.array(out, dtype=np.int64)
 
     def item(self, code: int) -> str:
         return self._ids[code] if code < self.n_model else self._extra_ids[code - self.n_model]
@@ -228,22 +231,25 @@ def seeds(state: UserState, n: int) -> tuple[list[str], list[float]]:
 
 def covisit_block(states: Sequence[UserState | None], covisit: CoVisitation, space: CodeSpace, k: int,
                   n_seeds: int, method: str) -> Block:
-    """Items co-visited with each user's most recent items."""
+    """Items co-visited with each user's most recent items (the best ``k`` per user, in one sort)."""
     items: list[str] = []
-    scores: list[np.ndarray] = []
+    values: list[float] = []
     lengths: list[int] = []
     for st in states:
-        if st is None or not st.recent_items:
-            lengths.append(0)
-            continue
-        got, sc = covisit.candidates(*seeds(st, n_seeds), k=k)
-        items.extend(got)
-        scores.append(sc)
-        lengths.append(len(got))
+        acc = covisit.scores(*seeds(st, n_seeds)) if st is not None and st.recent_items else {}
+        items.extend(acc)
+        values.extend(acc.values())
+        lengths.append(len(acc))
     rows = np.repeat(np.arange(len(states), dtype=np.int64), lengths)
     if not items:
         return COVISIT, rows, rows, np.zeros(0, dtype=np.float32)
-    return COVISIT, rows, space.codes(items), normalise(np.concatenate(scores), rows, method)
+    vals = normalise(np.array(values), rows)                 # per user, in (0, 1]: comparable across rows
+    order = np.argsort(rows * 4.0 - vals)                    # by row, best first
+    starts = np.r_[0, np.cumsum(lengths)][:-1]
+    keep = order[np.arange(len(order)) - np.repeat(starts, lengths) < k]
+    rows = rows[keep]
+    chosen = [items[i] for i in keep.tolist()]
+    return COVISIT, rows, space.codes(chosen), normalise(vals[keep], rows, method)
 
 
 def shared_block(source: int, rows: np.ndarray, codes: np.ndarray, scores: np.ndarray, method: str) -> Block:

@@ -40,7 +40,7 @@ _REBASE_AT = 40.0  # half-lives of growth before the table is rescaled (2**40 ~ 
 class CoVisitation:
     """Time-decayed item-to-item co-occurrence counts with bounded memory."""
 
-    def __init__(self, window: int = 5, max_neighbors: int = 30, max_items: int = 100_000,
+    def __init__(self, window: int = 5, max_neighbors: int = 20, max_items: int = 100_000,
                  half_life_ms: int = 7 * DAY_MS) -> None:
         if window < 1 or max_neighbors < 1 or max_items < 1 or half_life_ms <= 0:
             raise ConfigError("CoVisitation needs window, max_neighbors, max_items >= 1 and half_life_ms > 0 "
@@ -139,12 +139,10 @@ class CoVisitation:
         top = heapq.nlargest(k or len(row), row.items(), key=itemgetter(1))
         return [(j, w * scale) for j, w in top]
 
-    def candidates(self, seeds: Sequence[str], weights: Sequence[float] | np.ndarray,
-                   k: int) -> tuple[list[str], np.ndarray]:
-        """Items co-visited with ``seeds``: ``score(j) = sum_s weight_s * w(s, j)``, the best ``k`` first.
-
-        Returns ``(item ids, float32 scores)``; seeds are not excluded (the ranking filters decide).
-        """
+    def scores(self, seeds: Sequence[str], weights: Sequence[float] | np.ndarray) -> dict[str, float]:
+        """``sum_s weight_s * w(s, j)`` for every neighbour ``j`` of the seeds, unsorted, in internal
+        units (a positive factor away from :meth:`candidates`' scores; for ranking and per-list
+        normalisation the factor does not matter)."""
         acc: dict[str, float] = {}
         nb = self._nb
         for s, ws in zip(seeds, weights, strict=True):
@@ -157,15 +155,20 @@ class CoVisitation:
             get = acc.get
             for j, w in row.items():
                 acc[j] = get(j, 0.0) + ws * w
+        return acc
+
+    def candidates(self, seeds: Sequence[str], weights: Sequence[float] | np.ndarray,
+                   k: int) -> tuple[list[str], np.ndarray]:
+        """Items co-visited with ``seeds``: ``score(j) = sum_s weight_s * w(s, j)``, the best ``k`` first.
+
+        Returns ``(item ids, float32 scores)``; seeds are not excluded (the ranking filters decide).
+        """
+        acc = self.scores(seeds, weights)
         if not acc:
             return [], np.zeros(0, dtype=np.float32)
         keys = list(acc)
         vals = np.fromiter(acc.values(), dtype=np.float64, count=len(keys))
-        if len(keys) > k:
-            top = np.argpartition(-vals, k - 1)[:k]
-            order = top[np.argsort(-vals[top], kind="stable")]
-        else:
-            order = np.argsort(-vals, kind="stable")
+        order = np.argsort(-vals, kind="stable")[:k]
         return [keys[i] for i in order], (vals[order] * self._scale()).astype(np.float32)
 
     def memory_bytes(self) -> int:

@@ -75,7 +75,7 @@ class EngineConfig:
     ivf_nprobe: int = 16
     faiss_threads: int = 1
     covisit_window: int = 5
-    covisit_max_neighbors: int = 30
+    covisit_max_neighbors: int = 20
     covisit_max_items: int = 100_000
     covisit_half_life_ms: int = 7 * DAY_MS
     covisit_seeds: int = 5             # recent items whose neighbours are candidates
@@ -269,7 +269,7 @@ class Recommender:
         out = []
         for uid, st, items in zip(uids, states, chosen, strict=True):
             if st is not None:
-                st.shown = tuple(it.item_id for it in items)
+                st.shown = tuple([it.item_id for it in items])
             out.append(RecList(uid, tuple(items), version, index_version, self.trigger(uid, st)))
         t4 = clock()
         for stage, secs in (("covisit", t1 - t0), ("ann", t2 - t1), ("blend", t3 - t2), ("select", t4 - t3)):
