@@ -55,8 +55,8 @@ class Worker:
             session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=300000,
             metadata_max_age_ms=30000,
             client_id=f"{settings.client_id}-{self.worker_id}",
-            # static membership when the slot is named: a restarted worker takes its partitions straight back
-            group_instance_id=settings.worker_id or None)
+            # static membership (opt-in): a restarted worker takes its partitions straight back
+            group_instance_id=settings.worker_id if settings.static_membership and settings.worker_id else None)
         # know the topic's partitions before joining, or the group leader may assign from stale metadata
         if not self.consumer.partitions_for_topic(self.topic):
             self.consumer.close()

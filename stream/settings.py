@@ -66,6 +66,7 @@ class Settings:
     top_n: int = 20
     model_path: str = ""
     worker_id: str = ""                  # stable per worker slot; default <hostname>-<pid>
+    static_membership: bool = False      # join as group.instance.id=<worker_id> (KIP-345)
     stats_interval_s: float = 10.0
     max_users: int = 1_000_000           # users kept in memory per worker (LRU beyond)
     user_ttl_s: float = 30 * 24 * 3600.0 # users idle longer are evicted

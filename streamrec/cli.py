@@ -9,7 +9,7 @@ import typer
 from models.errors import StreamrecError
 from stream.logs import configure
 from stream.settings import Settings
-from streamrec import bench, cmd_broker, cmd_data, cmd_model, cmd_worker
+from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_worker
 
 app = typer.Typer(help="streamrec: a streaming real-time recommender on Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -30,11 +30,13 @@ def root(
 
 
 cmd_broker.register(app)
+cmd_broker.register_config(app)
 cmd_data.register(app)
 cmd_data.register_replay(app)
 cmd_data.register_demo(app)
 cmd_model.register(app)
 cmd_worker.register(app)
+cmd_evaluate.register(app)
 bench.register(app)
 
 

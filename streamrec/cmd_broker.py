@@ -83,3 +83,24 @@ def register(app: typer.Typer) -> None:
         finally:
             admin.close()
         Console().print(table)
+
+
+def register_config(app: typer.Typer) -> None:
+    @app.command("config")
+    def config_cmd(ctx: typer.Context, fmt: str = typer.Option("text", "--format", help="text | json | env")) -> None:
+        """Show the effective settings and the STREAMREC_* variable behind each."""
+        import dataclasses
+        import json
+
+        s: Settings = ctx.obj
+        values = {f"STREAMREC_{f.name.upper()}": getattr(s, f.name) for f in dataclasses.fields(s)}
+        if fmt == "json":
+            print(json.dumps(values, indent=2))
+        elif fmt == "env":
+            for k, v in values.items():
+                print(f"{k}={v}")
+        else:
+            table = Table("variable", "value")
+            for k, v in values.items():
+                table.add_row(k, str(v))
+            Console().print(table)
