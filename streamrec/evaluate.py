@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import sys
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -301,4 +302,4 @@ def print_summary(result: Evaluation) -> None:
     for name, values in r.configs.items():
         sync = r.timings.get(name, {}).get("sync_s", 0.0)
         table.add_row(name, *(f"{values.get(m, float('nan')):.4f}" for m in metrics), f"{sync:.1f}")
-    Console().print(table)
+    Console(width=None if sys.stdout.isatty() else 120).print(table)
