@@ -30,7 +30,7 @@ broker: install  ## Provision the Kafka jars (once) and start the embedded broke
 	$(VENV)/bin/streamrec broker start
 
 demo: install  ## Run the full loop on the embedded broker: generate, replay, worker, recommendations
-	$(VENV)/bin/streamrec demo
+	$(VENV)/bin/streamrec demo $(DEMO_ARGS)
 
 lint: install  ## ruff and mypy
 	$(VENV)/bin/ruff check .

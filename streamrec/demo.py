@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.table import Table
 
 from stream import broker
+from stream.logs import configure
 from stream.settings import Settings
 from stream.topics import ensure_topics, topic_specs
 from streamrec.e2e import Subscriber, start_worker, stop_process
@@ -32,6 +33,7 @@ def run(settings: Settings, users: int, items: int, events: int, rate: float, ep
     from producers.replay import Pacing, replay
     from producers.synthetic import SyntheticConfig, simulate, write_log
 
+    configure("warning", settings.log_format)  # the demo narrates; components only speak up for problems
     workdir.mkdir(parents=True, exist_ok=True)
     started_broker = False
     if settings.embedded and not broker.status(settings).running:
