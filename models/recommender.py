@@ -94,7 +94,7 @@ class EngineConfig:
     normalise: str = "max"             # max | rank
     filter_seen: str = "purchased"     # none | purchased | all
     diversity: str = "category"        # none | category | mmr
-    max_category_share: float = 0.5    # of top_n, with diversity="category"
+    max_category_share: float = 0.5    # of top_n per category, with diversity="category"; 0 or 1: no cap
     mmr_lambda: float = 0.7
     top_n: int = 20
     seed: int = 0
@@ -151,8 +151,8 @@ class Recommender:
         #: cumulative seconds per stage: apply, covisit (+ state lookup), ann (encode + faiss), blend
         #: (trending, cold start, merge, blend, scorer), select (filters, diversity, lists)
         self.timings = dict.fromkeys(("apply", "covisit", "ann", "blend", "select"), 0.0)
-        self._n = dict.fromkeys(("events", "applied", "duplicates_event_id", "duplicates_offset", "evaluated",
-                                 "hits_at_10", "hits_at_20", "recommended", "model_swaps"), 0)
+        self._n = dict.fromkeys(("events_in", "events_applied", "duplicates_event_id", "duplicates_offset",
+                                 "evaluated", "hits_at_10", "hits_at_20", "lists", "model_swaps"), 0)
         if artifact is not None:
             self.swap(self.prepare_model(artifact))
 
@@ -217,7 +217,7 @@ class Recommender:
                 watermark = ts
         self._watermark = watermark
         store.expire(watermark)
-        for key, v in (("events", len(events)), ("applied", applied), ("duplicates_event_id", dup_id),
+        for key, v in (("events_in", len(events)), ("events_applied", applied), ("duplicates_event_id", dup_id),
                        ("duplicates_offset", dup_off), ("evaluated", evaluated), ("hits_at_10", hit10),
                        ("hits_at_20", hit20)):
             n[key] += v
@@ -274,7 +274,7 @@ class Recommender:
         t4 = clock()
         for stage, secs in (("covisit", t1 - t0), ("ann", t2 - t1), ("blend", t3 - t2), ("select", t4 - t3)):
             self.timings[stage] += secs
-        self._n["recommended"] += m
+        self._n["lists"] += m
         return out
 
     def _rescore(self, batch: cand.CandidateBatch, scores: np.ndarray, primary: np.ndarray,
@@ -290,9 +290,9 @@ class Recommender:
                               np.where(codes < n_model, codes, -1), batch.scores[s:e], scores[s:e].copy(),
                               primary[s:e].copy())
             new = np.asarray(self.scorer(cs, st if st is not None else UserState(uid)), dtype=np.float32)
-            if new.shape != (e - s,):
-                raise InputError(f"the scorer returned shape {new.shape} for {e - s} candidates; return one "
-                                 "score per candidate")
+            if new.shape != (e - s,) or not np.isfinite(new).all():
+                raise InputError(f"the scorer returned shape {new.shape} for {e - s} candidates (or a NaN or "
+                                 "infinite score); return one finite score per candidate")
             scores[s:e] = new
 
     def _blocked(self, st: UserState | None) -> frozenset[str] | None:
@@ -340,12 +340,17 @@ class Recommender:
         """Forget every user of a revoked or lost partition; returns how many were dropped."""
         return self.store.drop_partition(partition)
 
-    def stats(self) -> dict[str, int | float]:
-        """Counters and gauges: events, duplicates, online hit rates (test-then-train), users, evictions."""
-        n = self._n
+    def stats(self) -> dict[str, Any]:
+        """Counters and gauges (names distinct from the worker's own): events in and applied, duplicates,
+        online hit rates of the last shown lists (test, then train), lists, users, evictions, sizes, the
+        model in service, and cumulative seconds per stage (``engine_stage_s``)."""
+        n, model = self._n, self._model
         ev = max(n["evaluated"], 1)
         return {**n, "hit_rate_at_10": n["hits_at_10"] / ev, "hit_rate_at_20": n["hits_at_20"] / ev,
                 "users": len(self.store), "evicted_lru": self.store.evicted_lru,
                 "evicted_ttl": self.store.evicted_ttl, "covisit_items": len(self.covisit),
                 "trending_items": len(self.trending), "state_bytes": self.store.memory_bytes(),
-                "model_items": 0 if self._model is None else len(self._model.item_ids)}
+                "model_version": None if model is None else model.version,
+                "index_version": None if model is None else model.index_version,
+                "model_items": 0 if model is None else len(model.item_ids),
+                "engine_stage_s": {k: round(v, 3) for k, v in self.timings.items()}}

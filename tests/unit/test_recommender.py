@@ -91,7 +91,7 @@ def test_duplicates_by_event_id_are_skipped(art: Artifact) -> None:
     assert rec.apply(batch) == ["u"] and rec.last_applied_count == 2
     assert rec.apply(batch) == [] and rec.last_applied_count == 0
     s = rec.stats()
-    assert (s["events"], s["applied"], s["duplicates_event_id"]) == (4, 2, 2)
+    assert (s["events_in"], s["events_applied"], s["duplicates_event_id"]) == (4, 2, 2)
     assert rec.export_user("u")["recent_items"] == ["i2", "i1"]          # type: ignore[index]
 
 
@@ -130,6 +130,7 @@ def test_swap_moves_every_user_to_the_new_space(tmp_path: Path, art: Artifact) -
     rec.swap(prepared)
     lists = rec.recommend(["u", "w"])
     assert {(rl.model_version, rl.index_version) for rl in lists} == {("v2", "v2+flat")}
+    assert (rec.stats()["model_version"], rec.stats()["model_swaps"]) == ("v2", 2)
     model = rec.model
     assert model is not None
     after = rec.user_vector("u")
@@ -190,7 +191,10 @@ def test_a_scorer_replaces_the_blend(art: Artifact) -> None:
     rec.scorer = reverse
     assert items_of(rec, "u")[0] not in default and len(seen) == 1
     rec.scorer = lambda cs, st: np.zeros(3)
-    with pytest.raises(InputError, match="one score per candidate"):
+    with pytest.raises(InputError, match="one finite score per candidate"):
+        rec.recommend(["u"])
+    rec.scorer = lambda cs, st: np.full(len(cs.item_ids), np.nan)
+    with pytest.raises(InputError, match="finite"):
         rec.recommend(["u"])
 
 
