@@ -21,17 +21,18 @@ list if nothing else is left); ``"mmr"`` is maximal marginal relevance with the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
 
 from models.candidates import SOURCES, CandidateBatch, CodeSpace, normalise
-from models.errors import ConfigError
+from models.errors import ConfigError, InputError
+from models.state import UserState
 
-__all__ = ["CandidateSet", "RecItem", "RecList", "Selection", "Trigger", "blend", "mmr_order", "normalise",
-           "select"]
+__all__ = ["CandidateSet", "RecItem", "RecList", "Scorer", "Selection", "Trigger", "blend", "blocked_items",
+           "mmr_order", "normalise", "rescore", "select"]
 
 FILTER_POLICIES = ("none", "purchased", "all")
 DIVERSITY_MODES = ("none", "category", "mmr")
@@ -84,6 +85,36 @@ class CandidateSet:
         """``(n, 2 S + 1)`` float32: per-source scores, per-source presence flags, blend."""
         return np.hstack([self.scores, (self.scores != 0).astype(np.float32),
                           self.blend[:, None]]).astype(np.float32)
+
+
+Scorer = Callable[[CandidateSet, UserState], np.ndarray]
+
+
+def blocked_items(state: UserState | None, filter_seen: str) -> frozenset[str] | None:
+    """The items a user must not be shown under the ``filter_seen`` policy (``None``: nothing)."""
+    if state is None or filter_seen == "none":
+        return None
+    if filter_seen == "all":
+        return frozenset(state.seen).union(state.purchased) if state.seen or state.purchased else None
+    return frozenset(state.purchased) if state.purchased else None
+
+
+def rescore(scorer: Scorer, batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray,
+            user_ids: Sequence[str], states: Sequence[UserState | None], space: CodeSpace) -> None:
+    """Replace ``scores`` (in place) with ``scorer``'s, one :class:`CandidateSet` per user."""
+    for r, (uid, st) in enumerate(zip(user_ids, states, strict=True)):
+        s, e = int(batch.starts[r]), int(batch.starts[r + 1])
+        if s == e:
+            continue
+        codes = batch.codes[s:e]
+        cs = CandidateSet(uid, tuple(space.item(c) for c in codes.tolist()),
+                          np.where(codes < space.n_model, codes, -1), batch.scores[s:e], scores[s:e].copy(),
+                          primary[s:e].copy())
+        new = np.asarray(scorer(cs, st if st is not None else UserState(uid)), dtype=np.float32)
+        if new.shape != (e - s,) or not np.isfinite(new).all():
+            raise InputError(f"the scorer returned shape {new.shape} for {e - s} candidates (or a NaN or "
+                             "infinite score); return one finite score per candidate")
+        scores[s:e] = new
 
 
 def check_options(filter_seen: str, diversity: str, normalise_by: str) -> None:

@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -46,18 +46,29 @@ from models.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, event_strength
 from models.errors import ConfigError, InputError
 from models.events import Event
 from models.index import IndexConfig
-from models.ranking import CandidateSet, RecItem, RecList, Selection, Trigger, blend, check_options, select
+from models.ranking import (
+    RecItem,
+    RecList,
+    Scorer,
+    Selection,
+    Trigger,
+    blend,
+    blocked_items,
+    check_options,
+    rescore,
+    select,
+)
 from models.state import DAY_MS, IdWindow, StateLimits, UserState, UserStore
 from models.trending import Trending
 
-__all__ = ["EngineConfig", "PreparedModel", "RecItem", "RecList", "Recommender", "Trigger", "prepare_model"]
-
-Scorer = Callable[[CandidateSet, UserState], np.ndarray]
+__all__ = ["EngineConfig", "PreparedModel", "RecItem", "RecList", "Recommender", "Scorer", "Trigger",
+           "prepare_model"]
 
 
 @dataclass(frozen=True)
 class EngineConfig:
-    """Every knob of the engine, with defaults for a 2-core worker at ~100k items (see docs)."""
+    """Every knob of the engine. Defaults suit a 2-core worker with ~100k items at dim 64: one faiss
+    thread, HNSW above 10k items, 50 candidates per source, lists of 20."""
 
     recent_items: int = 50             # recent history per user (the encoder's input)
     seen_cap: int = 100
@@ -258,9 +269,9 @@ class Recommender:
         batch = cand.merge_candidates(m, blocks)
         scores, primary = blend(batch, self._weights)
         if self.scorer is not None:
-            self._rescore(batch, scores, primary, uids, states, space)
+            rescore(self.scorer, batch, scores, primary, uids, states, space)
         t3 = clock()
-        blocked = [self._blocked(st) for st in states]
+        blocked = [blocked_items(st, cfg.filter_seen) for st in states]
         chosen = select(batch, scores, primary, space, blocked, self._selection,
                         None if model is None else model.categories,
                         model.embeddings if model is not None and cfg.diversity == "mmr" else None)
@@ -276,31 +287,6 @@ class Recommender:
             self.timings[stage] += secs
         self._n["lists"] += m
         return out
-
-    def _rescore(self, batch: cand.CandidateBatch, scores: np.ndarray, primary: np.ndarray,
-                 uids: list[str], states: list[UserState | None], space: cand.CodeSpace) -> None:
-        assert self.scorer is not None
-        for r, (uid, st) in enumerate(zip(uids, states, strict=True)):
-            s, e = int(batch.starts[r]), int(batch.starts[r + 1])
-            if s == e:
-                continue
-            codes = batch.codes[s:e]
-            n_model = space.n_model
-            cs = CandidateSet(uid, tuple(space.item(c) for c in codes.tolist()),
-                              np.where(codes < n_model, codes, -1), batch.scores[s:e], scores[s:e].copy(),
-                              primary[s:e].copy())
-            new = np.asarray(self.scorer(cs, st if st is not None else UserState(uid)), dtype=np.float32)
-            if new.shape != (e - s,) or not np.isfinite(new).all():
-                raise InputError(f"the scorer returned shape {new.shape} for {e - s} candidates (or a NaN or "
-                                 "infinite score); return one finite score per candidate")
-            scores[s:e] = new
-
-    def _blocked(self, st: UserState | None) -> frozenset[str] | None:
-        if st is None or self.config.filter_seen == "none":
-            return None
-        if self.config.filter_seen == "all":
-            return frozenset(st.seen).union(st.purchased) if st.seen or st.purchased else None
-        return frozenset(st.purchased) if st.purchased else None
 
     def _state(self, user_id: str) -> UserState | None:
         trig = self._triggers.get(user_id)
