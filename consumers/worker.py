@@ -10,6 +10,7 @@ here, on the worker's thread, before the next batch is processed.
 
 from __future__ import annotations
 
+import gc
 import os
 import resource
 import signal
@@ -116,6 +117,8 @@ class Worker:
                 if records:
                     self.process(records)
                     last_input = time.monotonic()
+                    if self.stats.batches % 20 == 1:
+                        gc.freeze()  # long-lived state leaves the collector's generations: less GC time
                 elif idle_timeout_s is not None and time.monotonic() - last_input > idle_timeout_s:
                     break
                 if max_events is not None and self.stats.events >= max_events:
@@ -162,6 +165,7 @@ class Worker:
                                   timeout_s=self.settings.restore_timeout_s)
             self.tracker.owned |= to_restore
             self.stats.restored_records += n
+            gc.freeze()
             self.log.info("partitions restored", partitions=sorted(to_restore), records=n,
                           seconds=round(time.monotonic() - started, 3))
         self.ready = bool(self.tracker.owned)

@@ -2,14 +2,20 @@
 
 from __future__ import annotations
 
+import os
 import sys
 
-import typer
+# One BLAS/OpenMP thread unless told otherwise, set before numpy loads: the worker's small matrix products
+# are faster single-threaded, and idle BLAS threads spinning on the second core slow faiss and Kafka I/O.
+for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
+    os.environ.setdefault(_var, "1")
 
-from models.errors import StreamrecError
-from stream.logs import configure
-from stream.settings import Settings
-from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_worker
+import typer  # noqa: E402
+
+from models.errors import StreamrecError  # noqa: E402
+from stream.logs import configure  # noqa: E402
+from stream.settings import Settings  # noqa: E402
+from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_worker  # noqa: E402
 
 app = typer.Typer(help="streamrec: a streaming real-time recommender on Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
