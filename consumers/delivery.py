@@ -1,8 +1,9 @@
-"""The two commit protocols. Both commit at the end of every batch, after the batch's outputs.
+"""The two commit protocols. Offsets are always committed after the outputs they cover.
 
-* at-least-once: an idempotent producer; recommendations, changelog records and dead letters are flushed and
-  acknowledged before the input offsets are committed. A crash between the two redoes the batch (the
-  state update is idempotent by offset; a subscriber may see a list twice).
+* at-least-once: an idempotent producer; recommendations, changelog records and dead letters are sent as
+  each batch is processed, and flushed and acknowledged before the input offsets are committed, every
+  ``commit_interval_ms``. A crash redoes what was not committed (the state update is idempotent by offset;
+  a subscriber may see a list twice).
 * exactly-once: one transactional producer per worker; the batch's outputs and its input offsets commit in
   one Kafka transaction (``send_offsets_to_transaction`` with the consumer's group metadata, KIP-447
   fencing). Subscribers read with ``isolation_level=read_committed``.
@@ -45,7 +46,7 @@ class AtLeastOnce:
         self._futures: list[Any] = []
 
     def begin(self) -> None:
-        self._futures.clear()
+        """Nothing to open: sends are asynchronous and acknowledged at the next commit."""
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -54,10 +55,10 @@ class AtLeastOnce:
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         self.producer.flush()
-        for fut in self._futures:
+        futures, self._futures = self._futures, []
+        for fut in futures:
             if fut.failed():
                 raise BrokerError(f"an output was not acknowledged: {fut.exception}; offsets not committed")
-        self._futures.clear()
         if offsets:
             self.consumer.commit(_offsets(offsets))
 

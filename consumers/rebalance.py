@@ -8,6 +8,7 @@ Because the worker commits at the end of every batch, nothing is uncommitted whe
 from __future__ import annotations
 
 import threading
+import time
 
 from kafka import ConsumerRebalanceListener, TopicPartition
 
@@ -21,17 +22,20 @@ class RebalanceTracker(ConsumerRebalanceListener):
         self._lost: set[int] = set()
         self.rebalances = 0
         self.changed = False
+        self.awaiting_since: float | None = None   # revoked or lost, and no assignment since
 
     def on_partitions_revoked(self, revoked: list[TopicPartition]) -> None:
         with self._lock:
             self._assigned -= {tp.partition for tp in revoked if tp.topic == self.topic}
             self.changed = True
+            self.awaiting_since = time.monotonic()
 
     def on_partitions_assigned(self, assigned: list[TopicPartition]) -> None:
         with self._lock:
             self._assigned = {tp.partition for tp in assigned if tp.topic == self.topic}
             self.rebalances += 1
             self.changed = True
+            self.awaiting_since = None
 
     def on_partitions_lost(self, lost: list[TopicPartition]) -> None:
         with self._lock:
@@ -39,6 +43,13 @@ class RebalanceTracker(ConsumerRebalanceListener):
             self._lost |= parts
             self._assigned -= parts
             self.changed = True
+            self.awaiting_since = time.monotonic()
+
+    def stalled(self, after_s: float) -> bool:
+        """True when a revoke (or loss) has had no assignment for ``after_s``: with the eager protocol a
+        healthy member always hears its new assignment (possibly empty) promptly, so its join is stuck."""
+        since = self.awaiting_since
+        return since is not None and time.monotonic() - since > after_s
 
     def take_changes(self) -> tuple[set[int], set[int], set[int]]:
         """(to_restore, to_drop, lost): partitions newly ours, partitions no longer ours, partitions lost."""

@@ -51,18 +51,7 @@ class Worker:
         self.engine = engine or build_engine(settings, self.log)
         self.topic = settings.events_topic
         self.state_topic = settings.state_topic()
-        self.consumer = clients.consumer(
-            settings, group=settings.group, max_poll_records=settings.max_batch,
-            session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=300000,
-            metadata_max_age_ms=30000,
-            client_id=f"{settings.client_id}-{self.worker_id}",
-            # static membership (opt-in): a restarted worker takes its partitions straight back
-            group_instance_id=settings.worker_id if settings.static_membership and settings.worker_id else None)
-        # know the topic's partitions before joining, or the group leader may assign from stale metadata
-        if not self.consumer.partitions_for_topic(self.topic):
-            self.consumer.close()
-            raise BrokerError(f"topic {self.topic!r} does not exist on {settings.bootstrap}; "
-                              "create it with `streamrec topics create`")
+        self.consumer = self._new_consumer()
         self.tracker = RebalanceTracker(self.topic)
         self.consumer.subscribe([self.topic], listener=self.tracker)
         self.delivery: Delivery = make_delivery(settings, self.consumer, self.worker_id)
@@ -72,6 +61,9 @@ class Worker:
         self.ready = False
         self._signals = 0
         self._between_batches: list[Any] = []   # hooks run between two batches (model swaps)
+        self._pending: dict[TopicPartition, int] = {}   # processed, not yet committed (last offset)
+        self.rejoins = 0
+        self._last_commit = time.monotonic()
         self.sync: ModelSync | None = None
         if model_sync:
             self.sync = ModelSync(settings, self.engine, self.log)
@@ -84,6 +76,41 @@ class Worker:
             self.metrics.serve(settings.metrics_port)
         if self.engine.model is not None:
             self.metrics.set_model(self.engine.model.version, time.time())
+
+    def _new_consumer(self) -> Any:
+        consumer = clients.consumer(
+            self.settings, group=self.settings.group, max_poll_records=self.settings.max_batch,
+            session_timeout_ms=10000, heartbeat_interval_ms=2000, max_poll_interval_ms=300000,
+            metadata_max_age_ms=30000, client_id=f"{self.settings.client_id}-{self.worker_id}",
+            # static membership (opt-in): a restarted worker takes its partitions straight back
+            group_instance_id=self.worker_id if self.settings.static_membership and self.settings.worker_id
+            else None)
+        # know the topic's partitions before joining, or the group leader may assign from stale metadata
+        if not consumer.partitions_for_topic(self.topic):
+            consumer.close()
+            raise BrokerError(f"topic {self.topic!r} does not exist on {self.settings.bootstrap}; "
+                              "create it with `streamrec topics create`")
+        return consumer
+
+    def _rejoin(self) -> None:
+        """The group join is stuck (see RebalanceTracker.stalled): drop what this member held and join again
+        with a fresh consumer. Uncommitted work is redone by whoever gets the partitions."""
+        self.log.warning("group join stalled; rejoining with a new consumer", owned=sorted(self.tracker.owned))
+        self.delivery.abort()
+        self._pending = {}
+        for p in list(self.tracker.owned):
+            self.engine.drop_partition(p)
+        try:
+            self.consumer.close(autocommit=False)
+        except Exception as exc:  # noqa: BLE001 - the old consumer is being abandoned anyway
+            self.log.warning("closing the stalled consumer failed", error=str(exc))
+        self.consumer = self._new_consumer()
+        self.tracker = RebalanceTracker(self.topic)
+        self.consumer.subscribe([self.topic], listener=self.tracker)
+        self.delivery.consumer = self.consumer  # type: ignore[attr-defined]
+        self.ready = False
+        self.rejoins += 1
+        self._rebalances_seen = 0
 
     # --- lifecycle -----------------------------------------------------------------------------
     def install_signal_handlers(self) -> None:
@@ -107,6 +134,9 @@ class Worker:
                 self.metrics.beat()
                 polled = self.consumer.poll(timeout_ms=self.settings.poll_ms, max_records=self.settings.max_batch)
                 self._apply_rebalance()
+                if self.tracker.stalled(after_s=15.0):
+                    self._rejoin()
+                    continue
                 records = [Record.from_kafka(r) for recs in polled.values() for r in recs
                            if r.partition in self.tracker.owned]
                 for hook in self._between_batches:
@@ -119,8 +149,15 @@ class Worker:
                     last_input = time.monotonic()
                     if self.stats.batches % 20 == 1:
                         gc.freeze()  # long-lived state leaves the collector's generations: less GC time
-                elif idle_timeout_s is not None and time.monotonic() - last_input > idle_timeout_s:
-                    break
+                else:
+                    if self._pending and (time.monotonic() - self._last_commit
+                                          >= self.settings.commit_interval_ms / 1000):
+                        try:
+                            self.commit()
+                        except (KafkaError, StreamrecError) as exc:
+                            self._recover(exc)
+                    if idle_timeout_s is not None and time.monotonic() - last_input > idle_timeout_s:
+                        break
                 if max_events is not None and self.stats.events >= max_events:
                     break
                 if time.monotonic() >= next_metrics:
@@ -133,7 +170,20 @@ class Worker:
             self.close()
         return self.stats
 
+    def commit(self) -> None:
+        """Flush outputs and commit the processed offsets (at-least-once: on an interval, exactly-once: the
+        batch's transaction). Processed-but-uncommitted offsets are redone after a crash; state updates are
+        idempotent by offset, so only a subscriber may see a list twice (at-least-once)."""
+        self.delivery.commit(self._pending)
+        self._pending = {}
+        self._last_commit = time.monotonic()
+
     def close(self) -> None:
+        try:
+            if self._pending:
+                self.commit()
+        except (KafkaError, StreamrecError) as exc:
+            self.log.warning("final commit failed; the last batches will be redone", error=str(exc))
         self.log.info("worker closing", **self.report())
         if self.sync is not None:
             self.sync.stop()
@@ -154,6 +204,7 @@ class Worker:
         if not self.tracker.changed:
             return
         to_restore, to_drop, lost = self.tracker.take_changes()
+        self._pending = {tp: off for tp, off in self._pending.items() if tp.partition not in to_drop}
         for p in to_drop:
             self.engine.drop_partition(p)
             self.tracker.owned.discard(p)
@@ -220,7 +271,11 @@ class Worker:
                                        partition=trig.record.partition)
                 latencies[i] = emitted_at - trig.record.timestamp_ms
             t4 = time.perf_counter()
-            self.delivery.commit(offsets)
+            for tp, off in offsets.items():
+                self._pending[tp] = max(self._pending.get(tp, -1), off)
+            if self.delivery.guarantee == "exactly-once" or \
+                    time.monotonic() - self._last_commit >= self.settings.commit_interval_ms / 1000:
+                self.commit()
         except (KafkaError, StreamrecError) as exc:
             self._recover(exc)
             return
@@ -258,6 +313,7 @@ class Worker:
         """A batch could not be committed: abort, rewind to the committed offsets and rebuild state."""
         self.log.error("batch failed; rewinding to the last commit", error=str(exc))
         self.delivery.abort()
+        self._pending = {}
         owned = set(self.tracker.owned)
         for p in owned:
             self.engine.drop_partition(p)

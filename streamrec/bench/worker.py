@@ -20,6 +20,8 @@ from typing import Any
 import numpy as np
 
 from models.artifact import random_artifact
+from models.errors import InputError
+from models.events import Event
 from producers.replay import Pacing, replay
 from stream.settings import Settings
 from streamrec.bench.common import broker_session, machine, synthetic_events
@@ -63,12 +65,26 @@ def _final_stats(log_path: Path) -> dict[str, Any]:
     return last
 
 
+def workload(kind: str, n: int, users: int, items: int, seed: int) -> list[Event]:
+    """``sessions``: the synthetic generator's users browsing in sessions (several events per user close
+    together, as in real traffic); ``uniform``: every event from a random user (about one event per user
+    per batch: the worst case for per-user coalescing)."""
+    if kind == "sessions":
+        from producers.synthetic import generate
+
+        start = int(time.time() * 1000) - 2 * 86_400_000  # recent, so no event looks absurd or expired
+        return generate(users=users, items=items, events=n, seed=seed, start_ms=start, days=1.0)
+    if kind == "uniform":
+        return synthetic_events(n, users, items, seed=seed)
+    raise InputError(f"unknown workload {kind!r}; use sessions or uniform")
+
+
 def run(settings: Settings, events: int, items: int, dim: int, rate: float, users: int | None,
-        seconds: float, guarantee: str, extra_args: tuple[str, ...] = ()) -> dict[str, Any]:
+        seconds: float, guarantee: str, extra_args: tuple[str, ...] = (), kind: str = "sessions") -> dict[str, Any]:
     users = users or max(1, events // 4)
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-worker-"))
     random_artifact(work / "model", items, dim, seed=0, clusters=max(1, items // 200), version="bench")
-    load = synthetic_events(events, users, items, seed=1)
+    load = workload(kind, events, users, items, seed=1)
     port = _free_port()
     with broker_session(settings.replace(guarantee=guarantee, max_batch=5000)) as s:
         replay(load, s, Pacing())
@@ -89,7 +105,7 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
             throughput = events / max((last - first) / 1000, 1e-9)
             # latency at an offered rate
             n_paced = int(rate * seconds)
-            paced = synthetic_events(n_paced, users, items, seed=2)
+            paced = workload(kind, n_paced, users, items, seed=2)
             sent_at: dict[str, float] = {}
             mark = len(sub.snapshot())
             offered = replay(paced, s, Pacing("rate", rate), sent_at=sent_at)
@@ -103,7 +119,7 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
     stats = _final_stats(log_path)
     pct = np.percentile(lat, [50, 90, 99]) if len(lat) else [float("nan")] * 3
     return {
-        "benchmark": "worker", "guarantee": guarantee, "events": events, "users": users, "items": items,
+        "benchmark": "worker", "workload": kind, "guarantee": guarantee, "events": events, "users": users, "items": items,
         "dim": dim, "events_per_s": round(throughput, 1), "lists_emitted": len(arrivals),
         "startup_and_drain_s": round(startup_and_drain_s, 2),
         "offered_rate": rate, "achieved_offered_rate": round(offered.rate, 1), "latency_samples": int(len(lat)),
