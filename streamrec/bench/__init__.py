@@ -49,3 +49,37 @@ def register(app: typer.Typer) -> None:
         from streamrec.bench import worker
 
         write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee), json_path)
+
+    @bench.command("e2e")
+    def bench_e2e(ctx: typer.Context,
+                  workers: str = typer.Option("1,2,3", "--workers", help="Worker counts to run, e.g. 1,2,3."),
+                  rate: float = typer.Option(1000.0, "--rate", help="Offered events/s (latency phase)."),
+                  seconds: float = typer.Option(10.0, "--seconds", help="Length of the latency phase."),
+                  events: int = typer.Option(20_000, "--events", help="Backlog written while the workers "
+                                                                      "are paused (throughput)."),
+                  guarantee: str = typer.Option("at-least-once", "--guarantee",
+                                                help="at-least-once | exactly-once."),
+                  kill: bool = typer.Option(False, "--kill", help="SIGKILL one worker half-way through "
+                                                                  "the latency phase and restart it."),
+                  users: int = typer.Option(None, "--users", help="Distinct users (default: events/4, "
+                                                                  "at most 5,000)."),
+                  items: int = typer.Option(10_000, "--items", help="Items in the random base model."),
+                  partitions: int = typer.Option(None, "--partitions", help="Events partitions (default: "
+                                                                            "the settings', at least the "
+                                                                            "largest worker count)."),
+                  json_path: str = typer.Option(None, "--json"),
+                  plot_path: str = typer.Option(None, "--plot", help="PNG: latency and lag over time, "
+                                                                     "throughput per worker count.")) -> None:
+        """Producer, N worker processes and a subscriber: throughput, latency, lag, lost and duplicated
+        lists, CPU and memory per worker, and recovery from a killed worker."""
+        from streamrec.bench import e2e
+
+        counts = e2e.parse_counts(workers)
+        result = e2e.run_with_progress(ctx.obj, counts, rate, seconds, events, guarantee, kill, users, items,
+                                       partitions)
+        if plot_path:
+            from streamrec.bench.plots import plot_e2e
+
+            plot_e2e(result, plot_path)
+        write_json(result, json_path)
+

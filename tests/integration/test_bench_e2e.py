@@ -1,0 +1,43 @@
+"""Smoke test of ``streamrec bench e2e``: one worker process, about 2,000 events; shape of the result, no
+lost list. Figures are never asserted (they depend on the machine and its load)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from models.errors import InputError
+from stream.settings import Settings
+from streamrec.bench import e2e
+from streamrec.bench.plots import plot_e2e
+
+
+def test_one_worker_end_to_end(kafka: Settings, tmp_path: Path) -> None:
+    result = e2e.run(kafka, [1], rate=400.0, seconds=2.0, events=1200, guarantee="at-least-once",
+                     items=2000, dim=16)
+    assert result["benchmark"] == "e2e"
+    assert {"cpus", "cpu", "memory_gb"} <= set(result["machine"])
+    assert set(result["scaling"]) == {"1"}
+    (run,) = result["runs"]
+    for key in ("startup_s", "offered", "latency_ms", "latency_over_time", "throughput", "lists",
+                "lag_over_time", "processes", "assignment"):
+        assert key in run, key
+    assert run["lists"]["lost"] == 0
+    assert run["lists"]["users"] > 0 and run["lists"]["emitted"] >= run["lists"]["users"]
+    assert run["throughput"]["all_lists_arrived"]
+    assert run["throughput"]["events_per_s"] > 0
+    assert run["latency_ms"]["samples"] > 0
+    assert any(x["committed_lag"] is not None for x in run["lag_over_time"])
+    (proc,) = run["processes"]
+    assert proc["cpu_s"] > 0 and proc["peak_rss_mb"] > 0
+    assert run["exit_codes"] == [0]
+    png = tmp_path / "e2e.png"
+    plot_e2e(result, png)
+    assert png.read_bytes()[:4] == b"\x89PNG"
+
+
+def test_worker_counts_are_checked() -> None:
+    assert e2e.parse_counts("1, 2,3") == [1, 2, 3]
+    with pytest.raises(InputError, match="worker counts"):
+        e2e.parse_counts("one")
