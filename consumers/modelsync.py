@@ -37,6 +37,7 @@ class ModelSync(threading.Thread):
         self.serving: str | None = None          # the version swapped in
         self.refused: dict[str, str] = {}
         self.last_swap_at: float | None = None
+        self.window_open_at: float | None = None  # monotonic time a model started to be prepared
         self.swaps = 0
 
     def run(self) -> None:
@@ -91,14 +92,17 @@ class ModelSync(threading.Thread):
         if files is None or manifest is None:
             reason = "artifact is incomplete or no longer held (chunks missing)"
             self.refused[version] = reason
+            self.window_open_at = None
             self.log.error("model refused; the current model keeps serving", version=version, reason=reason)
             return
         started = time.monotonic()
+        self.window_open_at = started  # the worker measures its loop gaps from here (see GapWatch)
         try:
             artifact = decode_artifact(manifest, files)
             prepared = self.engine.prepare_model(artifact)
         except ArtifactError as exc:
             self.refused[version] = str(exc)
+            self.window_open_at = None
             self.log.error("model refused; the current model keeps serving", version=version, reason=str(exc))
             return
         with self._lock:
@@ -121,7 +125,8 @@ class ModelSync(threading.Thread):
         self.serving = version
         self.swaps += 1
         self.last_swap_at = time.time()
-        self.log.info("model swapped", version=version, swap_ms=round((time.perf_counter() - started) * 1000, 2))
+        self.log.info("model swapped", version=version, swap_ms=round((time.perf_counter() - started) * 1000, 2),
+                      sync_s=round(time.monotonic() - (self.window_open_at or time.monotonic()), 3))
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -119,8 +119,8 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
     stats = _final_stats(log_path)
     pct = np.percentile(lat, [50, 90, 99]) if len(lat) else [float("nan")] * 3
     return {
-        "benchmark": "worker", "workload": kind, "guarantee": guarantee, "events": events, "users": users, "items": items,
-        "dim": dim, "events_per_s": round(throughput, 1), "lists_emitted": len(arrivals),
+        "benchmark": "worker", "workload": kind, "guarantee": guarantee, "events": events, "users": users,
+        "items": items, "dim": dim, "events_per_s": round(throughput, 1), "lists_emitted": len(arrivals),
         "startup_and_drain_s": round(startup_and_drain_s, 2),
         "offered_rate": rate, "achieved_offered_rate": round(offered.rate, 1), "latency_samples": int(len(lat)),
         "latency_ms": {"p50": round(float(pct[0]), 2), "p90": round(float(pct[1]), 2),
