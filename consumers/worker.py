@@ -63,6 +63,8 @@ class Worker:
         self._between_batches: list[Any] = []   # hooks run between two batches (model swaps)
         self._pending: dict[TopicPartition, int] = {}   # processed, not yet committed (last offset)
         self.rejoins = 0
+        self._last_iter: float | None = None
+        self._swap_gap_ms = 0.0
         self._last_commit = time.monotonic()
         self.sync: ModelSync | None = None
         if model_sync:
@@ -132,6 +134,7 @@ class Worker:
         try:
             while not self.stop_event.is_set():
                 self.metrics.beat()
+                self._watch_gap()
                 polled = self.consumer.poll(timeout_ms=self.settings.poll_ms, max_records=self.settings.max_batch)
                 self._apply_rebalance()
                 if self.tracker.stalled(after_s=15.0):
@@ -325,6 +328,20 @@ class Worker:
                 self.consumer.seek(tp, committed)
         changelog.restore(self.settings, self.state_topic, owned, self._restore_one,
                           timeout_s=self.settings.restore_timeout_s)
+
+    def _watch_gap(self) -> None:
+        """The longest time between two loop iterations (so between two batches) from the moment a new model
+        starts to be prepared until a second after it is swapped in: what a model sync costs the hot path."""
+        now = time.monotonic()
+        prev, self._last_iter = self._last_iter, now
+        sync = self.sync
+        if sync is None or sync.window_open_at is None or prev is None:
+            return
+        gap_ms = (now - prev) * 1000
+        self._swap_gap_ms = max(self._swap_gap_ms, gap_ms)
+        if sync.last_swap_at is not None and sync.serving == sync.loaded and time.time() - sync.last_swap_at > 1.0:
+            self.log.info("model sync window", version=sync.serving, max_batch_gap_ms=round(self._swap_gap_ms, 2))
+            sync.window_open_at, self._swap_gap_ms = None, 0.0
 
     def _refresh_metrics(self) -> None:
         self._update_lag()

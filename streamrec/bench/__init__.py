@@ -44,18 +44,22 @@ def register(app: typer.Typer) -> None:
                      seconds: float = typer.Option(10.0, "--seconds", help="Length of the latency phase."),
                      users: int = typer.Option(None, "--users", help="Distinct users (default events/4)."),
                      guarantee: str = typer.Option("at-least-once", "--guarantee"),
+                     workload: str = typer.Option("sessions", "--workload",
+                                                  help="sessions (users browse in sessions) | uniform (one "
+                                                       "random user per event: the worst case)."),
                      json_path: str = typer.Option(None, "--json")) -> None:
         """Throughput, event-to-recommendation latency and memory of one worker process."""
         from streamrec.bench import worker
 
-        write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee), json_path)
+        write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee, kind=workload),
+                   json_path)
 
     @bench.command("e2e")
     def bench_e2e(ctx: typer.Context,
                   workers: str = typer.Option("1,2,3", "--workers", help="Worker counts to run, e.g. 1,2,3."),
                   rate: float = typer.Option(1000.0, "--rate", help="Offered events/s (latency phase)."),
                   seconds: float = typer.Option(10.0, "--seconds", help="Length of the latency phase."),
-                  events: int = typer.Option(20_000, "--events", help="Backlog written while the workers "
+                  events: int = typer.Option(50_000, "--events", help="Backlog written while the workers "
                                                                       "are paused (throughput)."),
                   guarantee: str = typer.Option("at-least-once", "--guarantee",
                                                 help="at-least-once | exactly-once."),
@@ -83,3 +87,15 @@ def register(app: typer.Typer) -> None:
             plot_e2e(result, plot_path)
         write_json(result, json_path)
 
+
+    @bench.command("sync")
+    def bench_sync(ctx: typer.Context,
+                   items: int = typer.Option(100_000, "--items", help="Items in the published model."),
+                   dim: int = typer.Option(64, "--dim", help="Embedding dimension."),
+                   workers: int = typer.Option(2, "--workers", help="Worker processes following model-updates."),
+                   rate: float = typer.Option(1000.0, "--rate", help="Events/s flowing during the sync."),
+                   json_path: str = typer.Option(None, "--json")) -> None:
+        """Publish-to-serving time of a base model in every worker, and the longest batch gap it causes."""
+        from streamrec.bench import sync
+
+        write_json(sync.run(ctx.obj, items, dim, workers, rate), json_path)
