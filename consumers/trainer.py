@@ -24,7 +24,7 @@ from models.gate import GateDecision, decide
 from models.training import TrainConfig, evaluate, train, write_result
 from stream import clients
 from stream.errors import DecodeError
-from stream.modelbus import Assembler, follow, publish
+from stream.modelbus import follow, in_service, publish, read_to_end
 from stream.serde import codec_for
 from stream.settings import Settings
 
@@ -64,33 +64,14 @@ def read_topic_events(settings: Settings, since_ms: int | None = None, timeout_s
 
 def serving_artifact(settings: Settings, timeout_s: float = 30.0) -> Artifact | None:
     """The model in service: the newest manifest on the model topic, or the target of the newest rollback."""
-    codec = codec_for("model_chunk")
-    consumer = follow(settings)
-    tp = TopicPartition(settings.model_topic, 0)
+    assembler, target, _ = in_service(read_to_end(settings, timeout_s))
+    if target is None or target not in assembler.complete:
+        return None
     try:
-        end = consumer.end_offsets([tp])[tp]
-        assembler, target = Assembler(keep=2), None
-        deadline = time.monotonic() + timeout_s
-        while consumer.position(tp) < end and time.monotonic() < deadline:
-            for recs in consumer.poll(timeout_ms=200).values():
-                for rec in recs:
-                    try:
-                        value = codec.decode(rec.value)
-                    except DecodeError:
-                        continue
-                    if value["kind"] in ("CHUNK", "MANIFEST"):
-                        done = assembler.add(value)
-                        target = done or target
-                    elif value["kind"] == "ROLLBACK":
-                        target = value["version"]
-        if target is None or target not in assembler.complete:
-            return None
         return decode_artifact(assembler.manifests[target], assembler.complete[target])
     except ArtifactError as exc:
         log.warning("model in service cannot be read; training from scratch", error=str(exc))
         return None
-    finally:
-        consumer.close()
 
 
 @dataclass(frozen=True)

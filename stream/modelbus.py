@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import time
 from collections import OrderedDict
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,6 +19,7 @@ from kafka import TopicPartition
 
 from models.artifact import MANIFEST, Manifest
 from stream import clients
+from stream.errors import DecodeError
 from stream.serde import codec_for
 from stream.settings import Settings
 
@@ -122,28 +123,43 @@ def follow(settings: Settings, from_beginning: bool = True, poll_ms: int = 200) 
     return consumer
 
 
-def model_log(settings: Settings, timeout_s: float = 30.0) -> tuple[list[dict[str, Any]], str | None]:
-    """Every version on the model topic (manifest fields, complete or not) and the one in service."""
+def read_to_end(settings: Settings, timeout_s: float = 30.0) -> Iterator[dict[str, Any]]:
+    """Every decodable record on the model topic, from the beginning up to its end when called."""
     codec = codec_for("model_chunk")
     consumer = follow(settings)
     tp = TopicPartition(settings.model_topic, 0)
-    assembler, serving, complete = Assembler(keep=1), None, set()
     try:
         end = consumer.end_offsets([tp])[tp]
         deadline = time.monotonic() + timeout_s
         while consumer.position(tp) < end and time.monotonic() < deadline:
             for recs in consumer.poll(timeout_ms=200).values():
                 for rec in recs:
-                    value = codec.decode(rec.value)
-                    if value["kind"] in ("CHUNK", "MANIFEST"):
-                        done = assembler.add(value)
-                        if done is not None and assembler.complete.pop(done, None) is not None:
-                            serving = done
-                            complete.add(done)  # only the verdict is kept, not the bytes
-                    elif value["kind"] == "ROLLBACK":
-                        serving = value["version"]
+                    try:
+                        yield codec.decode(rec.value)
+                    except DecodeError:
+                        continue
     finally:
         consumer.close()
+
+
+def in_service(records: Iterable[dict[str, Any]], keep: int = 2) -> tuple[Assembler, str | None, set[str]]:
+    """Replay model-topic records: the assembler (holding the ``keep`` newest complete versions), the version
+    in service (newest complete manifest, or the newest rollback's target) and every complete version."""
+    assembler, serving, complete = Assembler(keep=keep), None, set()
+    for value in records:
+        if value["kind"] in ("CHUNK", "MANIFEST"):
+            done = assembler.add(value)
+            if done is not None and done in assembler.complete:
+                serving = done
+                complete.add(done)
+        elif value["kind"] == "ROLLBACK":
+            serving = value["version"]
+    return assembler, serving, complete
+
+
+def model_log(settings: Settings, timeout_s: float = 30.0) -> tuple[list[dict[str, Any]], str | None]:
+    """Every version on the model topic (manifest fields, complete or not) and the one in service."""
+    assembler, serving, complete = in_service(read_to_end(settings, timeout_s), keep=1)
     entries = [{"version": m.version, "created_at": m.created_at, "item_count": m.item_count, "dim": m.dim,
                 "hr@10": m.metrics.get("hr@10"), "complete": v in complete}
                for v, m in assembler.manifests.items()]

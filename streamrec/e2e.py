@@ -6,10 +6,12 @@ from __future__ import annotations
 import dataclasses
 import os
 import signal
+import socket
 import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -19,6 +21,23 @@ from kafka import TopicPartition
 from stream import clients
 from stream.serde import codec_for
 from stream.settings import Settings
+
+
+def free_port() -> int:
+    """A free TCP port on the loopback interface."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
+
+
+def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:
+    """Poll ``predicate`` every ``every_s`` until it holds or ``timeout_s`` passes; its last value."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        if predicate():
+            return True
+        time.sleep(every_s)
+    return bool(predicate())
 
 
 def settings_env(settings: Settings) -> dict[str, str]:
@@ -102,12 +121,7 @@ class Subscriber(threading.Thread):
 
     def wait_for(self, predicate: Any, timeout_s: float) -> bool:
         """Wait until ``predicate(arrivals)`` holds, polling every 20 ms, at most ``timeout_s``."""
-        deadline = time.monotonic() + timeout_s
-        while time.monotonic() < deadline:
-            if predicate(self.snapshot()):
-                return True
-            time.sleep(0.02)
-        return predicate(self.snapshot())
+        return wait_until(lambda: predicate(self.snapshot()), timeout_s)
 
     def stop(self) -> None:
         self.stop_event.set()

@@ -4,7 +4,6 @@ free loopback ports (never mocked); each test gets unique topic and group names.
 from __future__ import annotations
 
 import os
-import socket
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -14,14 +13,10 @@ import pytest
 from stream import broker
 from stream.settings import Settings
 from stream.topics import ensure_topics, topic_specs
+from streamrec.e2e import free_port
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 @pytest.fixture(scope="session")
@@ -32,7 +27,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     if not base.embedded:
         yield base
         return
-    settings = base.replace(broker_port=_free_port(), controller_port=_free_port(),
+    settings = base.replace(broker_port=free_port(), controller_port=free_port(),
                             broker_dir=str(tmp_path_factory.mktemp("broker")), broker_start_timeout_s=90.0)
     broker.start(settings, quiet=True)
     try:

@@ -7,7 +7,6 @@ import json
 import os
 import platform
 import resource
-import socket
 import tempfile
 import time
 import uuid
@@ -19,12 +18,7 @@ from models.events import Event, EventType
 from stream import broker
 from stream.settings import Settings
 from stream.topics import ensure_topics, topic_specs
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from streamrec.e2e import free_port
 
 
 @contextlib.contextmanager
@@ -33,7 +27,7 @@ def broker_session(settings: Settings, partitions: int | None = None) -> Iterato
     broker running, a throwaway broker is started on free ports for the benchmark and stopped after it."""
     started: Settings | None = None
     if settings.embedded and not broker.status(settings).running:
-        started = settings.replace(broker_port=_free_port(), controller_port=_free_port(),
+        started = settings.replace(broker_port=free_port(), controller_port=free_port(),
                                    broker_dir=tempfile.mkdtemp(prefix="streamrec-bench-broker-"))
         broker.start(started, quiet=True)
         settings = started

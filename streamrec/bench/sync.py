@@ -16,8 +16,7 @@ from producers.replay import Pacing, replay
 from stream.modelbus import publish
 from stream.settings import Settings
 from streamrec.bench.common import broker_session, machine, synthetic_events
-from streamrec.bench.worker import _free_port
-from streamrec.e2e import start_worker, stop_process
+from streamrec.e2e import free_port, start_worker, stop_process
 
 
 def _serving(port: int) -> str | None:
@@ -55,7 +54,7 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float) -> 
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-sync-"))
     for name, seed in (("a", 1), ("b", 2)):
         random_artifact(work / name, items, dim, seed=seed, clusters=max(1, items // 200), version=f"sync-{name}")
-    ports = [_free_port() for _ in range(workers)]
+    ports = [free_port() for _ in range(workers)]
     logs = [work / f"worker-{k}.log" for k in range(workers)]
     with broker_session(settings) as s:
         publish(s, *read_files(work / "a"))

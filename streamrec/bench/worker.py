@@ -10,7 +10,6 @@
 from __future__ import annotations
 
 import json
-import socket
 import tempfile
 import time
 import urllib.request
@@ -25,13 +24,7 @@ from models.events import Event
 from producers.replay import Pacing, replay
 from stream.settings import Settings
 from streamrec.bench.common import broker_session, machine, synthetic_events
-from streamrec.e2e import Subscriber, start_worker, stop_process
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
 
 
 def _metric(port: int, name: str) -> float:
@@ -85,7 +78,7 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-worker-"))
     random_artifact(work / "model", items, dim, seed=0, clusters=max(1, items // 200), version="bench")
     load = workload(kind, events, users, items, seed=1)
-    port = _free_port()
+    port = free_port()
     with broker_session(settings.replace(guarantee=guarantee, max_batch=5000)) as s:
         replay(load, s, Pacing())
         sub = Subscriber(s)

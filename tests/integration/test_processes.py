@@ -4,7 +4,6 @@ SIGTERM and one killed with SIGKILL mid-stream, both restarted; nothing lost, he
 from __future__ import annotations
 
 import random
-import socket
 import threading
 import urllib.error
 import urllib.request
@@ -14,14 +13,8 @@ from pathlib import Path
 from producers.replay import Pacing, replay
 from stream.settings import Settings
 from stream.topics import ensure_topics, topic_specs
-from streamrec.e2e import Subscriber, start_worker, stop_process
+from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
 from tests.integration.workers import ev, latest_states, wait_until
-
-
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def _status(port: int, path: str) -> int:
@@ -44,7 +37,7 @@ def test_three_worker_processes_survive_sigterm_and_sigkill(settings: Settings, 
     events = [ev(k, rng.choice(users), f"i{rng.randrange(400)}") for k in range(6000)]
     sent = Counter(e.user_id for e in events)
     last_of = {e.user_id: e.event_id for e in events}
-    ports = {name: _free_port() for name in ("w1", "w2", "w3")}
+    ports = {name: free_port() for name in ("w1", "w2", "w3")}
     log = tmp_path / "workers.log"
 
     def start(name: str):  # type: ignore[no-untyped-def]

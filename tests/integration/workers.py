@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
 from typing import Any
 
 from kafka import TopicPartition
@@ -14,6 +13,7 @@ from models.events import Event, EventType
 from stream import clients
 from stream.serde import codec_for
 from stream.settings import Settings
+from streamrec.e2e import wait_until
 
 T0 = int(time.time() * 1000) - 3_600_000
 
@@ -46,15 +46,6 @@ class ThreadWorker:
         assert not self.thread.is_alive(), "worker did not stop"
         if self.error is not None:
             raise self.error
-
-
-def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
 
 
 def read_all(settings: Settings, topic: str, codec: str | None, timeout_s: float = 30.0) -> list[tuple[Any, Any]]:
