@@ -15,7 +15,7 @@ import typer  # noqa: E402
 from models.errors import StreamrecError  # noqa: E402
 from stream.logs import configure  # noqa: E402
 from stream.settings import Settings  # noqa: E402
-from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_worker  # noqa: E402
+from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_worker, report  # noqa: E402
 
 app = typer.Typer(help="streamrec: a streaming real-time recommender on Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -43,6 +43,7 @@ cmd_data.register_demo(app)
 cmd_model.register(app)
 cmd_worker.register(app)
 cmd_evaluate.register(app)
+report.register(app)
 bench.register(app)
 
 

@@ -1,0 +1,196 @@
+"""``streamrec report --out reports [--quick]`` (what ``make bench`` runs): every benchmark and the
+MovieLens-100K evaluation in one go, their JSON files and PNGs in ``--out``, and ``--out/README.md`` with
+Markdown tables, the exact command behind each figure, the machine facts and the date.
+
+Steps run in-process, one after another, on one broker (the running embedded broker, or a throwaway one
+for the whole report); each benchmark gets fresh topics. A step that fails is reported as failed and the
+others still run; the command then exits with status 1. ``--quick`` uses small sizes (a smoke run of the
+whole pipeline in a few minutes; its figures are not representative).
+"""
+
+from __future__ import annotations
+
+import json
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from stream.settings import Settings
+
+#: ``detail(description, completed, total)`` updates the progress line of the running step
+Detail = Callable[[str, float | None, float | None], None]
+
+
+@dataclass(frozen=True)
+class Sizes:
+    replay_events: int = 200_000
+    worker_events: int = 200_000
+    worker_items: int = 100_000
+    worker_rate: float = 5000.0
+    worker_seconds: float = 10.0
+    train_epochs: int | None = None
+    sync_items: int = 100_000
+    e2e_workers: str = "1,2,3"
+    e2e_rate: float = 1000.0
+    e2e_seconds: float = 10.0
+    e2e_events: int = 50_000
+    kill_workers: str = "2"
+    eval_limit: int | None = None
+    eval_epochs: int | None = None       # None: streamrec.evaluate.DEFAULT_EPOCHS
+    eval_sync_every: int | None = None   # None: streamrec.evaluate.DEFAULT_SYNC_EVERY
+
+
+QUICK = Sizes(replay_events=20_000, worker_events=20_000, worker_items=10_000, worker_rate=2000.0,
+              worker_seconds=4.0, train_epochs=2, sync_items=10_000, e2e_workers="1,2", e2e_rate=500.0,
+              e2e_seconds=4.0, e2e_events=5_000, kill_workers="2", eval_limit=20_000, eval_epochs=2,
+              eval_sync_every=5_000)
+
+
+@dataclass(frozen=True)
+class Step:
+    name: str                                       # file stem in the output folder
+    title: str
+    command: str                                    # the CLI command that gives the same figures
+    run: Callable[[Settings, Detail], dict[str, Any]]
+    plot: Callable[[dict[str, Any], Path], None] | None = None
+
+
+def _opt(flag: str, value: Any) -> str:
+    return "" if value is None else f" {flag} {value:g}" if isinstance(value, float) else f" {flag} {value}"
+
+
+def steps(out: Path, z: Sizes) -> list[Step]:
+    from streamrec.bench import e2e, replay, sync, train, worker
+    from streamrec.bench.plots import plot_e2e
+    from streamrec.evaluate import DEFAULT_EPOCHS, DEFAULT_SYNC_EVERY, MOVIELENS_100K, EvalOptions, evaluate
+
+    def plot_eval(result: dict[str, Any], path: Path) -> None:
+        from models.evaluation import EvalReport, plot_curves
+
+        plot_curves(EvalReport(**{k: result[k] for k in EvalReport.__dataclass_fields__}), path)
+
+    epochs, sync_every = z.eval_epochs or DEFAULT_EPOCHS, z.eval_sync_every or DEFAULT_SYNC_EVERY
+
+    def run_eval(_s: Settings, detail: Detail) -> dict[str, Any]:
+        opts = EvalOptions.parse(dataset="movielens-100k", path=None, limit=z.eval_limit, epochs=epochs,
+                                 sync_every=sync_every)
+        return evaluate(opts, lambda done, total: detail("replaying MovieLens-100K", done, total),
+                        lambda n: detail(f"training the base model on {n:,} events", None, None)).to_dict()
+
+    def run_e2e(counts: str, guarantee: str, kill: bool) -> Callable[[Settings, Detail], dict[str, Any]]:
+        rate, secs = z.e2e_rate, z.e2e_seconds * (1.5 if kill else 1)
+        return lambda s, detail: e2e.run(s, e2e.parse_counts(counts), rate, secs, z.e2e_events, guarantee,
+                                         kill=kill, step=lambda m: detail(m, None, None))
+
+    def run_worker(guarantee: str) -> Callable[[Settings, Detail], dict[str, Any]]:
+        return lambda s, _d: worker.run(s, z.worker_events, z.worker_items, 64, z.worker_rate, None,
+                                        z.worker_seconds, guarantee)
+
+    e2e_args = f" --rate {z.e2e_rate:g} --events {z.e2e_events}"
+    kill_secs = z.e2e_seconds * 1.5
+    worker_args = (f" --events {z.worker_events} --items {z.worker_items} --rate {z.worker_rate:g}"
+                   f" --seconds {z.worker_seconds:g}")
+    return [
+        Step("evaluate-movielens-100k", "Evaluation: MovieLens-100K, five configurations",
+             f"streamrec evaluate --dataset movielens-100k{_opt('--limit', z.eval_limit)} --epochs {epochs}"
+             f" --sync-every {sync_every} --json {out}/evaluate-movielens-100k.json"
+             f" --plot {out}/evaluate-movielens-100k.png", run_eval, plot_eval),
+        Step("e2e", f"End to end: {z.e2e_workers} worker processes",
+             f"streamrec bench e2e --workers {z.e2e_workers}{e2e_args} --seconds {z.e2e_seconds:g}"
+             f" --json {out}/e2e.json --plot {out}/e2e.png",
+             run_e2e(z.e2e_workers, "at-least-once", False), plot_e2e),
+        Step("e2e-kill", "End to end: a worker killed and restarted (exactly-once)",
+             f"streamrec bench e2e --workers {z.kill_workers} --guarantee exactly-once --kill{e2e_args}"
+             f" --seconds {kill_secs:g} --json {out}/e2e-kill.json --plot {out}/e2e-kill.png",
+             run_e2e(z.kill_workers, "exactly-once", True), plot_e2e),
+        *(Step(f"worker-{g}", f"One worker process ({g})",
+               f"streamrec bench worker --guarantee {g}{worker_args} --json {out}/worker-{g}.json",
+               run_worker(g))
+          for g in ("at-least-once", "exactly-once")),
+        Step("sync", "Model sync: publish to serving in two workers",
+             f"streamrec bench sync --items {z.sync_items} --json {out}/sync.json",
+             lambda s, _d: sync.run(s, z.sync_items, 64, 2, 1000.0)),
+        Step("train", "Base-model training (MovieLens-100K)",
+             f"streamrec bench train{_opt('--epochs', z.train_epochs)} --json {out}/train.json",
+             lambda _s, _d: train.run(str(MOVIELENS_100K), "movielens", "auto", 1, z.train_epochs, 64)),
+        Step("replay", "Replay into Kafka and read back",
+             f"streamrec bench replay --events {z.replay_events} --json {out}/replay.json",
+             lambda s, _d: replay.run(s, z.replay_events)),
+    ]
+
+
+def run_report(settings: Settings, out: Path, quick: bool, only: list[str] | None = None) -> dict[str, Any]:
+    """Run every step (or those named in ``only``), write the JSON, PNG and README files; return a summary."""
+    from rich.console import Console
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from models.errors import InputError
+    from streamrec.bench.common import broker_session, machine
+    from streamrec.report_md import render
+
+    every = steps(out, QUICK if quick else Sizes())
+    unknown = sorted(set(only or ()) - {s.name for s in every})
+    if unknown:
+        raise InputError(f"unknown report step(s) {', '.join(unknown)}; choose from "
+                         f"{', '.join(s.name for s in every)}")
+    out.mkdir(parents=True, exist_ok=True)
+    todo = [s for s in every if not only or s.name in only]
+    results: dict[str, dict[str, Any]] = {}
+    started = time.monotonic()
+    columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
+    with Progress(*columns, console=Console(stderr=True)) as bar, broker_session(settings) as s:
+        overall = bar.add_task("report", total=len(todo))
+        for step in todo:
+            bar.update(overall, description=f"report: {step.title}")
+            current = bar.add_task(f"  {step.name}", total=None)
+
+            def detail(text: str, done: float | None, total: float | None, name: str = step.name,
+                       task: Any = current) -> None:
+                bar.update(task, description=f"  {name}: {text}", completed=done or 0, total=total)
+
+            t0 = time.monotonic()
+            try:
+                result = step.run(s, detail)
+                (out / f"{step.name}.json").write_text(json.dumps(result, indent=2, sort_keys=True) + "\n")
+                if step.plot is not None:
+                    step.plot(result, out / f"{step.name}.png")
+                results[step.name] = {"ok": True, "result": result}
+            except Exception as exc:  # noqa: BLE001 - one failed benchmark must not hide the others
+                results[step.name] = {"ok": False, "error": f"{type(exc).__name__}: {exc}",
+                                      "trace": traceback.format_exc(limit=5)}
+            results[step.name].update(command=step.command, title=step.title,
+                                      seconds=round(time.monotonic() - t0, 1))
+            bar.remove_task(current)
+            bar.advance(overall)
+    summary = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick,
+               "seconds": round(time.monotonic() - started, 1), "machine": machine(), "steps": results,
+               "command": f"streamrec report --out {out}" + (" --quick" if quick else "")}
+    readme, headline = render(summary, out)
+    (out / "README.md").write_text(readme)
+    summary["headline"] = headline
+    return summary
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("report")
+    def report_cmd(ctx: typer.Context,
+                   out: str = typer.Option("reports", "--out", help="Folder for README.md, JSON and PNG files."),
+                   quick: bool = typer.Option(False, "--quick", help="Small sizes: a smoke run of every step."),
+                   only: str = typer.Option(None, "--only", help="Comma-separated step names to run (e.g. "
+                                                                 "e2e,train); the README covers those only.")
+                   ) -> None:
+        """Run the benchmarks and the MovieLens-100K evaluation; write reports/README.md with the figures."""
+        names = [n.strip() for n in only.split(",") if n.strip()] if only else None
+        summary = run_report(ctx.obj, Path(out), quick, names)
+        print(summary["headline"])
+        failed = [name for name, st in summary["steps"].items() if not st["ok"]]
+        print(f"\n{Path(out) / 'README.md'} written in {summary['seconds']:.0f} s"
+              + (f"; failed: {', '.join(failed)}" if failed else ""))
+        if failed:
+            raise typer.Exit(1)

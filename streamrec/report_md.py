@@ -1,0 +1,179 @@
+"""Markdown for ``streamrec report``: the headline table and ``reports/README.md`` from the step results."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+METRICS = ("hr@10", "ndcg@10", "mrr@10", "recall@20", "coverage", "novelty")
+CONFIG_ORDER = ("popularity", "river_mf", "static_base", "online_vectors", "full")
+
+
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    lines = ["| " + " | ".join(header) + " |", "|" + "|".join("---" for _ in header) + "|"]
+    lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
+    return "\n".join(lines)
+
+
+def _cell(v: Any) -> str:
+    if v is None:
+        return "n/a"
+    if isinstance(v, float) and v == 0:
+        return "0"
+    if isinstance(v, float):
+        return f"{v:,.0f}" if abs(v) >= 100 else f"{v:.3g}" if abs(v) >= 1 else f"{v:.3f}"
+    return str(v)
+
+
+def _ok(summary: dict[str, Any], name: str) -> dict[str, Any] | None:
+    st = summary["steps"].get(name)
+    return st["result"] if st and st["ok"] else None
+
+
+def _get(d: dict[str, Any] | None, *path: Any) -> Any:
+    for key in path:
+        if not isinstance(d, dict) or key not in d:
+            return None
+        d = d[key]
+    return d
+
+
+def _slash(values: Sequence[Any], unit: str = "") -> str:
+    return " / ".join(_cell(v) for v in values) + (f" {unit}" if unit else "")
+
+
+def headline(summary: dict[str, Any]) -> str:
+    ev, e2e, kill = _ok(summary, "evaluate-movielens-100k"), _ok(summary, "e2e"), _ok(summary, "e2e-kill")
+    alo, eos = _ok(summary, "worker-at-least-once"), _ok(summary, "worker-exactly-once")
+    train, replay, sync = _ok(summary, "train"), _ok(summary, "replay"), _ok(summary, "sync")
+    rows: list[list[Any]] = []
+    if ev:
+        rows.append(["MovieLens-100K HR@10: full system / river MF / popularity (prequential)",
+                     _slash([_get(ev, "configs", c, "hr@10") for c in ("full", "river_mf", "popularity")])])
+    if alo or eos:
+        rows.append(["One worker, events/s from a backlog: at-least-once / exactly-once",
+                     _slash([_get(alo, "events_per_s"), _get(eos, "events_per_s")])])
+        rate = _get(alo, "offered_rate") or _get(eos, "offered_rate")
+        rows.append([f"Event-to-recommendation latency at {_cell(rate)} events/s, p50 / p99: at-least-once; "
+                     "exactly-once", _slash([_get(alo, "latency_ms", "p50"), _get(alo, "latency_ms", "p99")], "ms")
+                     + "; " + _slash([_get(eos, "latency_ms", "p50"), _get(eos, "latency_ms", "p99")], "ms")])
+    if e2e:
+        runs = e2e["runs"]
+        counts = " / ".join(str(r["workers"]) for r in runs)
+        rows.append([f"End to end, events/s with {counts} worker processes ({_get(e2e, 'machine', 'cpus')} CPUs)",
+                     _slash([r["throughput"]["events_per_s"] for r in runs])])
+        rows.append([f"End to end, p99 latency at {_cell(e2e['rate'])} events/s with {counts} workers",
+                     _slash([r["latency_ms"]["p99"] for r in runs], "ms")])
+        rows.append(["Lost / duplicated lists (all worker counts)",
+                     _slash([sum(r["lists"]["lost"] for r in runs), sum(r["lists"]["duplicated"] for r in runs)])])
+    if kill:
+        k = [r for r in kill["runs"] if r.get("kill")]
+        if k:
+            r = k[0]
+            rows.append([f"SIGKILL of 1 of {r['workers']} workers ({kill['guarantee']}): recovery, lost, duplicated",
+                         f"{_cell(r['kill']['recovery_s'])} s, {r['lists']['lost']} lost, "
+                         f"{r['lists']['duplicated']} duplicated"])
+    if sync:
+        rows.append([f"Model sync, publish to serving in {sync.get('workers')} workers ({_cell(sync.get('items'))} "
+                     "items)", f"{_cell(sync.get('sync_s'))} s (longest batch gap "
+                                f"{_cell(sync.get('max_batch_gap_ms'))} ms)"])
+    if train:
+        rows.append([f"Base-model training on MovieLens-100K ({train['device']}, {train['threads']} thread)",
+                     f"{_cell(train['interactions_per_s'])} interactions/s, {_cell(train['seconds'])} s"])
+    if replay:
+        rows.append(["Replay into Kafka / read back (decoded)",
+                     _slash([replay["produce_events_per_s"], replay["read_events_per_s"]], "events/s")])
+    return table(["measure", "figure"], rows)
+
+
+def _evaluation(ev: dict[str, Any]) -> list[str]:
+    names = [c for c in CONFIG_ORDER if c in ev["configs"]]
+    rows = [[c, *(ev["configs"][c].get(m) for m in METRICS),
+             round(ev["timings"][c].get("sync_s", 0.0), 1), ev["timings"][c].get("models_trained")] for c in names]
+    tc = ev.get("train_config", {})
+    return [
+        table(["configuration", *METRICS, "training s", "models trained"], rows), "",
+        f"{ev['events']:,} events, the first {ev['warmup']:,} learned only, {ev['evaluated']:,} targets scored "
+        f"(windows of {ev['settings']['window']:,}). {ev['policy']['text']}. Base model: TrainConfig(epochs="
+        f"{tc.get('epochs')}, dim={tc.get('dim')}, threads=1), retrained for `full` every "
+        f"{_cell(ev.get('sync_every'))} events; learned reranker: {'on' if ev.get('reranker') else 'not available'}.",
+        "",
+        f"`static_base` is trained once on the warm-up part and never updated: "
+        f"{100 * ev.get('targets_of_users_unseen_in_warmup', 0):.1f} % of the scored targets belong to users "
+        "who had no event in the warm-up, and it has no list for them; `online_vectors` uses the same model "
+        "and encodes every user from their recent items at each request.", "",
+        f"![HR@10 per window]({'evaluate-movielens-100k.png'})",
+    ]
+
+
+def _e2e(res: dict[str, Any], png: str) -> list[str]:
+    rows = []
+    for r in res["runs"]:
+        start, end = r.get("offered_phase_at_s", 0.0), r.get("backlog_resumed_at_s", float("inf"))
+        lags = [x["committed_lag"] for x in r["lag_over_time"]
+                if x["committed_lag"] is not None and start <= x["t"] < end]
+        procs = r["processes"]
+        rows.append([r["workers"], r["throughput"]["events_per_s"], r["latency_ms"]["p50"], r["latency_ms"]["p90"],
+                     r["latency_ms"]["p99"], max(lags, default=None), r["lists"]["lost"], r["lists"]["duplicated"],
+                     " / ".join(_cell(p["cpu_s"]) for p in procs), " / ".join(_cell(p["peak_rss_mb"]) for p in procs),
+                     r["startup_s"], _get(r, "kill", "recovery_s")])
+    m = res["machine"]
+    return [
+        table(["workers", "backlog events/s", "p50 ms", "p90 ms", "p99 ms", "max lag at rate", "lost", "duplicated",
+               "CPU s per worker", "peak RSS MB per worker", "startup s", "recovery s"], rows), "",
+        f"{res['guarantee']}, {res['partitions']} partitions, {res['users']:,} users, random base model of "
+        f"{res['items']:,} items; latency at {_cell(res['rate'])} events/s offered for {_cell(res['seconds'])} s; "
+        f"throughput from a backlog of {res['backlog_events']:,} events released at once. The broker, the "
+        f"producer, the subscriber and every worker share {m['cpus']} CPUs ({m['cpu']}), so throughput stops "
+        "growing once the worker processes outnumber the free cores.", "", f"![end to end]({png})",
+    ]
+
+
+def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
+    """(README.md text, headline table)."""
+    m = summary["machine"]
+    head = headline(summary)
+    parts = [
+        "# streamrec: benchmarks and evaluation", "",
+        f"Generated {summary['date']} by `{summary['command']}` in {summary['seconds']:.0f} s"
+        + (" (quick sizes: a smoke run, not representative)" if summary["quick"] else "") + ".", "",
+        table(["machine", ""], [["CPUs", m["cpus"]], ["CPU", m["cpu"]], ["memory GB", m["memory_gb"]],
+                                ["Python", m["python"]], ["platform", m["platform"]]]), "",
+        "Every figure comes from one run on the machine above; the benchmark processes, the Kafka broker and "
+        "the workers share its cores, so read figures as orders of magnitude and compare them within one "
+        "report. Each section gives the command that reproduces it.", "",
+        "## Headline", "", head, "",
+    ]
+    for name, st in summary["steps"].items():
+        parts += [f"## {st['title']}", "", f"`{st['command']}` ({st['seconds']:.0f} s)", ""]
+        if not st["ok"]:
+            parts += [f"**Failed:** {st['error']}", "", "```", st["trace"].rstrip(), "```", ""]
+            continue
+        res = st["result"]
+        if name.startswith("evaluate"):
+            parts += _evaluation(res)
+        elif name.startswith("e2e"):
+            parts += _e2e(res, f"{name}.png")
+        elif name.startswith("worker"):
+            parts.append(table(["events/s", "latency p50 ms", "p90 ms", "p99 ms", "offered rate", "peak RSS MB",
+                                "users in state"],
+                               [[res.get("events_per_s"), *(_get(res, "latency_ms", p) for p in ("p50", "p90", "p99")),
+                                 res.get("offered_rate"), res.get("rss_mb"), res.get("users_in_state")]]))
+        elif name == "sync":
+            parts.append(table(["publish to serving s", "per worker s", "prepare s per worker", "longest batch gap ms",
+                                "artifact MB"],
+                               [[res.get("sync_s"), _slash(res.get("sync_s_per_worker") or []),
+                                 _slash(res.get("prepare_s_per_worker") or []), res.get("max_batch_gap_ms"),
+                                 res.get("artifact_mb")]]))
+        elif name == "train":
+            h = res.get("holdout", {})
+            parts.append(table(["interactions/s", "seconds", "epochs", "device", "holdout HR@10", "popularity HR@10"],
+                               [[res["interactions_per_s"], res["seconds"], res["epochs"], res["device"],
+                                 h.get("hr@10"), h.get("popularity_hr@10")]]))
+        elif name == "replay":
+            parts.append(table(["events", "produced events/s", "read back events/s", "compression", "partitions"],
+                               [[res["events"], res["produce_events_per_s"], res["read_events_per_s"],
+                                 res["compression"], res["partitions"]]]))
+        parts += ["", f"Raw figures: [{name}.json]({name}.json)", ""]
+    return "\n".join(parts).rstrip() + "\n", head

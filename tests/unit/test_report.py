@@ -1,0 +1,72 @@
+"""``streamrec report`` rendering: README and headline from step results, failed steps shown, bad step names."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from models.errors import InputError
+from producers.synthetic import generate, write_log
+from stream.settings import Settings
+from streamrec.evaluate import EvalOptions, evaluate
+from streamrec.report import run_report
+from streamrec.report_md import render, table
+
+MACHINE = {"cpus": 2, "cpu": "test cpu", "memory_gb": 4.0, "python": "3.11", "platform": "linux"}
+
+
+def _run(workers: int, kill: bool) -> dict[str, Any]:
+    return {"workers": workers, "startup_s": 3.0, "offered_phase_at_s": 3.0, "backlog_resumed_at_s": 20.0,
+            "throughput": {"events_per_s": 9000.0}, "latency_ms": {"p50": 20.0, "p90": 30.0, "p99": 80.0},
+            "lists": {"lost": 0, "duplicated": 0, "emitted": 10, "users": 5},
+            "lag_over_time": [{"t": 4.0, "committed_lag": 12}, {"t": 21.0, "committed_lag": 5000}],
+            "processes": [{"cpu_s": 2.5, "peak_rss_mb": 180.0}] * workers,
+            "kill": {"recovery_s": 10.2} if kill else None}
+
+
+def _e2e(counts: list[int], kill: bool = False) -> dict[str, Any]:
+    return {"runs": [_run(n, kill) for n in counts], "rate": 1000.0, "seconds": 10.0, "guarantee": "exactly-once",
+            "partitions": 6, "users": 5000, "items": 10000, "backlog_events": 50000, "machine": MACHINE}
+
+
+def test_readme_and_headline_cover_every_step(tmp_path: Path) -> None:
+    log = tmp_path / "shop.jsonl"
+    write_log(generate(users=30, items=80, events=1500, seed=5), log)
+    ev = evaluate(EvalOptions.parse(dataset="jsonl", path=str(log), epochs=1, dim=8, sync_every=500)).to_dict()
+    ok = {
+        "evaluate-movielens-100k": ev, "e2e": _e2e([1, 2, 3]), "e2e-kill": _e2e([2], kill=True),
+        "worker-at-least-once": {"events_per_s": 19000.0, "offered_rate": 5000.0,
+                                 "latency_ms": {"p50": 40.0, "p90": 90.0, "p99": 300.0}, "rss_mb": 350.0},
+        "train": {"device": "cpu", "threads": 1, "interactions_per_s": 50000.0, "seconds": 14.0, "epochs": 9,
+                  "holdout": {"hr@10": 0.15, "popularity_hr@10": 0.04}},
+        "replay": {"events": 1000, "produce_events_per_s": 25000.0, "read_events_per_s": 55000.0,
+                   "compression": "lz4", "partitions": 6},
+        "sync": {"workers": 2, "items": 100000, "sync_s": 2.5, "max_batch_gap_ms": 40.0},
+    }
+    steps = {name: {"ok": True, "result": res, "command": f"streamrec {name}", "title": name, "seconds": 1.0}
+             for name, res in ok.items()}
+    steps["worker-exactly-once"] = {"ok": False, "error": "RuntimeError: boom", "trace": "Traceback ...",
+                                    "command": "streamrec bench worker", "title": "eos", "seconds": 1.0}
+    summary = {"date": "2026-01-01 00:00 UTC", "quick": False, "seconds": 600.0, "machine": MACHINE,
+               "steps": steps, "command": "streamrec report --out reports"}
+    readme, headline = render(summary, tmp_path)
+    assert headline in readme
+    assert "9,000 / 9,000 / 9,000" in headline          # e2e throughput per worker count
+    assert "10.2 s, 0 lost, 0 duplicated" in headline
+    assert "**Failed:** RuntimeError: boom" in readme
+    for name in ok:
+        assert f"streamrec {name}" in readme, name
+    assert "| full |" in readme and "test cpu" in readme
+    assert "| 12 |" in readme                            # lag at the offered rate, not the backlog spike
+
+
+def test_table_formats_numbers() -> None:
+    assert table(["a", "b"], [[0.1234, 12345.6], [None, 0.0]]).splitlines()[2:] == [
+        "| 0.123 | 12,346 |", "| n/a | 0 |"]
+
+
+def test_unknown_step_is_an_input_error(tmp_path: Path) -> None:
+    with pytest.raises(InputError, match="unknown report step"):
+        run_report(Settings(), tmp_path, quick=True, only=["nope"])
