@@ -13,6 +13,7 @@ The log is read with :func:`producers.readers.read_events` (event-time order) an
 ``full``           the worker's engine (``models.recommender.Recommender``): online vectors, co-visitation,
                    trending, the engine's ranking and filters, a base model retrained and swapped in every
                    ``--sync-every`` events, and the learned reranker when the engine offers one
+``full_blend``     on request (``--configs``): ``full`` without the reranker, the engine's weighted blend
 =================  ===================================================================================
 
 Base models are trained by :func:`models.training.train`; the three base-model configurations share one
@@ -39,7 +40,7 @@ def register(app: typer.Typer) -> None:
         json_path: str = typer.Option(None, "--json", help="Write the JSON report here ('-': stdout)."),
         plot_path: str = typer.Option(None, "--plot", help="Write a PNG of HR@k per window here."),
         configs: str = typer.Option(",".join(CONFIGS), "--configs", help="Comma-separated subset of "
-                                                                        + ", ".join(CONFIGS) + "."),
+                                    + ", ".join(CONFIGS) + "; also full_blend (full without the reranker)."),
         sync_every: int = typer.Option(DEFAULT_SYNC_EVERY, "--sync-every",
                                        help="Retrain and swap the full system's base model every N events "
                                             "(0: never after the warm-up)."),
@@ -49,13 +50,15 @@ def register(app: typer.Typer) -> None:
         dim: int = typer.Option(64, "--dim", help="Base-model embedding dimension."),
         window: int = typer.Option(1000, "--window", help="Scored events per point of the curves."),
         seed: int = typer.Option(0, "--seed"),
+        reranker: bool = typer.Option(True, "--reranker/--no-reranker",
+                                      help="Turn on the engine's learned reranker for full (when it has one)."),
     ) -> None:
         """Replay a log in event-time order and compare configurations side by side (test, then train)."""
         from streamrec.evaluate import print_summary, run_with_progress, write_outputs
 
         opts = EvalOptions.parse(dataset=dataset, path=path, preset=preset, warmup_fraction=warmup_fraction,
                                  k=k, configs=configs, sync_every=sync_every, limit=limit, epochs=epochs,
-                                 dim=dim, window=window, seed=seed)
+                                 dim=dim, window=window, seed=seed, reranker=reranker)
         result = run_with_progress(opts)
         write_outputs(result, json_path, plot_path)
         if json_path != "-":

@@ -27,6 +27,8 @@ from models.events import Event, EventType
 from models.policies import BaseModelPolicy, FullSystemPolicy, PopularityPolicy, RiverMFPolicy, TrainedModel
 
 CONFIGS = ("popularity", "river_mf", "static_base", "online_vectors", "full")
+#: on request only: ``full`` without the learned reranker, to measure what the reranker adds
+EXTRA_CONFIGS = ("full_blend",)
 #: dataset name -> log format
 DATASETS = {"movielens-100k": "movielens", "otto": "otto", "csv": "csv", "jsonl": "jsonl", "avro": "avro"}
 DEFAULT_SYNC_EVERY = 10_000
@@ -41,6 +43,7 @@ DESCRIPTIONS = {
     "online_vectors": "the same single base model; user vectors re-encoded from recent items per request",
     "full": "the worker's engine: online vectors, co-visitation, trending, ranking and filters, base model "
             "retrained and swapped every sync_every events (plus the learned reranker when available)",
+    "full_blend": "full without the learned reranker: the engine's weighted blend of its sources",
 }
 
 
@@ -59,6 +62,7 @@ class EvalOptions:
     dim: int = 64
     window: int = 1000
     seed: int = 0
+    reranker: bool = True          # for ``full``, when the engine offers a learned reranker
 
     @classmethod
     def parse(cls, *, dataset: str, path: str | None, configs: str | Sequence[str] = CONFIGS,
@@ -77,10 +81,10 @@ class EvalOptions:
             raise InputError(f"event log {path} not found; check --path")
         names = [c.strip() for c in configs.split(",")] if isinstance(configs, str) else list(configs)
         names = [c for c in names if c]
-        unknown = [c for c in names if c not in CONFIGS]
+        unknown = [c for c in names if c not in CONFIGS + EXTRA_CONFIGS]
         if unknown or not names:
             raise InputError(f"unknown configuration(s) {', '.join(unknown) or '(none given)'}; "
-                             f"choose from {', '.join(CONFIGS)}")
+                             f"choose from {', '.join(CONFIGS + EXTRA_CONFIGS)}")
         if rest.get("limit") is not None and rest["limit"] < 1:
             raise InputError("--limit must be at least 1")
         if rest.get("sync_every", DEFAULT_SYNC_EVERY) < 0:
@@ -155,7 +159,7 @@ def reranker_option() -> dict[str, Any]:
     return {}
 
 
-def full_engine(cfg: EvalConfig, events: Sequence[Event]) -> tuple[Any, dict[str, Any]]:
+def full_engine(cfg: EvalConfig, events: Sequence[Event], reranker: bool = True) -> tuple[Any, dict[str, Any]]:
     """The engine configuration of ``full`` and the settings that differ from the engine's defaults.
 
     Under the ``seen`` exclusion (MovieLens) the engine must filter every seen item and remember all of
@@ -166,7 +170,7 @@ def full_engine(cfg: EvalConfig, events: Sequence[Event]) -> tuple[Any, dict[str
     if cfg.exclude == "seen":
         longest = max(Counter(e.user_id for e in events).values(), default=1)
         overrides.update(filter_seen="all", seen_cap=max(100, longest))
-    rerank = reranker_option()
+    rerank = reranker_option() if reranker else {}
     if rerank:
         try:
             return EngineConfig(**overrides, **rerank), {**overrides, **rerank}
@@ -175,8 +179,8 @@ def full_engine(cfg: EvalConfig, events: Sequence[Event]) -> tuple[Any, dict[str
     return EngineConfig(**overrides), overrides
 
 
-def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event],
-                   trainer: SharedTrainer) -> tuple[list[Any], dict[str, Any]]:
+def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event], trainer: SharedTrainer,
+                   reranker: bool = True) -> tuple[list[Any], dict[str, Any]]:
     policies: list[Any] = []
     engine: dict[str, Any] = {}
     for name in names:
@@ -187,7 +191,8 @@ def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event
         elif name in ("static_base", "online_vectors"):
             policies.append(TrainedOnce(online=name == "online_vectors", trainer=trainer, name=name))
         else:
-            config, engine = full_engine(cfg, events)
+            config, settings = full_engine(cfg, events, reranker and name == "full")
+            engine = settings if name == "full" or not engine else engine
             policies.append(FullSystemPolicy(config, trainer=trainer, name=name))
     return policies, engine
 
@@ -213,7 +218,7 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
     cfg = eval_config(opts, events)
     train_config = TrainConfig(epochs=opts.epochs, dim=opts.dim, seed=opts.seed, threads=1)
     trainer = SharedTrainer(train_config, on_train)
-    policies, engine = build_policies(opts.configs, cfg, events, trainer)
+    policies, engine = build_policies(opts.configs, cfg, events, trainer, opts.reranker)
     report = prequential(events, policies, cfg, progress=progress)
     warm = report.warmup
     early_users = {e.user_id for e in events[:warm]}

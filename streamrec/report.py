@@ -68,7 +68,16 @@ def _opt(flag: str, value: Any) -> str:
 def steps(out: Path, z: Sizes) -> list[Step]:
     from streamrec.bench import e2e, replay, sync, train, worker
     from streamrec.bench.plots import plot_e2e
-    from streamrec.evaluate import DEFAULT_EPOCHS, DEFAULT_SYNC_EVERY, MOVIELENS_100K, EvalOptions, evaluate
+    from streamrec.evaluate import (
+        CONFIGS,
+        DEFAULT_EPOCHS,
+        DEFAULT_SYNC_EVERY,
+        EXTRA_CONFIGS,
+        MOVIELENS_100K,
+        EvalOptions,
+        evaluate,
+        reranker_option,
+    )
 
     def plot_eval(result: dict[str, Any], path: Path) -> None:
         from models.evaluation import EvalReport, plot_curves
@@ -76,10 +85,12 @@ def steps(out: Path, z: Sizes) -> list[Step]:
         plot_curves(EvalReport(**{k: result[k] for k in EvalReport.__dataclass_fields__}), path)
 
     epochs, sync_every = z.eval_epochs or DEFAULT_EPOCHS, z.eval_sync_every or DEFAULT_SYNC_EVERY
+    # with a learned reranker in the engine, full_blend (full without it) shows what the reranker adds
+    configs = CONFIGS + EXTRA_CONFIGS if reranker_option() else CONFIGS
 
     def run_eval(_s: Settings, detail: Detail) -> dict[str, Any]:
         opts = EvalOptions.parse(dataset="movielens-100k", path=None, limit=z.eval_limit, epochs=epochs,
-                                 sync_every=sync_every)
+                                 sync_every=sync_every, configs=configs)
         return evaluate(opts, lambda done, total: detail("replaying MovieLens-100K", done, total),
                         lambda n: detail(f"training the base model on {n:,} events", None, None)).to_dict()
 
@@ -99,7 +110,8 @@ def steps(out: Path, z: Sizes) -> list[Step]:
     return [
         Step("evaluate-movielens-100k", "Evaluation: MovieLens-100K, five configurations",
              f"streamrec evaluate --dataset movielens-100k{_opt('--limit', z.eval_limit)} --epochs {epochs}"
-             f" --sync-every {sync_every} --json {out}/evaluate-movielens-100k.json"
+             f" --sync-every {sync_every}" + (f" --configs {','.join(configs)}" if configs != CONFIGS else "")
+             + f" --json {out}/evaluate-movielens-100k.json"
              f" --plot {out}/evaluate-movielens-100k.png", run_eval, plot_eval),
         Step("e2e", f"End to end: {z.e2e_workers} worker processes",
              f"streamrec bench e2e --workers {z.e2e_workers}{e2e_args} --seconds {z.e2e_seconds:g}"

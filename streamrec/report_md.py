@@ -7,7 +7,7 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "recall@20", "coverage", "novelty")
-CONFIG_ORDER = ("popularity", "river_mf", "static_base", "online_vectors", "full")
+CONFIG_ORDER = ("popularity", "river_mf", "static_base", "online_vectors", "full", "full_blend")
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -59,11 +59,12 @@ def test_rating_logs_get_the_movielens_policy(tmp_path: Path) -> None:
     path.write_text("\n".join(rows) + "\n")
     out = tmp_path / "ml.json"
     result = CliRunner().invoke(cli.app, [
-        "evaluate", "--dataset", "movielens-100k", "--path", str(path), "--configs", "popularity,full",
+        "evaluate", "--dataset", "movielens-100k", "--path", str(path), "--configs", "popularity,full,full_blend",
         "--json", str(out), "--epochs", "1", "--dim", "4", "--sync-every", "0", "--warmup-fraction", "0.3"])
     assert result.exit_code == 0, result.output
     report = json.loads(out.read_text())
-    assert set(report["configs"]) == {"popularity", "full"}
+    assert set(report["configs"]) == {"popularity", "full", "full_blend"}
+    assert report["timings"]["full_blend"]["models_trained"] == report["timings"]["full"]["models_trained"] == 1
     assert report["policy"]["exclude"] == "seen"
     assert report["full_engine"]["filter_seen"] == "all"
     assert report["full_engine"]["seen_cap"] >= 11
