@@ -41,6 +41,9 @@ def test_all_five_configurations_side_by_side(small_log: Path, tmp_path: Path) -
         assert 0.0 <= report["configs"][name]["hr@10"] <= 1.0
         assert report["curves"][name], name
     assert report["policy"]["name"] == "ecommerce" and report["policy"]["exclude"] == "none"
+    # planted structure (taste clusters, sessions): the full system clearly beats popularity
+    assert report["configs"]["full"]["hr@10"] >= 1.2 * report["configs"]["popularity"]["hr@10"]
+    assert report["configs"]["full"]["ndcg@10"] >= 1.2 * report["configs"]["popularity"]["ndcg@10"]
     # one training at the warm-up, then one per sync, shared by the three base-model configurations
     trainings = report["base_model_trainings"]
     assert trainings[0]["events"] == report["warmup"]
