@@ -109,6 +109,7 @@ class ModelSync(threading.Thread):
             self._pending = (version, prepared)
         self.loaded = version
         self.log.info("model prepared", version=version, items=manifest.item_count, dim=manifest.dim,
+                      index=prepared.index_source, index_version=prepared.index_version,
                       seconds=round(time.monotonic() - started, 3))
 
     def swap_if_ready(self) -> None:

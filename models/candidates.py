@@ -4,7 +4,8 @@
   with the model's :class:`~models.encoder.UserEncoder` (one user, or a whole batch in one numpy pass).
 * :class:`CodeSpace`: integer codes for the items of one batch; an item of the model is its embedding
   row, any other item (new, never trained on) gets a code after the model's items.
-* :func:`prepare_model`: an artifact made ready to serve (:class:`PreparedModel`, with its faiss index).
+* :func:`prepare_model`: an artifact made ready to serve (:class:`PreparedModel`, with its faiss index:
+  the artifact's shipped index when it is what the engine's config asks for, else built here).
 * :func:`ann_block`, :func:`covisit_block`, :func:`shared_block`: each source's candidates for a batch
   of users, normalised per user (:func:`normalise`).
 * :func:`merge_candidates`: blocks of ``(row, code, score)`` from each source, each block grouped by
@@ -56,6 +57,9 @@ class PreparedModel:
     index: ItemIndex
     categories: np.ndarray | None      # int code per item, -1 for none
     cold_start: np.ndarray             # item codes
+    #: where the index came from: "shipped" (deserialized from the artifact), "built" (the artifact had
+    #: none) or "rebuilt" (the artifact's index was built with other parameters than the engine's config)
+    index_source: str = "built"
 
     @property
     def index_version(self) -> str:
@@ -64,8 +68,10 @@ class PreparedModel:
 
 def prepare_model(artifact: Artifact, index_config: IndexConfig | None = None, n_cold_start: int = 50,
                   seed: int = 0) -> PreparedModel:
-    """Validate an artifact and build everything serving needs, the faiss index included (slow: seconds
-    for 100k items with HNSW). Reads nothing but its arguments, so any thread may call it."""
+    """Validate an artifact and make everything serving needs. The faiss index is the artifact's shipped
+    one when present and built as ``index_config`` says (fast: already deserialized), else it is built
+    here (slow: seconds for 100k items with HNSW). Reads nothing but its arguments and logs nothing, so
+    any thread may call it; ``PreparedModel.index_source`` tells the caller which happened."""
     emb = artifact.embeddings
     if emb.ndim != 2 or emb.shape[0] != len(artifact.item_ids) or emb.shape[0] == 0:
         raise ArtifactError(f"artifact {artifact.version}: embeddings {emb.shape} do not match "
@@ -85,8 +91,21 @@ def prepare_model(artifact: Artifact, index_config: IndexConfig | None = None, n
         cats = np.array([-1 if c is None else names.setdefault(c, len(names)) for c in artifact.categories],
                         dtype=np.int64)
     cold = np.random.default_rng(seed).permutation(len(ids))[:n_cold_start].astype(np.int64)
-    index = build_index(emb, index_config, version=artifact.version)
-    return PreparedModel(artifact.version, ids, {i: k for k, i in enumerate(ids)}, emb, enc, index, cats, cold)
+    index, source = choose_index(artifact, emb, index_config or IndexConfig())
+    return PreparedModel(artifact.version, ids, {i: k for k, i in enumerate(ids)}, emb, enc, index, cats, cold,
+                         source)
+
+
+def choose_index(artifact: Artifact, emb: np.ndarray, config: IndexConfig) -> tuple[ItemIndex, str]:
+    """The shipped index if its kind and build parameters are what ``config`` gives for this catalog (its
+    search settings become ``config``'s; the faiss index is shared, not copied), else a fresh build.
+
+    Build parameters must match too, not only the kind: a worker configured for, say, ``hnsw_m=16`` asked
+    for that graph and gets it, at the price of building it itself."""
+    shipped = artifact.index
+    if shipped is not None and (shipped.size, shipped.dim) == emb.shape and shipped.params == config.params(len(emb)):
+        return shipped.configured(config), "shipped"
+    return build_index(emb, config, version=artifact.version), "built" if shipped is None else "rebuilt"
 
 
 def encode_user(state: UserState, encoder: UserEncoder, index_of: Mapping[str, int],
