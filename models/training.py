@@ -39,7 +39,7 @@ import os
 import platform
 import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
@@ -50,6 +50,7 @@ from models.encoder import UserEncoder
 from models.errors import ConfigError, InputError
 from models.events import Event
 from models.gate import GateDecision
+from models.index import IndexConfig
 from models.trainingdata import Histories, Plan
 from models.two_tower import DEFAULT_HALF_LIFE_S, TwoTower, model_metrics, sampled_softmax_loss
 
@@ -303,13 +304,29 @@ def evaluate(artifact: Artifact, events: Sequence[Event],
 
 def write_result(result: TrainResult, out_dir: str | os.PathLike[str],
                  gate: GateDecision | Mapping[str, Any] | None = None,
-                 version: str | None = None) -> Manifest:
-    """Write ``result`` as an artifact directory (see :mod:`models.artifact`) and return its manifest."""
+                 version: str | None = None, index: IndexConfig | None = None,
+                 ship_index: bool = True) -> Manifest:
+    """Write ``result`` as an artifact directory (see :mod:`models.artifact`) and return its manifest.
+
+    With ``ship_index`` (the default) the item index is built here and shipped, so that workers only
+    deserialize it: ``index`` defaults to the serving engine's own default (``EngineConfig().index_config()``,
+    ``auto`` resolved for the item count) with the training's CPU threads; a worker whose config asks for
+    another kind or other build parameters builds its own. ``metrics["index_build_s"]`` records the build.
+    """
     gate_dict = gate.to_dict() if isinstance(gate, GateDecision) else dict(gate or {})
     metrics = {**result.metrics, "train_seconds": result.stats.get("seconds"),
                "train_epochs": result.stats.get("epochs"), "train_device": result.stats.get("device"),
                "train_interactions_per_s": result.stats.get("interactions_per_s")}
     libraries = {"numpy": np.__version__, "torch": torch.__version__, "python": platform.python_version()}
+    with_index = (index or _serving_index_config(result.config.threads)) if ship_index else None
     return write_artifact(out_dir, list(result.item_ids), result.embeddings, result.encoder, version=version,
                           metrics=metrics, data_range=dict(result.data_range), gate=gate_dict,
-                          libraries=libraries)
+                          libraries=libraries, with_index=with_index)
+
+
+def _serving_index_config(threads: int) -> IndexConfig:
+    """The index a worker with default settings would build (imported late: the engine module pulls in
+    the whole serving stack, which training alone does not need)."""
+    from models.recommender import EngineConfig
+
+    return replace(EngineConfig().index_config(), threads=max(1, threads))
