@@ -108,7 +108,7 @@ def steps(out: Path, z: Sizes) -> list[Step]:
     worker_args = (f" --events {z.worker_events} --items {z.worker_items} --rate {z.worker_rate:g}"
                    f" --seconds {z.worker_seconds:g}")
     return [
-        Step("evaluate-movielens-100k", "Evaluation: MovieLens-100K, five configurations",
+        Step("evaluate-movielens-100k", "Evaluation: MovieLens-100K, configurations side by side",
              f"streamrec evaluate --dataset movielens-100k{_opt('--limit', z.eval_limit)} --epochs {epochs}"
              f" --sync-every {sync_every}" + (f" --configs {','.join(configs)}" if configs != CONFIGS else "")
              + f" --json {out}/evaluate-movielens-100k.json"
