@@ -207,3 +207,15 @@ def test_write_result_ships_the_serving_default_index(tmp_path: Path) -> None:
     assert prepare_model(art).index_source == "shipped"
     bare = write_result(result, tmp_path / "bare", version="t2", ship_index=False)
     assert bare.index == {} and EMBEDDINGS in bare.files and bare.format == FORMAT
+
+
+def test_chunk_messages_of_a_large_artifact_stay_under_1_mb() -> None:
+    """Brokers and clients refuse messages over 1 MB by default; CHUNK_BYTES leaves room for the framing."""
+    from stream.modelbus import CHUNK_BYTES, chunk_records
+    from stream.serde import codec_for
+
+    files = {INDEX: np.random.default_rng(0).bytes(3 * CHUNK_BYTES + 5), ITEM_IDS: b"[]"}
+    manifest = build_manifest(files, dim=DIM, item_count=0, version="big", index={"kind": "flat"})
+    codec = codec_for("model_chunk")
+    sizes = [len(codec.encode(rec)) for rec in chunk_records(manifest, files)]
+    assert len(sizes) == 4 + 1 + 1 and max(sizes) < 1_000_000
