@@ -1,5 +1,8 @@
 """``streamrec bench sync``: from publishing a base model to every running worker serving it, and the
-longest gap between two processed batches while the workers prepare and swap it in."""
+longest gap between two processed batches while the workers prepare and swap it in.
+
+The artifacts ship a prebuilt item index built with the serving default, as the trainer's do, so the
+figures are those of a production publish (``index_per_worker`` says "shipped" when a worker used it)."""
 
 from __future__ import annotations
 
@@ -12,8 +15,9 @@ from pathlib import Path
 from typing import Any
 
 from models.artifact import random_artifact, read_files
+from models.recommender import EngineConfig
 from producers.replay import Pacing, replay
-from stream.modelbus import publish
+from stream.modelbus import CHUNK_BYTES, publish
 from stream.settings import Settings
 from streamrec.bench.common import broker_session, machine, synthetic_events
 from streamrec.e2e import free_port, start_worker, stop_process
@@ -40,20 +44,30 @@ def _wait(predicate: Any, timeout_s: float, every_s: float = 0.005) -> float | N
     return None
 
 
-def _log_value(path: Path, event: str, key: str) -> float | None:
+def _log_record(path: Path, event: str, version: str) -> dict[str, Any] | None:
+    """The last log record ``event`` about ``version`` (an older model's record must not stand in for it)."""
     for line in reversed(path.read_text(errors="replace").splitlines()):
         if f'"{event}"' in line:
             try:
-                return float(json.loads(line)[key])
-            except (ValueError, KeyError):
-                return None
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            if rec.get("version") == version:
+                return dict(rec)
     return None
+
+
+def _log_value(path: Path, event: str, key: str, version: str) -> Any:
+    rec = _log_record(path, event, version)
+    return None if rec is None else rec.get(key)
 
 
 def run(settings: Settings, items: int, dim: int, workers: int, rate: float) -> dict[str, Any]:
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-sync-"))
+    serving_index = EngineConfig().index_config()   # shipped prebuilt, as the trainer does (write_result)
     for name, seed in (("a", 1), ("b", 2)):
-        random_artifact(work / name, items, dim, seed=seed, clusters=max(1, items // 200), version=f"sync-{name}")
+        random_artifact(work / name, items, dim, seed=seed, clusters=max(1, items // 200), version=f"sync-{name}",
+                        with_index=serving_index)
     ports = [free_port() for _ in range(workers)]
     logs = [work / f"worker-{k}.log" for k in range(workers)]
     with broker_session(settings) as s:
@@ -75,10 +89,11 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float) -> 
             for p in ports:
                 took = _wait(lambda p=p: _serving(p) == "sync-b", 120)
                 per_worker.append(None if took is None else time.monotonic() - t0)
-            gaps_ready = _wait(lambda: all(_log_value(lg, "model sync window", "max_batch_gap_ms") is not None
-                                           for lg in logs), 30)
-            gaps = [_log_value(lg, "model sync window", "max_batch_gap_ms") for lg in logs]
-            prepare = [_log_value(lg, "model prepared", "seconds") for lg in logs]
+            gaps_ready = _wait(lambda: all(_log_value(lg, "model sync window", "max_batch_gap_ms", "sync-b")
+                                           is not None for lg in logs), 30)
+            gaps = [_log_value(lg, "model sync window", "max_batch_gap_ms", "sync-b") for lg in logs]
+            prepare = [_log_value(lg, "model prepared", "seconds", "sync-b") for lg in logs]
+            sources = [_log_value(lg, "model prepared", "index", "sync-b") for lg in logs]
         finally:
             for proc in procs:
                 stop_process(proc)
@@ -87,9 +102,10 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float) -> 
         "benchmark": "sync", "items": items, "dim": dim, "workers": workers, "offered_rate": rate,
         "sync_s": round(max(done), 3) if len(done) == workers else None,
         "sync_s_per_worker": [None if t is None else round(t, 3) for t in per_worker],
-        "publish_s": round(publish_s, 3), "chunks": sum(max(1, -(-len(d) // (512 * 1024))) for d in files.values()) + 1,
+        "publish_s": round(publish_s, 3), "chunks": sum(max(1, -(-len(d) // CHUNK_BYTES)) for d in files.values()) + 1,
+        "index_build_s": manifest.metrics.get("index_build_s"), "index": manifest.index,
         "artifact_mb": round(sum(len(d) for d in files.values()) / 1e6, 2),
-        "prepare_s_per_worker": prepare,
+        "prepare_s_per_worker": prepare, "index_per_worker": sources,
         "max_batch_gap_ms": max((g for g in gaps if g is not None), default=None) if gaps_ready is not None else None,
         "max_batch_gap_ms_per_worker": gaps, "machine": machine(),
     }
