@@ -19,6 +19,7 @@ sync), a paced producer, and a monitor thread (``/metrics``, ``/proc``, the grou
 from __future__ import annotations
 
 import contextlib
+import shutil
 import signal
 import tempfile
 import threading
@@ -238,17 +239,21 @@ def run(settings: Settings, workers: list[int], rate: float, seconds: float, eve
     args = ("--model", str(work / "model"), "--no-model-sync")
     runs = []
     base = settings.replace(guarantee=guarantee)
-    with broker_session(base, partitions) as first:
-        for i, n in enumerate(workers):
-            # a fresh set of topics and a fresh group per worker count, on the same broker
-            ctx = broker_session(first, partitions) if i else contextlib.nullcontext(first)
-            with ctx as s:
-                runs.append(_one(s, n, args, work, rate, seconds, events, users, items, kill, say))
+    try:
+        with broker_session(base, partitions) as first:
+            for i, n in enumerate(workers):
+                # a fresh set of topics and a fresh group per worker count, on the same broker
+                ctx = broker_session(first, partitions) if i else contextlib.nullcontext(first)
+                with ctx as s:
+                    runs.append(_one(s, n, args, work, rate, seconds, events, users, items, kill, say))
+    except Exception as exc:
+        raise RuntimeError(f"bench e2e failed: {exc} (worker logs in {work})") from exc
+    shutil.rmtree(work, ignore_errors=True)  # kept (worker logs) only when a run fails
     return {
         "benchmark": "e2e", "guarantee": guarantee, "partitions": partitions, "users": users, "items": items,
         "dim": dim, "rate": rate, "seconds": seconds, "backlog_events": events, "kill": kill,
         "runs": runs, "scaling": {str(r["workers"]): r["throughput"]["events_per_s"] for r in runs},
-        "work_dir": str(work), "machine": machine(),
+        "machine": machine(),
         "note": "the producer, subscriber, broker and every worker share this machine's CPUs; once the "
                 "workers outnumber the free cores, throughput stops growing with the worker count",
     }
