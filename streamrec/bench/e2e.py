@@ -32,7 +32,7 @@ from typing import Any
 import numpy as np
 
 from models.artifact import random_artifact
-from models.errors import InputError
+from models.errors import InputError, StreamrecError
 from producers.replay import Pacing, replay
 from stream.settings import Settings
 from streamrec.bench.common import broker_session, machine, synthetic_events
@@ -246,6 +246,8 @@ def run(settings: Settings, workers: list[int], rate: float, seconds: float, eve
                 ctx = broker_session(first, partitions) if i else contextlib.nullcontext(first)
                 with ctx as s:
                     runs.append(_one(s, n, args, work, rate, seconds, events, users, items, kill, say))
+    except StreamrecError:
+        raise
     except Exception as exc:
         raise RuntimeError(f"bench e2e failed: {exc} (worker logs in {work})") from exc
     shutil.rmtree(work, ignore_errors=True)  # kept (worker logs) only when a run fails
