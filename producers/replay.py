@@ -6,6 +6,7 @@ X times faster). The record's Kafka timestamp is the produce time; the event tim
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -71,9 +72,11 @@ def _target_time(pacing: Pacing, start: float, i: int, first_ts: int, ts: int) -
 
 def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(),
            topic: str | None = None, progress: Callable[[int], None] | None = None,
-           producer: KafkaProducer | None = None, sent_at: dict[str, float] | None = None) -> ReplayStats:
+           producer: KafkaProducer | None = None, sent_at: dict[str, float] | None = None,
+           stop: threading.Event | None = None) -> ReplayStats:
     """Produce ``events`` in order; flushes and reports where it stopped on Ctrl-C. With ``sent_at``, the
-    wall-clock time (ms) each event was handed to the producer is recorded by event id (for latency)."""
+    wall-clock time (ms) each event was handed to the producer is recorded by event id (for latency).
+    Setting ``stop`` ends the replay early (after a flush), like Ctrl-C."""
     topic = topic or settings.events_topic
     prod = producer or clients.producer(settings)
     codec = codec_for("event")
@@ -86,6 +89,9 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
         for i, ev in enumerate(events):
             if first_ts is None:
                 first_ts = ev.timestamp_ms
+            if stop is not None and i % 20 == 0 and stop.is_set():
+                interrupted = True
+                break
             if pacing.mode != "max" and i % 20 == 0:
                 delay = _target_time(pacing, start, i, first_ts, ev.timestamp_ms) - time.perf_counter()
                 if delay > 0:

@@ -75,7 +75,9 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float) -> 
         procs = [start_worker(s, "--worker-id", f"sync-{k}", "--metrics-port", str(p), log_path=logs[k])
                  for k, p in enumerate(ports)]
         events = synthetic_events(int(rate * 25), users=2000, items=items, seed=3)
-        producer = threading.Thread(target=replay, args=(events, s, Pacing("rate", rate)), daemon=True)
+        stop = threading.Event()
+        producer = threading.Thread(target=replay, args=(events, s, Pacing("rate", rate)),
+                                    kwargs={"stop": stop}, daemon=True)
         try:
             if _wait(lambda: all(_serving(p) == "sync-a" for p in ports), 180) is None:
                 raise RuntimeError(f"workers did not load the first model; see {work}")
@@ -95,6 +97,9 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float) -> 
             prepare = [_log_value(lg, "model prepared", "seconds", "sync-b") for lg in logs]
             sources = [_log_value(lg, "model prepared", "index", "sync-b") for lg in logs]
         finally:
+            stop.set()
+            if producer.is_alive():
+                producer.join(10)
             for proc in procs:
                 stop_process(proc)
     done = [t for t in per_worker if t is not None]
