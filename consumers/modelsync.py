@@ -8,7 +8,9 @@ service (the newest manifest, or the target of the newest rollback): intermediat
 
 from __future__ import annotations
 
+import contextlib
 import json
+import os
 import threading
 import time
 from typing import Any
@@ -41,6 +43,9 @@ class ModelSync(threading.Thread):
         self.swaps = 0
 
     def run(self) -> None:
+        # below the worker's own priority: preparing a model must not take the core from the hot path
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
         codec = codec_for("model_chunk")
         consumer = follow(self.settings)
         tp = TopicPartition(self.settings.model_topic, 0)

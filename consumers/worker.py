@@ -65,6 +65,7 @@ class Worker:
         self.rejoins = 0
         self._last_iter: float | None = None
         self._swap_gap_ms = 0.0
+        self._window_swaps: int | None = None
         self._last_commit = time.monotonic()
         self.sync: ModelSync | None = None
         if model_sync:
@@ -336,12 +337,15 @@ class Worker:
         prev, self._last_iter = self._last_iter, now
         sync = self.sync
         if sync is None or sync.window_open_at is None or prev is None:
+            self._window_swaps = None
             return
-        gap_ms = (now - prev) * 1000
-        self._swap_gap_ms = max(self._swap_gap_ms, gap_ms)
-        if sync.last_swap_at is not None and sync.serving == sync.loaded and time.time() - sync.last_swap_at > 1.0:
+        if self._window_swaps is None:  # a window opened: count swaps from here
+            self._window_swaps = sync.swaps
+        self._swap_gap_ms = max(self._swap_gap_ms, (now - prev) * 1000)
+        if sync.swaps > self._window_swaps and sync.serving == sync.loaded and sync.last_swap_at is not None \
+                and time.time() - sync.last_swap_at > 1.0:
             self.log.info("model sync window", version=sync.serving, max_batch_gap_ms=round(self._swap_gap_ms, 2))
-            sync.window_open_at, self._swap_gap_ms = None, 0.0
+            sync.window_open_at, self._swap_gap_ms, self._window_swaps = None, 0.0, None
 
     def _refresh_metrics(self) -> None:
         self._update_lag()
