@@ -164,13 +164,14 @@ class Selection:
 
 def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space: CodeSpace,
            blocked: Sequence[AbstractSet[str] | None], how: Selection, categories: np.ndarray | None = None,
-           embeddings: np.ndarray | None = None) -> list[list[RecItem]]:
+           embeddings: np.ndarray | None = None, sources: Sequence[str] = SOURCES) -> list[list[RecItem]]:
     """The final list of every row: best ``scores`` first, minus ``blocked`` items, diversified.
 
     Vectorised over the batch: candidates are ordered per row, blocked items and the category cap are
     masks, and capped items are moved behind the others by one more sort; only the chosen ``top_n``
     items per row become Python objects. ``categories`` (int codes, -1 for none) and ``embeddings`` are
-    indexed by model code; items outside the model have no category and a zero vector.
+    indexed by model code; items outside the model have no category and a zero vector. ``sources``
+    names the score columns (``primary`` indexes it).
     """
     n_rows, g = len(batch.starts) - 1, len(batch)
     if g == 0:
@@ -182,7 +183,7 @@ def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space
     bkeys = _blocked_keys(blocked, space)
     cats = categories if how.diversity == "category" and how.max_per_category else None
     if how.diversity == "mmr" and embeddings is not None:
-        return _mmr_lists(batch, order, scores, primary, space, bkeys, how, embeddings)
+        return _mmr_lists(batch, order, scores, primary, space, bkeys, how, embeddings, sources)
     sel, clean = _pick(batch, order[rank < look], bkeys, space.size, cats, how)
     counts = np.bincount(batch.rows[sel], minlength=n_rows)
     short = (np.bincount(batch.rows[sel[clean]], minlength=n_rows) < how.top_n) & (np.diff(batch.starts) > look)
@@ -193,7 +194,7 @@ def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space
         counts = np.bincount(batch.rows[sel], minlength=n_rows)
     codes, vals, prim = batch.codes[sel].tolist(), scores[sel].tolist(), primary[sel].tolist()
     item = space.item
-    items = [RecItem(item(c), v, SOURCES[p]) for c, v, p in zip(codes, vals, prim, strict=True)]
+    items = [RecItem(item(c), v, sources[p]) for c, v, p in zip(codes, vals, prim, strict=True)]
     bounds = np.r_[0, np.cumsum(counts)].tolist()
     return [items[bounds[r]:bounds[r + 1]] for r in range(n_rows)]
 
@@ -237,7 +238,7 @@ def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, widt
 
 def _mmr_lists(batch: CandidateBatch, order: np.ndarray, scores: np.ndarray, primary: np.ndarray,
                space: CodeSpace, bkeys: np.ndarray | None, how: Selection,
-               embeddings: np.ndarray) -> list[list[RecItem]]:
+               embeddings: np.ndarray, sources: Sequence[str] = SOURCES) -> list[list[RecItem]]:
     """MMR re-ranking, one row at a time over its best ``top_n * lookahead`` allowed candidates."""
     rows_o, codes_o = batch.rows[order], batch.codes[order]
     allowed = np.ones(len(order), dtype=bool) if bkeys is None else ~np.isin(rows_o * space.size + codes_o, bkeys)
@@ -251,7 +252,7 @@ def _mmr_lists(batch: CandidateBatch, order: np.ndarray, scores: np.ndarray, pri
         inside = codes < len(embeddings)
         vec[inside] = embeddings[codes[inside]]
         chosen = idx[mmr_order(scores[idx], vec, how.top_n, how.mmr_lambda)]
-        out.append([RecItem(space.item(c), v, SOURCES[p]) for c, v, p in
+        out.append([RecItem(space.item(c), v, sources[p]) for c, v, p in
                     zip(batch.codes[chosen].tolist(), scores[chosen].tolist(), primary[chosen].tolist(),
                         strict=True)])
     return out

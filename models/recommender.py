@@ -46,6 +46,7 @@ from models.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, event_strength
 from models.errors import ConfigError, InputError
 from models.events import Event
 from models.index import IndexConfig
+from models.online import ONLINE_SOURCES, OnlineConfig, OnlineLayer, check_config, wanted
 from models.ranking import (
     RecItem,
     RecList,
@@ -109,6 +110,15 @@ class EngineConfig:
     mmr_lambda: float = 0.7
     top_n: int = 20
     seed: int = 0
+    # online learning (models/online.py); any of these switches gives the engine an OnlineLayer
+    reranker: bool = False             # a river model learned from feedback replaces the blend
+    reranker_model: str = "logreg"     # logreg | fm (models/reranker.py)
+    drift_detector: str = "none"       # none | adwin | page_hinkley: windowed online quality, drift signals
+    explore_slots: int = 0             # items per list from new arrivals, source "explore"
+    mf: str = "none"                   # none | rating | ranking: river BiasedMF as candidate source "mf"
+    k_mf: int = 50
+    weight_mf: float = 1.0
+    online: OnlineConfig = OnlineConfig()
 
     def __post_init__(self) -> None:
         check_options(self.filter_seen, self.diversity, self.normalise)
@@ -125,6 +135,7 @@ class EngineConfig:
         if unknown or set(TYPE_INDEX) - {t for t, _ in self.type_weights}:
             raise ConfigError(f"type_weights must give a weight for exactly {sorted(TYPE_INDEX)}")
         self.index_config()
+        check_config(self)
 
     def index_config(self) -> IndexConfig:
         return IndexConfig(self.index_kind, self.flat_max_items, self.hnsw_m, self.hnsw_ef_construction,
@@ -155,6 +166,10 @@ class Recommender:
         self._ids = IdWindow(cfg.dedup_window)
         self._type_weights = dict(cfg.type_weights)
         self._weights, self._selection = cfg.weights(), cfg.selection()
+        self.online = OnlineLayer(cfg) if wanted(cfg) else None
+        self._sources = cand.SOURCES if self.online is None else ONLINE_SOURCES
+        if self.online is not None:
+            self._weights = self.online.weights
         self._model: PreparedModel | None = None
         self._triggers: dict[str, tuple[str, int, int, int]] = {}
         self._watermark = 0
@@ -195,7 +210,7 @@ class Recommender:
             raise InputError(f"apply got {len(events)} events and {len(offsets)} offsets; pass one offset "
                              "per event (or none)")
         n, store, cov, trend, ids, lim = self._n, self.store, self.covisit, self.trending, self._ids, self.limits
-        tw = self._type_weights
+        tw, online = self._type_weights, self.online
         touched: dict[str, None] = {}
         triggers = self._triggers = {}
         applied = dup_id = dup_off = evaluated = hit10 = hit20 = 0
@@ -218,6 +233,8 @@ class Recommender:
                     pos = st.shown.index(item)
                     hit10 += pos < 10
                     hit20 += pos < 20
+            if online is not None:
+                online.observe(e, item, st)
             cov.update(st.recent_items, item, s, ts)
             st.observe(item, t, ts, s, lim, eid, off)
             trend.update(item, s, ts)
@@ -228,6 +245,8 @@ class Recommender:
                 watermark = ts
         self._watermark = watermark
         store.expire(watermark)
+        if online is not None:
+            online.end_apply()
         for key, v in (("events_in", len(events)), ("events_applied", applied), ("duplicates_event_id", dup_id),
                        ("duplicates_offset", dup_off), ("evaluated", evaluated), ("hits_at_10", hit10),
                        ("hits_at_20", hit20)):
@@ -259,6 +278,11 @@ class Recommender:
         all_rows = np.arange(m, dtype=np.int64)
         if top:
             blocks.append(cand.shared_block(cand.TRENDING, all_rows, space.codes(top), top_scores, method))
+        online = self.online
+        if online is not None and online.mf is not None:
+            mf_block = online.mf_block(uids, states, space, cfg.k_mf, method)
+            if mf_block is not None:
+                blocks.append(mf_block)
         have = np.bincount(np.concatenate([b[1] for b in blocks]), minlength=m)
         short = all_rows[have < 2 * cfg.top_n]
         if len(short):
@@ -266,15 +290,24 @@ class Recommender:
             if len(cold):
                 ramp = np.linspace(1.0, 0.5, len(cold), dtype=np.float32)
                 blocks.append(cand.shared_block(cand.COLD_START, short, cold, ramp, method))
-        batch = cand.merge_candidates(m, blocks)
+        if online is not None:
+            explore = online.explore_block(m, space, self.trending.newest(online.config.explore_pool))
+            if explore is not None:
+                blocks.append(explore)
+        batch = cand.merge_candidates(m, blocks, n_sources=len(self._sources))
         scores, primary = blend(batch, self._weights)
         if self.scorer is not None:
             rescore(self.scorer, batch, scores, primary, uids, states, space)
+        if online is not None:
+            scores = online.rescore(batch, scores, primary, states, space, model)
         t3 = clock()
         blocked = [blocked_items(st, cfg.filter_seen) for st in states]
         chosen = select(batch, scores, primary, space, blocked, self._selection,
                         None if model is None else model.categories,
-                        model.embeddings if model is not None and cfg.diversity == "mmr" else None)
+                        model.embeddings if model is not None and cfg.diversity == "mmr" else None,
+                        sources=self._sources)
+        if online is not None:
+            chosen = online.finish(uids, states, chosen, batch, scores, space, blocked)
         version = None if model is None else model.version
         index_version = None if model is None else model.index_version
         out = []
@@ -339,4 +372,5 @@ class Recommender:
                 "model_version": None if model is None else model.version,
                 "index_version": None if model is None else model.index_version,
                 "model_items": 0 if model is None else len(model.item_ids),
-                "engine_stage_s": {k: round(v, 3) for k, v in self.timings.items()}}
+                "engine_stage_s": {k: round(v, 3) for k, v in self.timings.items()},
+                **(self.online.stats() if self.online is not None else {})}

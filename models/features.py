@@ -1,0 +1,137 @@
+"""Features of (user, candidate) pairs for the learned reranker, built for a whole batch at once.
+
+:func:`build_features` turns a :class:`~models.candidates.CandidateBatch` into a ``(G, F)`` float32 matrix
+(one row per candidate, columns :data:`FEATURES`) with numpy; the only Python loops run over the batch's
+distinct items and over each user's recent items and previous list (a few dozen per user):
+
+``ann`` ... ``mf``             the candidate's normalised score from each source (0: not proposed by it)
+``from_ann`` ... ``from_mf``   1 where that source proposed the candidate
+``blend``                      the configured weighted blend
+``item_age``                   ``log1p`` of the minutes since the item was first seen in an event
+                               (items never seen count as :data:`MAX_AGE_MIN` old)
+``category_affinity``          share of the user's last :data:`AFFINITY_ITEMS` items in the candidate's category
+``user_activity``              ``log1p`` of the user's number of events
+``prev_position``              ``1 / (1 + position)`` of the candidate in the user's previous list, else 0
+``recent_item``                1 if the user interacted with the candidate recently (a repeat)
+
+:class:`~models.itemtable.ItemTable` supplies first-seen times and categories; it must be bound to the
+model whose codes ``space`` uses (:meth:`~models.itemtable.ItemTable.bind`).
+
+>>> from models.candidates import merge_candidates
+>>> from models.state import StateLimits
+>>> table = ItemTable()
+>>> table.observe("a", 0, "red"); table.observe("b", 60_000, "blue")
+>>> st = UserState("u"); st.observe("a", 1, 0, 1.0, StateLimits()); st.shown = ("b",)
+>>> space = CodeSpace()
+>>> batch = merge_candidates(1, [(1, np.zeros(2, dtype=np.int64), space.codes(["a", "b"]),
+...                                np.array([1.0, 0.5], dtype=np.float32))])
+>>> x = build_features(batch, batch.scores[:, 1], [st], space, table, now_ms=120_000)
+>>> {n: x[:, FEATURES.index(n)].round(3).tolist() for n in ("covisit", "category_affinity", "prev_position")}
+{'covisit': [1.0, 0.5], 'category_affinity': [1.0, 0.0], 'prev_position': [0.0, 1.0]}
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from models.candidates import CandidateBatch, CodeSpace
+from models.itemtable import ItemTable
+from models.state import UserState
+
+FEATURES: tuple[str, ...] = (
+    "ann", "covisit", "trending", "cold_start", "mf",
+    "from_ann", "from_covisit", "from_trending", "from_cold_start", "from_mf",
+    "blend", "item_age", "category_affinity", "user_activity", "prev_position", "recent_item",
+)
+N_SCORED = 5                   # source columns used as features (explore, if present, is not one)
+AFFINITY_ITEMS = 10            # recent items that define a user's category affinity
+MAX_AGE_MIN = 60.0 * 24 * 365  # age of items never seen (and the cap of every age), minutes
+_ROW = 1 << 40                 # row stride of the (row, key) join keys
+
+
+def _join(keys: np.ndarray, values: np.ndarray, probe: np.ndarray, default: float = 0.0) -> np.ndarray:
+    """``values`` of ``keys`` looked up at ``probe`` (``default`` where absent); keys need not be unique
+    (the first occurrence wins)."""
+    out = np.full(len(probe), default, dtype=np.float32)
+    if not len(keys) or not len(probe):
+        return out
+    order = np.argsort(keys, kind="stable")
+    k = keys[order]
+    at = np.minimum(np.searchsorted(k, probe), len(k) - 1)
+    found = k[at] == probe
+    out[found] = values[order][at[found]]
+    return out
+
+
+def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[UserState | None],
+                   space: CodeSpace, table: ItemTable, now_ms: int) -> np.ndarray:
+    """The ``(len(batch), len(FEATURES))`` float32 feature matrix of a batch (see the module docstring).
+
+    ``states[r]`` is the user of row ``r``; ``space`` the batch's codes (``table`` bound to its model);
+    ``now_ms`` the event time that item ages are measured at. Nothing passed in is modified.
+    """
+    g, n_src = len(batch), batch.scores.shape[1]
+    x = np.zeros((g, len(FEATURES)), dtype=np.float32)
+    if g == 0:
+        return x
+    k = min(n_src, N_SCORED)
+    x[:, :k] = batch.scores[:, :k]
+    x[:, N_SCORED:N_SCORED + k] = batch.scores[:, :k] != 0
+    x[:, 10] = blend
+    uniq, inv = np.unique(batch.codes, return_inverse=True)
+    item = space.item
+    first, cat = table.facts(np.where(uniq < space.n_model, uniq, -1), lambda k: item(int(uniq[k])))
+    age = np.where(first >= 0, (now_ms - first) / 60_000.0, MAX_AGE_MIN).clip(0.0, MAX_AGE_MIN)
+    x[:, 11] = np.log1p(age)[inv]
+    cand_cat = cat[inv]
+    # the users' recent items and previous lists, flattened with their row
+    rec_items: list[str] = []
+    rec_rows: list[int] = []
+    prev_items: list[str] = []
+    prev_rows: list[int] = []
+    prev_pos: list[int] = []
+    activity = np.zeros(len(states), dtype=np.float32)
+    for r, st in enumerate(states):
+        if st is None:
+            continue
+        recent = st.recent_items[:AFFINITY_ITEMS]
+        rec_items.extend(recent)
+        rec_rows.extend([r] * len(recent))
+        prev_items.extend(st.shown)
+        prev_rows.extend([r] * len(st.shown))
+        prev_pos.extend(range(len(st.shown)))
+        activity[r] = sum(st.counts)
+    x[:, 13] = np.log1p(activity)[batch.rows]
+    width = np.int64(max(space.size, 1))
+    cand_keys = batch.rows * width + batch.codes
+    find = space.find
+    if rec_items:
+        rrows = np.array(rec_rows, dtype=np.int64)
+        rcodes = np.array([find(i) for i in rec_items], dtype=np.int64)
+        _, rcat = table.facts(np.where(rcodes < space.n_model, rcodes, -1), rec_items)
+        n_recent = np.bincount(rrows, minlength=len(states)).astype(np.float32)
+        known = rcat >= 0
+        ckeys, counts = np.unique(rrows[known] * _ROW + rcat[known], return_counts=True)
+        share = counts / n_recent[ckeys // _ROW]
+        has_cat = cand_cat >= 0
+        x[has_cat, 12] = _join(ckeys, share.astype(np.float32), batch.rows[has_cat] * _ROW + cand_cat[has_cat])
+        inb = rcodes >= 0
+        at, found = _locate(cand_keys, rrows[inb] * width + rcodes[inb])
+        x[at[found], 15] = 1.0
+    if prev_items:
+        pcodes = np.array([find(i) for i in prev_items], dtype=np.int64)
+        inb = pcodes >= 0
+        at, found = _locate(cand_keys, np.array(prev_rows, dtype=np.int64)[inb] * width + pcodes[inb])
+        pos = np.array(prev_pos, dtype=np.float32)[inb]
+        x[at[found][::-1], 14] = (1.0 / (1.0 + pos[found]))[::-1]     # an item listed twice: its first place
+    return x
+
+
+def _locate(sorted_keys: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Where each ``probe`` key sits in ``sorted_keys`` (ascending, unique), and whether it is there: the
+    candidates' keys are sorted (the batch is ordered by row, then code), so a few thousand user keys are
+    looked up among tens of thousands of candidates without sorting them."""
+    at = np.minimum(np.searchsorted(sorted_keys, probe), len(sorted_keys) - 1)
+    return at, sorted_keys[at] == probe

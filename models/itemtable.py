@@ -1,0 +1,185 @@
+"""What the reranker's features know about items: when each was first seen, and its category.
+
+:class:`ItemTable` records the first event time of every item and its category (``context["category"]``
+of its events; for items of the base model without one, the model's category), for at most ``max_items``
+items: a ring of slots, so the oldest first-seen item is forgotten first and memory never grows.
+
+Features are built for tens of thousands of candidates per batch, most of them items of the base model,
+so :meth:`ItemTable.bind` mirrors the table into arrays indexed by model code (kept current by
+:meth:`ItemTable.observe`), and :meth:`ItemTable.facts` answers for model items with numpy alone.
+
+>>> table = ItemTable(max_items=2)
+>>> table.observe("a", 0, "shoes"); table.observe("b", 3_600_000, None); table.observe("a", 9, "hats")
+>>> table.first_seen(["a", "b", "zz"]).tolist(), table.categories(["a", "b"]).tolist()
+([0, 3600000, -1], [0, -1])
+>>> table.bind(("b", "m"), {"b": 0, "m": 1}, np.array([-1, 4]))
+>>> first, cat = table.facts(np.array([1, 0]), ["m", "b"])
+>>> first.tolist(), (cat - MODEL_CATEGORY).tolist()[0], cat.tolist()[1]
+([-1, 3600000], 4, -1)
+>>> table.observe("c", 7_200_000, "hats"); len(table), "a" in table
+(2, False)
+"""
+
+from __future__ import annotations
+
+import io
+from collections.abc import Callable, Mapping, Sequence
+
+import numpy as np
+
+MODEL_CATEGORY = 1 << 32       # model categories live above the event-context ones
+
+
+class ItemTable:
+    """First-seen event time and category code per item, bounded to ``max_items`` (oldest dropped)."""
+
+    def __init__(self, max_items: int = 200_000) -> None:
+        self.max_items = max(1, int(max_items))
+        self._slot: dict[str, int] = {}
+        self._ids: list[str | None] = [None] * min(self.max_items, 1024)
+        self._first = np.zeros(len(self._ids), dtype=np.int64)
+        self._cat = np.full(len(self._ids), -1, dtype=np.int64)
+        self._codes: dict[str, int] = {}
+        self._next = 0
+        self.evicted = 0
+        self.bound: tuple[str, ...] | None = None            # the model item ids the arrays mirror
+        self._m_index: Mapping[str, int] = {}
+        self._m_first = np.zeros(0, dtype=np.int64)
+        self._m_cat = np.zeros(0, dtype=np.int64)
+
+    def __len__(self) -> int:
+        return len(self._slot)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._slot
+
+    def observe(self, item: str, ts_ms: int, category: str | None = None) -> None:
+        """Record an event of ``item``: the time of its first event (in processing order) and its
+        category (the first one given). Known items cost one dict lookup."""
+        slot = self._slot.get(item)
+        if slot is None:
+            slot = self._take_slot(item)
+            self._first[slot] = ts_ms
+            self._cat[slot] = -1
+        elif not category or self._cat[slot] >= 0:
+            return
+        if category and self._cat[slot] < 0:
+            code = self._codes.get(category)
+            if code is None and len(self._codes) < MODEL_CATEGORY:
+                code = self._codes[category] = len(self._codes)
+            self._cat[slot] = -1 if code is None else code
+        m = self._m_index.get(item)
+        if m is not None:
+            self._m_first[m] = self._first[slot]
+            if self._cat[slot] >= 0:
+                self._m_cat[m] = self._cat[slot]
+
+    def _take_slot(self, item: str) -> int:
+        slot = self._next
+        if slot >= len(self._ids):
+            if len(self._ids) < self.max_items:
+                grow = min(len(self._ids), self.max_items - len(self._ids))
+                self._ids.extend([None] * grow)
+                self._first = np.r_[self._first, np.zeros(grow, dtype=np.int64)]
+                self._cat = np.r_[self._cat, np.full(grow, -1, dtype=np.int64)]
+            else:
+                slot = 0
+        old = self._ids[slot]
+        if old is not None:
+            del self._slot[old]
+            self.evicted += 1
+        self._ids[slot] = item
+        self._slot[item] = slot
+        self._next = slot + 1
+        return slot
+
+    def slots(self, items: Sequence[str]) -> np.ndarray:
+        get = self._slot.get
+        return np.array([get(i, -1) for i in items], dtype=np.int64)
+
+    def first_seen(self, items: Sequence[str]) -> np.ndarray:
+        """First-seen times (ms) of ``items``; -1 for items not in the table."""
+        s = self.slots(items)
+        return np.where(s >= 0, self._first[s], -1)
+
+    def categories(self, items: Sequence[str]) -> np.ndarray:
+        """Event-context category codes of ``items``; -1 where none is known."""
+        s = self.slots(items)
+        return np.where(s >= 0, self._cat[s], -1)
+
+    # --- model codes -------------------------------------------------------------------------------
+    def bind(self, ids: Sequence[str], index_of: Mapping[str, int], categories: np.ndarray | None) -> None:
+        """Mirror the table into arrays indexed by the codes of a model's items (``ids``, ``index_of``);
+        model items without an event-context category get ``MODEL_CATEGORY + categories[code]``."""
+        slots = self.slots(ids)
+        ok = slots >= 0
+        first = np.where(ok, self._first[slots], -1)
+        cat = np.where(ok, self._cat[slots], -1)
+        if categories is not None and len(categories) == len(ids):
+            cat = np.where((cat < 0) & (categories >= 0), MODEL_CATEGORY + categories, cat)
+        self.bound, self._m_index, self._m_first, self._m_cat = tuple(ids), index_of, first, cat
+
+    def facts(self, codes: np.ndarray, items: Sequence[str] | Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
+        """``(first seen ms, category key)`` of items (-1: unknown) whose codes in the bound model are
+        ``codes`` (negative, or at or beyond the model's size: not a model item, looked up by id in
+        ``items``, a sequence or a function of the position, called only for those)."""
+        codes = np.asarray(codes, dtype=np.int64)
+        n = len(self._m_first)
+        inside = (codes >= 0) & (codes < n)
+        first = np.full(len(codes), -1, dtype=np.int64)
+        cat = np.full(len(codes), -1, dtype=np.int64)
+        first[inside] = self._m_first[codes[inside]]
+        cat[inside] = self._m_cat[codes[inside]]
+        rest = np.flatnonzero(~inside)
+        if len(rest):
+            get = items if callable(items) else items.__getitem__
+            s = self.slots([get(k) for k in rest.tolist()])
+            ok = s >= 0
+            first[rest] = np.where(ok, self._first[s], -1)
+            cat[rest] = np.where(ok, self._cat[s], -1)
+        return first, cat
+
+    # --- checkpoints ------------------------------------------------------------------------------
+    def to_bytes(self) -> bytes:
+        """The table as ``.npz`` bytes (no pickle), oldest first."""
+        n = len(self._ids)
+        order = [(s % n) for s in range(self._next, self._next + n) if self._ids[s % n] is not None]
+        cats = sorted(self._codes, key=self._codes.__getitem__)
+        ids_len, ids_blob = pack_strings([str(self._ids[s]) for s in order])
+        cat_len, cat_blob = pack_strings(cats)
+        buf = io.BytesIO()
+        np.savez(buf, ids_len=ids_len, ids_blob=ids_blob, first=self._first[order],
+                 cat=self._cat[order].astype(np.int64), cat_len=cat_len, cat_blob=cat_blob,
+                 meta=np.array([self.max_items, self.evicted], dtype=np.int64))
+        return buf.getvalue()
+
+    @classmethod
+    def from_bytes(cls, data: bytes, max_items: int | None = None) -> ItemTable:
+        """A table from :meth:`to_bytes` (unbound: bind it to the model in service)."""
+        with np.load(io.BytesIO(data), allow_pickle=False) as z:
+            meta = z["meta"]
+            table = cls(int(meta[0]) if max_items is None else max_items)
+            table._codes = {c: k for k, c in enumerate(unpack_strings(z["cat_len"], z["cat_blob"]))}
+            ids = unpack_strings(z["ids_len"], z["ids_blob"])
+            for item, first, cat in zip(ids, z["first"].tolist(), z["cat"].tolist(), strict=True):
+                slot = table._take_slot(item)
+                table._first[slot], table._cat[slot] = first, cat
+            table.evicted = int(meta[1])
+        return table
+
+
+def pack_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """UTF-8 lengths and one byte blob (compact, unlike numpy's fixed-width unicode arrays).
+
+    >>> unpack_strings(*pack_strings(["a", "", "é"]))
+    ['a', '', 'é']
+    """
+    encoded = [v.encode() for v in values]
+    return (np.array([len(e) for e in encoded], dtype=np.int64),
+            np.frombuffer(b"".join(encoded), dtype=np.uint8))
+
+
+def unpack_strings(lengths: np.ndarray, blob: np.ndarray) -> list[str]:
+    data = blob.tobytes()
+    ends = np.cumsum(lengths).tolist()
+    return [data[e - n:e].decode() for e, n in zip(ends, lengths.tolist(), strict=True)]

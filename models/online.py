@@ -1,0 +1,358 @@
+"""Online learning inside the engine: learned reranker, quality and drift, exploration, river MF source.
+
+:class:`OnlineLayer` is what :class:`~models.recommender.Recommender` calls when any of these is switched
+on in its :class:`~models.recommender.EngineConfig` (``reranker``, ``drift_detector``, ``explore_slots``, ``mf``):
+
+* ``observe(event, item, state)``, per applied event *before* the state learns it (test, then train):
+  the event is scored against the user's last list (drift monitor, labels for the reranker), the item
+  table records the item, and the river MF (if on) takes its SGD step.
+* ``end_apply()``, once per applied batch: the batch's labelled pairs (:mod:`models.feedback`) are
+  scored, counted in the online AUC / log loss, then learned (:mod:`models.reranker`).
+* ``mf_block`` / ``explore_block``: extra candidate sources ``mf`` and ``explore``, columns 4 and 5 of
+  :data:`ONLINE_SOURCES` (with any of these on, every batch uses the six-column layout).
+* ``rescore``: the feature matrix of the batch (:mod:`models.features`) scored by the reranker replaces
+  the blend, once the reranker has learned ``warmup_pairs`` pairs (the blend serves until then).
+* ``finish``: exploration (one slot per list by default when on: a new item, at a seeded random position in
+  the second half of the list, source ``explore``) and the feature log of the emitted lists.
+
+State that survives restarts: :meth:`OnlineLayer.checkpoint` returns named parts (reranker weights and
+scaler statistics as JSON, river metrics and drift detector pickled, the item table and river MF as
+``.npz``), :meth:`OnlineLayer.restore` takes them back and refuses pickled parts written by another river
+version. ``consumers/online.py`` wraps the parts in the ``online_state`` Avro envelope.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from collections.abc import Set as AbstractSet
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from models import candidates as cand
+from models.checkpoint import dump_parts, load_parts
+from models.drift import DETECTORS, DriftConfig, DriftMonitor, DriftSignal
+from models.errors import ConfigError
+from models.events import Event
+from models.features import FEATURES, build_features
+from models.feedback import FeedbackLog, LabelPolicy, label_pairs
+from models.itemtable import ItemTable
+from models.ranking import RecItem
+from models.river_mf import RiverMF, RiverMFConfig
+from models.state import UserState
+
+if TYPE_CHECKING:
+    from models.recommender import EngineConfig
+    from models.reranker import OnlineReranker
+
+ONLINE_SOURCES: tuple[str, ...] = (*cand.SOURCES, "mf", "explore")
+MF, EXPLORE = 4, 5
+MF_PRESETS = ("none", "rating", "ranking")
+STATE_FORMAT = 1
+
+
+@dataclass(frozen=True)
+class OnlineConfig:
+    """The finer knobs of online learning (the switches are fields of ``EngineConfig``)."""
+
+    reranker_lr: float = 0.01
+    reranker_l2: float = 1e-4
+    fm_factors: int = 4
+    warmup_pairs: int = 500            # the blend serves until the reranker has learned this many pairs
+    negatives: int = 4                 # sampled per positive (models/feedback.py)
+    position_bias: str = "log"         # log | none: examination propensity of negatives
+    ipw: bool = False                  # inverse-propensity weights for shown positives
+    max_pairs: int = 64                # labelled pairs learned per batch at most
+    feedback_users: int = 20_000       # users whose last list's features are kept for labels
+    log_depth: int = 0                 # candidates logged per user: the list, then the best others (0: the list)
+    item_table: int = 200_000          # items whose first-seen time and category are kept
+    drift_delta: float = 0.002
+    drift_threshold: float = 50.0
+    drift_window: int = 2_000          # evaluated events per quality window
+    drift_cooldown_events: int = 10_000
+    drift_cooldown_ms: int = 3_600_000
+    drift_min_events: int = 2_000
+    explore_pool: int = 100            # newest items that exploration draws from
+    mf_factors: int = 16
+    mf_max_users: int = 100_000
+
+    def labels(self) -> LabelPolicy:
+        return LabelPolicy(self.negatives, self.position_bias, 10.0, self.max_pairs, self.ipw)
+
+
+def wanted(config: EngineConfig) -> bool:
+    """Whether ``config`` switches on any online learner (the engine then builds an :class:`OnlineLayer`)."""
+    return bool(config.reranker or config.drift_detector != "none" or config.explore_slots or config.mf != "none")
+
+
+def check_config(config: EngineConfig) -> None:
+    """Raise :class:`ConfigError` for an unknown reranker model, drift detector or MF preset."""
+    from models.reranker import MODELS
+
+    if config.reranker_model not in MODELS:
+        raise ConfigError(f"reranker_model is {config.reranker_model!r}; use one of {', '.join(MODELS)}")
+    if config.drift_detector not in ("none", *DETECTORS):
+        raise ConfigError(f"drift_detector is {config.drift_detector!r}; use none, {', '.join(DETECTORS)}")
+    if config.mf not in MF_PRESETS:
+        raise ConfigError(f"mf is {config.mf!r}; use one of {', '.join(MF_PRESETS)}")
+
+
+class OnlineLayer:
+    """Online learners of one engine (see the module docstring)."""
+
+    def __init__(self, config: EngineConfig) -> None:
+        self.engine_config = config
+        oc: OnlineConfig = config.online
+        self.config = oc
+        check_config(config)
+        self._rng = np.random.default_rng(config.seed + 1013)
+        self.items = ItemTable(oc.item_table)
+        self.policy = oc.labels()
+        self.reranker: OnlineReranker | None = None
+        self.log: FeedbackLog | None = None
+        if config.reranker:
+            # imported here: river's linear models and scaler import scipy.stats (seconds, and not needed
+            # by an engine without the reranker)
+            from models.reranker import OnlineReranker, RerankerConfig
+
+            self.reranker = OnlineReranker(RerankerConfig(config.reranker_model, oc.reranker_lr, oc.reranker_l2,
+                                                          fm_factors=oc.fm_factors, seed=config.seed), FEATURES)
+            self.log = FeedbackLog(oc.feedback_users, max(oc.log_depth, config.top_n), len(FEATURES))
+        self.drift: DriftMonitor | None = None
+        if config.drift_detector != "none":
+            self.drift = DriftMonitor(DriftConfig(config.drift_detector, oc.drift_delta, oc.drift_threshold,
+                                                  oc.drift_window, cooldown_events=oc.drift_cooldown_events,
+                                                  cooldown_ms=oc.drift_cooldown_ms, min_events=oc.drift_min_events))
+        self.mf: RiverMF | None = None
+        if config.mf != "none":
+            base: dict[str, Any] = {"n_factors": oc.mf_factors, "max_users": oc.mf_max_users, "seed": config.seed}
+            self.mf = RiverMF(RiverMFConfig.for_ranking(**base) if config.mf == "ranking" else RiverMFConfig(**base))
+        self.n_sources = len(ONLINE_SOURCES)
+        self.weights = np.r_[config.weights(), config.weight_mf, 0.0].astype(np.float32)
+        self._weighted = self.weights > 0
+        self.now_ms = 0
+        self.reranked_batches = 0
+        self.explored = 0
+        self.learned_batches = 0
+        self._acted: dict[int, set[int]] = {}
+        self._X: np.ndarray | None = None
+        self._explore: np.ndarray | None = None
+
+    # --- events ------------------------------------------------------------------------------------
+    def set_on_drift(self, callback: Any) -> None:
+        """Call ``callback(DriftSignal)`` on every reported drift (the worker sends a retrain request)."""
+        if self.drift is not None:
+            self.drift.on_drift = callback
+
+    def observe(self, event: Event, item: str, state: UserState) -> DriftSignal | None:
+        """Test, then train, for one applied event: call before ``state`` learns the event."""
+        ts = event.timestamp_ms
+        if ts > self.now_ms:
+            self.now_ms = ts
+        if self.reranker is not None:           # the item table only feeds the reranker's features
+            ctx = event.context
+            self.items.observe(item, ts, ctx.get("category") if ctx else None)
+        signal = None
+        shown = state.shown
+        if shown:
+            if self.drift is not None:
+                signal = self.drift.observe(shown.index(item) if item in shown else -1, ts)
+            if self.log is not None:
+                got = self.log.lookup(event.user_id)
+                if got is not None and item in got[1]:
+                    self._acted.setdefault(got[0], set()).add(got[1].index(item))
+        if self.mf is not None:
+            self.mf.learn_event(event)
+        return signal
+
+    def end_apply(self) -> None:
+        """Learn the labelled pairs of the batch just applied (test, then train)."""
+        if self.reranker is None or self.log is None or not self._acted:
+            self._acted = {}
+            return
+        X, y, w = label_pairs(self.log, self._acted, self.policy, self._rng)
+        self._acted = {}
+        if len(y):
+            order = self._rng.permutation(len(y))
+            self.reranker.learn(X[order], y[order], w[order])
+            self.learned_batches += 1
+
+    def forget_user(self, user_id: str) -> None:
+        if self.log is not None:
+            self.log.forget(user_id)
+
+    # --- candidates --------------------------------------------------------------------------------
+    def mf_block(self, user_ids: Sequence[str], states: Sequence[UserState | None], space: cand.CodeSpace,
+                 k: int, method: str) -> cand.Block | None:
+        """The river MF's top ``k`` items of every user it has factors for (numpy scoring, seen or
+        purchased items left out as the filter policy says)."""
+        mf = self.mf
+        if mf is None or mf.n_items == 0:
+            return None
+        policy = self.engine_config.filter_seen
+        rows: list[int] = []
+        items: list[str] = []
+        values: list[np.ndarray] = []
+        known = mf.model.u_latents
+        for r, (uid, st) in enumerate(zip(user_ids, states, strict=True)):
+            if uid not in known:
+                continue
+            exclude: AbstractSet[str] | Sequence[str] = ()
+            if st is not None and policy != "none":
+                exclude = set(st.seen).union(st.purchased) if policy == "all" else st.purchased
+            top = mf.rank(uid, k, exclude)
+            if top:
+                rows.extend([r] * len(top))
+                items.extend(top)
+                values.append(mf.score(uid, top))
+        if not items:
+            return None
+        rows_a = np.array(rows, dtype=np.int64)
+        vals = np.concatenate(values).astype(np.float32)
+        vals = vals - vals.min() + 1e-3          # positive, so "max" normalisation keeps the order
+        return MF, rows_a, space.codes(items), cand.normalise(vals, rows_a, method)
+
+    def explore_block(self, n_rows: int, space: cand.CodeSpace, pool: Sequence[str]) -> cand.Block | None:
+        """A few random items of ``pool`` per row (candidates for the explore slot; weight 0 in the blend)."""
+        slots = self.engine_config.explore_slots
+        self._explore = None
+        if not slots or not pool or not n_rows:
+            return None
+        pool = list(pool)[:self.config.explore_pool]
+        draw = min(len(pool), slots + 4)            # spares, for drawn items already in the list
+        picks = np.argsort(self._rng.random((n_rows, len(pool))), axis=1)[:, :draw]
+        codes = space.codes(pool)[picks]
+        self._explore = codes
+        rows = np.repeat(np.arange(n_rows, dtype=np.int64), draw)
+        return EXPLORE, rows, codes.ravel(), np.ones(n_rows * draw, dtype=np.float32)
+
+    # --- ranking -----------------------------------------------------------------------------------
+    def rescore(self, batch: cand.CandidateBatch, blend: np.ndarray, primary: np.ndarray,
+                states: Sequence[UserState | None], space: cand.CodeSpace,
+                model: cand.PreparedModel | None) -> np.ndarray:
+        """The reranker's scores of the batch (the blend itself while the reranker warms up).
+
+        Also names the source of candidates that no weighted source scored (``primary``, in place): the
+        source with the largest unweighted score, so an item only exploration proposed is ``explore``.
+        """
+        if len(batch):
+            none = ~(batch.scores[:, self._weighted] != 0).any(axis=1)
+            if none.any():
+                primary[none] = batch.scores[none].argmax(axis=1)
+        self._X = None
+        if self.reranker is None:
+            return blend
+        ids = () if model is None else model.item_ids
+        if self.items.bound is not ids:        # a new model (or a restored table): mirror it by model code
+            self.items.bind(ids, {} if model is None else model.index_of, None if model is None else model.categories)
+        self._X = build_features(batch, blend, states, space, self.items, self.now_ms)
+        if self.reranker.pairs < self.config.warmup_pairs:
+            return blend
+        self.reranked_batches += 1
+        return self.reranker.score(self._X)
+
+    def finish(self, user_ids: Sequence[str], states: Sequence[UserState | None], lists: list[list[RecItem]],
+               batch: cand.CandidateBatch, scores: np.ndarray, space: cand.CodeSpace,
+               blocked: Sequence[AbstractSet[str] | None]) -> list[list[RecItem]]:
+        """Exploration slots, then the feature log of the emitted lists; returns the final lists."""
+        if self._explore is None and (self.log is None or self._X is None):
+            return lists
+        width = np.int64(max(space.size, 1))
+        keys = batch.rows * width + batch.codes       # sorted: the batch is ordered by (row, code)
+        if self._explore is not None:
+            lists = self._explore_lists(lists, keys, width, scores, space, blocked)
+        if self.log is not None and self._X is not None:
+            self._log_lists(user_ids, states, lists, batch, scores, keys, width, space)
+        return lists
+
+    def _explore_lists(self, lists: list[list[RecItem]], keys: np.ndarray, width: np.int64, scores: np.ndarray,
+                       space: cand.CodeSpace, blocked: Sequence[AbstractSet[str] | None]) -> list[list[RecItem]]:
+        assert self._explore is not None
+        top_n, slots = self.engine_config.top_n, self.engine_config.explore_slots
+        out = []
+        for r, items in enumerate(lists):
+            present = {it.item_id for it in items}
+            ban = blocked[r] or ()
+            added = 0
+            new = list(items)
+            for c in self._explore[r].tolist():
+                if added >= slots:
+                    break
+                item = space.item(c)
+                if item in present or item in ban:
+                    continue
+                g = int(np.searchsorted(keys, r * width + c))
+                lo = min(len(new), top_n // 2)
+                pos = int(self._rng.integers(lo, min(len(new), top_n - 1) + 1))
+                new.insert(pos, RecItem(item, float(scores[g]), "explore"))
+                present.add(item)
+                added += 1
+            self.explored += added
+            out.append(new[:top_n])
+        return out
+
+    def _log_lists(self, user_ids: Sequence[str], states: Sequence[UserState | None], lists: list[list[RecItem]],
+                   batch: cand.CandidateBatch, scores: np.ndarray, keys: np.ndarray, width: np.int64,
+                   space: cand.CodeSpace) -> None:
+        """Log each emitted list, then the best-scored candidates that missed it, up to the log's width."""
+        assert self.log is not None and self._X is not None
+        rows = [r for r, st in enumerate(states) if st is not None and lists[r]]
+        if not rows:
+            return
+        w = self.log.width
+        shown = [[it.item_id for it in lists[r][:w]] for r in rows]
+        n_shown = np.array([len(x) for x in shown], dtype=np.int64)
+        item = space.item
+        rows_a = np.array(rows, dtype=np.int64)
+        jrow = np.repeat(np.arange(len(rows)), n_shown)
+        col = np.arange(len(jrow)) - np.repeat(np.cumsum(n_shown) - n_shown, n_shown)
+        chosen = np.searchsorted(keys, rows_a[jrow] * width + space.codes([i for x in shown for i in x]))
+        idx = np.full((len(rows), w), -1, dtype=np.int64)
+        idx[jrow, col] = chosen
+        best = bj = np.zeros(0, dtype=np.int64)
+        if self.config.log_depth > self.engine_config.top_n:     # the best candidates that missed the lists
+            order = np.lexsort((-scores, batch.rows))             # by row, best first
+            rank = np.arange(len(order)) - batch.starts[batch.rows[order]]
+            j_of = np.full(len(lists), -1, dtype=np.int64)
+            j_of[rows_a] = np.arange(len(rows))
+            best = order[(rank < w) & (j_of[batch.rows[order]] >= 0)]
+            best = best[~np.isin(best, chosen)]
+            bj = j_of[batch.rows[best]]
+            nth = np.arange(len(best)) - np.searchsorted(bj, bj)
+            keep = nth < w - n_shown[bj]
+            best, bj, nth = best[keep], bj[keep], nth[keep]
+            idx[bj, n_shown[bj] + nth] = best
+        names = [item(c) for c in batch.codes[best].tolist()]
+        bounds = np.r_[0, np.cumsum(np.bincount(bj, minlength=len(rows)))].tolist()
+        logged = [(*shown[j], *names[bounds[j]:bounds[j + 1]]) for j in range(len(rows))]
+        X = np.where((idx >= 0)[:, :, None], self._X[np.maximum(idx, 0)], 0.0)
+        self.log.record([user_ids[r] for r in rows], logged, n_shown.tolist(), X)
+
+    # --- reporting and checkpoints ------------------------------------------------------------------
+    def stats(self) -> dict[str, Any]:
+        out: dict[str, Any] = {"online_item_table": len(self.items), "explored": self.explored}
+        if self.reranker is not None and self.log is not None:
+            out.update(self.reranker.stats())
+            out.update({"reranker_active": self.reranker.pairs >= self.config.warmup_pairs,
+                        "reranked_batches": self.reranked_batches, "feedback_users": len(self.log)})
+        if self.drift is not None:
+            out.update(self.drift.stats())
+        if self.mf is not None:
+            out.update({"mf_users": self.mf.n_users, "mf_items": self.mf.n_items,
+                        "mf_evicted_users": self.mf.evicted_users})
+        return out
+
+    def learned_anything(self) -> bool:
+        return bool((self.reranker is not None and self.reranker.pairs) or (self.drift and self.drift.evaluated)
+                    or (self.mf is not None and self.mf.n_users))
+
+    def checkpoint(self) -> list[tuple[str, str, bytes]]:
+        """The state worth keeping, as ``(name, encoding, bytes)`` parts (see :mod:`models.checkpoint`)."""
+        return dump_parts(self)
+
+    def restore(self, parts: Sequence[tuple[str, str, bytes]], river_version: str) -> dict[str, str]:
+        """Install checkpoint parts; returns ``{part: "restored" | reason refused}``. Pickled parts
+        written by another river version are refused (the learners they hold start fresh)."""
+        return load_parts(self, parts, river_version)
+

@@ -1,0 +1,169 @@
+"""The learned reranker: a river classifier behind a ``StandardScaler``, trained online on labelled pairs.
+
+The model is a river pipeline, ``preprocessing.StandardScaler() | linear_model.LogisticRegression`` (``"logreg"``,
+the default) or ``... | facto.FMClassifier`` (``"fm"``: pairwise feature interactions, ~15x slower to
+learn), chosen by :attr:`RerankerConfig.model`. Learning goes through river's ``learn_one`` (with a
+sample weight); scoring never calls ``predict_one`` per candidate: :meth:`OnlineReranker.score` reads the
+scaler's running means and variances and the classifier's weights (and FM latents) and scores the whole
+candidate matrix with numpy, which gives river's own probabilities (tested against ``predict_proba_one``).
+
+:meth:`OnlineReranker.learn` is test, then train: it scores the pairs with the current weights, updates
+the online ``ROCAUC`` and ``LogLoss`` with those predictions, and only then learns them.
+
+>>> import numpy as np
+>>> rr = OnlineReranker(RerankerConfig(seed=1), names=("a", "b"))
+>>> rng = np.random.default_rng(0)
+>>> X = rng.normal(size=(400, 2)).astype(np.float32)
+>>> y = X[:, 0] > 0                                   # only feature "a" matters
+>>> rr.learn(X, y)
+>>> p = rr.score(np.array([[2.0, 0.0], [-2.0, 0.0]], dtype=np.float32))
+>>> bool(p[0] > 0.8 > 0.2 > p[1]), rr.stats()["reranker_pairs"]
+(True, 400)
+>>> x = {"a": 0.3, "b": -1.2}
+>>> round(float(rr.score(np.array([[0.3, -1.2]]))[0]), 6) == round(rr.pipeline.predict_proba_one(x)[True], 6)
+True
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+from river import compose, facto, linear_model, metrics, optim, preprocessing
+
+from models.errors import ConfigError
+
+MODELS = ("logreg", "fm")
+
+
+@dataclass(frozen=True)
+class RerankerConfig:
+    """The classifier and how it learns. ``lr``: SGD step of the weights (and FM latents); ``l2``: weight
+    decay; ``fm_factors``: latent size of the ``"fm"`` model."""
+
+    model: str = "logreg"
+    lr: float = 0.05
+    l2: float = 1e-4
+    intercept_lr: float = 0.01
+    fm_factors: int = 4
+    clip_gradient: float = 5.0
+    seed: int = 0
+
+    def __post_init__(self) -> None:
+        if self.model not in MODELS:
+            raise ConfigError(f"reranker model is {self.model!r}; use one of {', '.join(MODELS)}")
+        if self.lr <= 0 or self.l2 < 0 or self.intercept_lr < 0 or self.fm_factors < 1:
+            raise ConfigError("reranker lr must be positive, l2 and intercept_lr not negative, fm_factors >= 1")
+
+
+def make_pipeline(config: RerankerConfig) -> compose.Pipeline:
+    """The river pipeline for ``config`` (scaler, then the classifier)."""
+    if config.model == "fm":
+        clf: Any = facto.FMClassifier(
+            n_factors=config.fm_factors, weight_optimizer=optim.SGD(config.lr),
+            latent_optimizer=optim.SGD(config.lr), l2_weight=config.l2, l2_latent=config.l2,
+            intercept_lr=config.intercept_lr, clip_gradient=config.clip_gradient, seed=config.seed)
+    else:
+        clf = linear_model.LogisticRegression(
+            optimizer=optim.SGD(config.lr), l2=config.l2, intercept_lr=config.intercept_lr,
+            clip_gradient=config.clip_gradient)
+    return preprocessing.StandardScaler() | clf
+
+
+def _sigmoid(z: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
+
+
+class OnlineReranker:
+    """A river pipeline scored with numpy over candidate matrices whose columns are ``names``."""
+
+    def __init__(self, config: RerankerConfig | None = None, names: Sequence[str] = (),
+                 pipeline: compose.Pipeline | None = None) -> None:
+        self.config = config or RerankerConfig()
+        self.names = tuple(names)
+        self.pipeline = pipeline if pipeline is not None else make_pipeline(self.config)
+        self.auc = metrics.ROCAUC()
+        self.logloss = metrics.LogLoss()
+        self.pairs = 0
+        self.positives = 0
+
+    @property
+    def scaler(self) -> preprocessing.StandardScaler:
+        return self.pipeline.steps["StandardScaler"]
+
+    @property
+    def classifier(self) -> Any:
+        return list(self.pipeline.steps.values())[-1]
+
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        sc = self.scaler
+        mean = np.array([sc.means.get(n, 0.0) for n in self.names], dtype=np.float64)
+        var = np.array([sc.vars.get(n, 0.0) for n in self.names], dtype=np.float64)
+        std = np.sqrt(np.where(var > 0, var, 1.0))
+        return np.where(var > 0, (np.asarray(X, dtype=np.float64) - mean) / std, 0.0)
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """Raw scores (log-odds) of the rows of ``X`` (``X`` is not modified)."""
+        z = self._standardise(X)
+        clf = self.classifier
+        if isinstance(clf, facto.FMClassifier):
+            w = np.array([clf.weights.get(n, 0.0) for n in self.names])
+            zero = np.zeros(clf.n_factors)
+            V = np.array([clf.latents.get(n, zero) for n in self.names]).reshape(
+                len(self.names), clf.n_factors)
+            zv = z @ V
+            inter = 0.5 * (zv * zv - (z * z) @ (V * V)).sum(axis=1)
+            return np.asarray(clf.intercept + z @ w + inter)
+        weights = clf._weights
+        w = np.array([weights.get(n, 0.0) for n in self.names])
+        return np.asarray(clf.intercept + z @ w)
+
+    def _linear(self) -> tuple[np.ndarray, float]:
+        """Logistic regression folded with the scaler: ``logit = X @ a + b`` on raw features."""
+        sc, clf = self.scaler, self.classifier
+        mean = np.array([sc.means.get(n, 0.0) for n in self.names])
+        var = np.array([sc.vars.get(n, 0.0) for n in self.names])
+        w = np.array([clf._weights.get(n, 0.0) for n in self.names])
+        a = np.where(var > 0, w / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+        return a.astype(np.float32), float(clf.intercept - a @ mean)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Click probabilities of the rows of ``X``, float32, vectorised (same values as river's)."""
+        if isinstance(self.classifier, facto.FMClassifier):
+            return _sigmoid(self.logits(X)).astype(np.float32)
+        a, b = self._linear()                 # one float32 matrix-vector product for the whole batch
+        return _sigmoid(np.asarray(X, dtype=np.float32) @ a + np.float32(b)).astype(np.float32)
+
+    def learn(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> None:
+        """Test, then train on labelled rows: metrics from the current predictions, then ``learn_one``
+        for each row in the given order (with sample weight ``w``)."""
+        n = len(X)
+        if n == 0:
+            return
+        p = self.score(X).tolist()
+        labels = np.asarray(y, dtype=bool).tolist()
+        weights = [1.0] * n if w is None else np.asarray(w, dtype=np.float64).tolist()
+        for yi, pi in zip(labels, p, strict=True):
+            self.auc.update(yi, pi)
+            self.logloss.update(yi, min(max(pi, 1e-7), 1 - 1e-7))
+        names, learn = self.names, self.pipeline.learn_one
+        for row, yi, wi in zip(np.asarray(X, dtype=np.float64).tolist(), labels, weights, strict=True):
+            learn(dict(zip(names, row, strict=True)), yi, w=wi)
+        self.pairs += n
+        self.positives += sum(labels)
+
+    def stats(self) -> dict[str, Any]:
+        auc, ll = self.auc.get(), self.logloss.get()
+        return {"reranker_model": self.config.model, "reranker_pairs": self.pairs,
+                "reranker_positives": self.positives,
+                "reranker_auc": round(auc, 4) if self.pairs else None,
+                "reranker_logloss": round(ll, 4) if self.pairs and math.isfinite(ll) else None}
+
+    def weights(self) -> dict[str, float]:
+        """The classifier's linear weight per feature (on standardised features), for inspection."""
+        clf = self.classifier
+        src = clf.weights if isinstance(clf, facto.FMClassifier) else clf._weights
+        return {n: float(src.get(n, 0.0)) if n in src else 0.0 for n in self.names}
