@@ -10,13 +10,17 @@ from typing import Any
 
 from models.artifact import load_artifact
 from models.errors import ArtifactError
+from models.online import OnlineConfig
 from models.recommender import EngineConfig, Recommender
 from stream.settings import Settings
 
 
 def engine_config(settings: Settings) -> EngineConfig:
     return EngineConfig(top_n=settings.top_n, max_users=settings.max_users,
-                        user_ttl_ms=int(settings.user_ttl_s * 1000))
+                        user_ttl_ms=int(settings.user_ttl_s * 1000),
+                        reranker=settings.reranker, reranker_model=settings.reranker_model,
+                        drift_detector=settings.drift_detector, explore_slots=settings.explore_slots, mf=settings.mf,
+                        online=OnlineConfig(drift_cooldown_ms=int(settings.drift_cooldown_s * 1000)))
 
 
 def build_engine(settings: Settings, log: Any) -> Recommender:

@@ -31,6 +31,7 @@ from consumers.delivery import Delivery, make_delivery
 from consumers.engine import build_engine
 from consumers.health import WorkerMetrics
 from consumers.modelsync import ModelSync
+from consumers.online import OnlineState
 from consumers.rebalance import RebalanceTracker
 from consumers.stats import WorkerStats
 from models.recommender import Recommender
@@ -67,6 +68,10 @@ class Worker:
         self._swap_gap_ms = 0.0
         self._window_swaps: int | None = None
         self._last_commit = time.monotonic()
+        self.online: OnlineState | None = None
+        if getattr(self.engine, "online", None) is not None:   # reranker, drift, exploration, river MF
+            self.online = OnlineState(settings, self.engine, self.log, self.worker_id)   # restores at start
+            self._between_batches.append(self.online.between_batches)
         self.sync: ModelSync | None = None
         if model_sync:
             self.sync = ModelSync(settings, self.engine, self.log)
@@ -188,6 +193,11 @@ class Worker:
                 self.commit()
         except (KafkaError, StreamrecError) as exc:
             self.log.warning("final commit failed; the last batches will be redone", error=str(exc))
+        if self.online is not None:
+            try:
+                self.online.close()   # a last checkpoint of the online learners
+            except (KafkaError, StreamrecError) as exc:
+                self.log.warning("final online checkpoint failed", error=str(exc))
         self.log.info("worker closing", **self.report())
         if self.sync is not None:
             self.sync.stop()
@@ -220,6 +230,8 @@ class Worker:
                                   timeout_s=self.settings.restore_timeout_s)
             self.tracker.owned |= to_restore
             self.stats.restored_records += n
+            if self.online is not None:
+                self.online.on_assigned()
             gc.freeze()
             self.log.info("partitions restored", partitions=sorted(to_restore), records=n,
                           seconds=round(time.monotonic() - started, 3))

@@ -72,6 +72,14 @@ class Settings:
     user_ttl_s: float = 30 * 24 * 3600.0 # users idle longer are evicted
     restore_timeout_s: float = 120.0
     metrics_port: int = 0                # 0: no HTTP endpoint
+    # --- online learning (models/online.py, consumers/online.py) ----------------------------------
+    reranker: bool = False               # a river model learned from feedback replaces the blend
+    reranker_model: str = "logreg"       # logreg | fm
+    drift_detector: str = "adwin"        # none | adwin | page_hinkley: windowed online quality, retrain requests
+    drift_cooldown_s: float = 3600.0     # event time between two retrain requests of one worker
+    explore_slots: int = 0               # items per list from new arrivals (source "explore")
+    mf: str = "none"                     # none | rating | ranking: river BiasedMF as candidate source "mf"
+    online_checkpoint_s: float = 60.0    # online learners to <group>.online this often; 0: never
     # --- logging ----------------------------------------------------------------------------------
     log_level: str = "info"
     log_format: str = "auto"             # auto | json | console

@@ -24,12 +24,14 @@ def register(app: typer.Typer) -> None:
         max_events: int = typer.Option(None, "--max-events", help="Stop after N events (tests, benchmarks)."),
         idle_timeout: float = typer.Option(None, "--idle-timeout", help="Stop after this many idle seconds."),
         no_model_sync: bool = typer.Option(False, "--no-model-sync", help="Do not follow model-updates."),
+        reranker: bool = typer.Option(None, "--reranker/--no-reranker",
+                                      help="Learned river reranker instead of the static blend (STREAMREC_RERANKER)."),
     ) -> None:
         """Consume events, update state, emit a fresh list per touched user. SIGTERM: finish, commit, close."""
         from consumers.worker import Worker
 
         s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
-                                      metrics_port=metrics_port, top_n=top_n)
+                                      metrics_port=metrics_port, top_n=top_n, reranker=reranker)
         worker = Worker(s, model_sync=not no_model_sync)
         worker.install_signal_handlers()
         worker.run(max_events=max_events, idle_timeout_s=idle_timeout)

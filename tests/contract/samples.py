@@ -14,4 +14,8 @@ SAMPLES = {
                    "last_offset": 1234, "last_ts": 1700000000123, "last_event_id": "e-1", "shown": ["i-1"]},
     "model_chunk": {"version": "20261124T000000000Z", "kind": "CHUNK", "file": "item_embeddings.npy",
                     "index": 3, "count": 9, "data": b"\x00\x01\x02", "sent_at": 1700000000000},
+    "online_state": {"group": "streamrec-worker", "worker_id": "worker-1", "written_at": 1700000000000,
+                     "river_version": "0.26.1", "format": 1, "events_applied": 123456,
+                     "parts": [{"name": "reranker", "encoding": "json", "data": b'{"pairs": 3}'},
+                               {"name": "river", "encoding": "pickle", "data": b"\x80\x05N."}]},
 }

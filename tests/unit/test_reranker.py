@@ -1,0 +1,213 @@
+"""The learned reranker in memory: river-equal vectorised scores, labels, features, lift over the static
+blend on a stream with a planted preference, exploration, the river MF source, checkpoints."""
+
+from __future__ import annotations
+
+import dataclasses
+
+import numpy as np
+import pytest
+import river
+
+from consumers.online import decode_checkpoint, encode_checkpoint
+from models.candidates import CodeSpace, merge_candidates
+from models.errors import ConfigError
+from models.events import Event, EventType
+from models.features import FEATURES, build_features
+from models.feedback import FeedbackLog, LabelPolicy, label_pairs
+from models.itemtable import ItemTable
+from models.online import OnlineConfig
+from models.recommender import EngineConfig, Recommender
+from models.reranker import OnlineReranker, RerankerConfig
+from models.state import StateLimits, UserState
+from stream.settings import Settings
+
+T0 = 1_700_000_000_000
+
+
+def planted_stream(n: int, users: int = 300, cats: int = 10, per_cat: int = 40, seed: int = 0) -> list[Event]:
+    """Each user's next item is from their favourite category half of the time, from a random category
+    otherwise (Zipf within a category). Co-visitation mixes categories, so the blend ranks by noisy
+    co-visit counts and popularity; the user's category affinity is visible to the reranker's features
+    only."""
+    rng = np.random.default_rng(seed)
+    fav = rng.integers(cats, size=users)
+    out = []
+    for k in range(n):
+        u = int(rng.integers(users))
+        c = int(fav[u]) if rng.random() < 0.5 else int(rng.integers(cats))
+        item = f"c{c}-{min(int(rng.zipf(1.5)) - 1, per_cat - 1)}"
+        out.append(Event(f"e{k}", f"u{u}", item, EventType.CLICK, T0 + k * 1_000, context={"category": f"c{c}"}))
+    return out
+
+
+def replay(rec: Recommender, events: list[Event], batch: int = 50) -> Recommender:
+    for s in range(0, len(events), batch):
+        chunk = events[s:s + batch]
+        rec.recommend(rec.apply(chunk, offsets=list(range(s, s + len(chunk)))), now_ms=chunk[-1].timestamp_ms)
+    return rec
+
+
+@pytest.fixture(scope="module")
+def stream() -> list[Event]:
+    return planted_stream(12_000)
+
+
+@pytest.fixture(scope="module")
+def trained(stream: list[Event]) -> Recommender:
+    return replay(Recommender(EngineConfig(reranker=True)), stream)
+
+
+def test_the_learned_reranker_raises_online_hit_rate_over_the_static_blend(stream: list[Event],
+                                                                            trained: Recommender) -> None:
+    blend = replay(Recommender(EngineConfig()), stream).stats()
+    learned = trained.stats()
+    assert learned["evaluated"] == blend["evaluated"] > 10_000      # the same stream, the same tests
+    assert learned["reranker_active"] and learned["reranker_pairs"] > 10_000
+    assert learned["hit_rate_at_10"] >= blend["hit_rate_at_10"] + 0.05, (learned["hit_rate_at_10"],
+                                                                        blend["hit_rate_at_10"])
+    assert 0.6 < learned["reranker_auc"] <= 1.0 and 0.0 < learned["reranker_logloss"] < 0.7
+    assert trained.online is not None and trained.online.reranker is not None
+    weights = trained.online.reranker.weights()                    # it found the planted preference:
+    assert weights["category_affinity"] > 0.2 > max(weights["blend"], weights["covisit"])
+
+
+@pytest.mark.parametrize("model", ["logreg", "fm"])
+def test_vectorised_scores_equal_river_predict_proba(model: str) -> None:
+    names = ("a", "b", "c")
+    rr = OnlineReranker(RerankerConfig(model=model, seed=3), names)
+    rng = np.random.default_rng(1)
+    X = rng.normal(size=(300, 3)).astype(np.float32) * [1.0, 5.0, 0.0] + [0.0, 2.0, 1.0]   # "c" is constant
+    rr.learn(X, (X[:, 0] + 0.2 * X[:, 1] > 0.3), np.full(300, 1.5))
+    probe = rng.normal(size=(50, 3)).astype(np.float32)
+    before = probe.copy()
+    want = [rr.pipeline.predict_proba_one(dict(zip(names, map(float, row), strict=True)))[True] for row in probe]
+    np.testing.assert_allclose(rr.score(probe), want, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(probe, before)                   # inputs are never modified
+    assert rr.stats()["reranker_pairs"] == 300
+
+
+def test_labels_sample_negatives_by_examination_and_cap_pairs() -> None:
+    log = FeedbackLog(capacity=4, width=30, n_features=1)
+    feats = np.arange(30, dtype=np.float32).reshape(1, 30, 1)
+    log.record(["u"], [tuple(f"i{k}" for k in range(30))], [20], feats)
+    slot = log.lookup("u")[0]  # type: ignore[index]
+    rng = np.random.default_rng(0)
+    counts = np.zeros(30)
+    for _ in range(400):
+        X, y, w = label_pairs(log, {slot: {25}}, LabelPolicy(negatives=4), rng)
+        assert y.tolist() == [True, False, False, False, False] and X[0, 0] == 25.0
+        assert (w == 1.0).all()                                      # no IPS by default
+        counts[X[1:, 0].astype(int)] += 1
+    assert counts[25] == 0 and counts[0] > counts[10] > counts[28]   # examined positions are sampled more
+    _, _, w = label_pairs(log, {slot: {3, 25}}, LabelPolicy(ipw=True), rng)
+    assert w[0] == pytest.approx(np.log2(5)) and w[1] == 1.0         # only shown positives get 1/theta
+    X, y, _ = label_pairs(log, {slot: {1, 2, 3, 4}}, LabelPolicy(negatives=4, max_pairs=7), rng)
+    assert len(y) == 7
+    assert label_pairs(log, {slot: {40}}, LabelPolicy(), rng)[1].size == 0   # not logged: no pairs
+    other = FeedbackLog(capacity=1, width=3, n_features=1)
+    other.record(["a"], [("x",)], [1], np.zeros((1, 3, 1), dtype=np.float32))
+    other.record(["b"], [("y",)], [1], np.zeros((1, 3, 1), dtype=np.float32))
+    assert other.lookup("a") is None and len(other) == 1             # a fixed ring: memory never grows
+
+
+def test_feature_matrix_of_a_small_batch() -> None:
+    limits = StateLimits()
+    table = ItemTable()
+    for item, cat, ts in (("a", "red", 0), ("b", "red", 60_000), ("c", "blue", 120_000), ("d", None, 180_000)):
+        table.observe(item, ts, cat)
+    st = UserState("u")
+    for k, item in enumerate(("a", "b", "c")):
+        st.observe(item, 1, 1_000 * k, 1.0, limits)
+    st.shown = ("d", "c")
+    space = CodeSpace()
+    codes = space.codes(["a", "c", "d", "zz"])
+    ones = np.ones(4, dtype=np.float32)
+    batch = merge_candidates(1, [(1, np.zeros(4, dtype=np.int64), codes, ones * 0.5)])
+    x = build_features(batch, ones, [st], space, table, now_ms=180_000)
+    f = {name: x[:, k].tolist() for k, name in enumerate(FEATURES)}
+    assert f["covisit"] == [0.5] * 4 and f["from_covisit"] == [1.0] * 4 and f["ann"] == [0.0] * 4
+    assert f["category_affinity"] == pytest.approx([2 / 3, 1 / 3, 0.0, 0.0])
+    assert f["prev_position"] == pytest.approx([0.0, 0.5, 1.0, 0.0])
+    assert f["recent_item"] == [1.0, 1.0, 0.0, 0.0]
+    assert f["item_age"][:3] == pytest.approx(np.log1p([3.0, 1.0, 0.0]).tolist())
+    assert f["item_age"][3] > 13                                        # never seen: a year
+    assert f["user_activity"] == pytest.approx([np.log1p(3)] * 4)
+
+
+def test_one_exploration_slot_from_new_items_in_the_second_half() -> None:
+    cfg = EngineConfig(explore_slots=1, trending_refresh_events=1, diversity="none")
+    rec = Recommender(cfg)
+    events = [Event(f"e{k}", f"u{k % 7}", f"i{k % 40}", EventType.CLICK, T0 + k) for k in range(300)]
+    events += [Event(f"n{k}", "fresh", f"new{k}", EventType.VIEW, T0 + 400 + k) for k in range(30)]
+    rec.apply(events)
+    lists = rec.recommend([f"u{k}" for k in range(7)], now_ms=T0 + 1_000)
+    for rl in lists:
+        explored = [(pos, it.item_id) for pos, it in enumerate(rl.items) if it.source == "explore"]
+        assert len(explored) == 1 and len(rl.items) == cfg.top_n
+        pos, item = explored[0]
+        assert pos >= cfg.top_n // 2
+        assert item in rec.trending.newest(100) and rl.item_ids.count(item) == 1
+    again = Recommender(cfg)
+    again.apply(events)
+    assert [rl.items for rl in again.recommend([f"u{k}" for k in range(7)], now_ms=T0 + 1_000)] == \
+        [rl.items for rl in lists]                                      # seeded: the same slots
+
+
+def test_river_mf_is_a_candidate_source_for_rating_streams() -> None:
+    rng = np.random.default_rng(0)
+    rec = Recommender(EngineConfig(mf="rating", filter_seen="all", diversity="none"))
+    events = []
+    for k in range(3_000):
+        u, i = int(rng.integers(60)), int(rng.integers(200))
+        stars = 5.0 if (u % 2) == (i % 2) else 1.0                     # even users like even movies
+        events.append(Event(f"r{k}", f"u{u}", f"m{i}", EventType.RATING, T0 + k, value=stars))
+    rec.apply(events)
+    items = rec.recommend(["u0", "u1"], now_ms=T0 + 5_000)
+    from_mf = [[int(it.item_id[1:]) % 2 for it in rl.items if it.source == "mf"] for rl in items]
+    assert len(from_mf[0]) >= 5 and sum(from_mf[0]) == 0 and sum(from_mf[1]) == len(from_mf[1])
+    stats = rec.stats()
+    assert stats["mf_users"] == 60 and stats["mf_items"] == 200
+    assert rec.online is not None and rec.online.mf is not None
+    bounded = Recommender(EngineConfig(mf="ranking", online=OnlineConfig(mf_max_users=10)))
+    bounded.apply(events[:500])
+    assert bounded.stats()["mf_users"] == 10 and bounded.stats()["mf_evicted_users"] > 0
+
+
+def test_checkpoint_round_trip_keeps_the_reranker_predictions(trained: Recommender, stream: list[Event]) -> None:
+    assert trained.online is not None and trained.online.reranker is not None
+    envelope = encode_checkpoint(Settings(group="g"), "w-1", trained.online.checkpoint(), 123)
+    meta, parts = decode_checkpoint(envelope)
+    assert meta["river_version"] == river.__version__ and meta["worker_id"] == "w-1"
+    restarted = Recommender(EngineConfig(reranker=True))
+    assert restarted.online is not None and restarted.online.reranker is not None
+    outcome = restarted.online.restore(parts, meta["river_version"])
+    assert set(outcome.values()) == {"restored"} and set(outcome) == {"items", "reranker", "river"}
+    X = np.random.default_rng(2).normal(size=(64, len(FEATURES))).astype(np.float32)
+    np.testing.assert_array_equal(restarted.online.reranker.score(X), trained.online.reranker.score(X))
+    assert restarted.stats()["reranker_auc"] == trained.stats()["reranker_auc"]
+    ids = [e.item_id for e in stream[-50:]]
+    assert (restarted.online.items.first_seen(ids) == trained.online.items.first_seen(ids)).all()
+    # another river version: the pickled part is refused, river-independent parts still restored
+    other = Recommender(EngineConfig(reranker=True))
+    assert other.online is not None and other.online.reranker is not None
+    outcome = other.online.restore(parts, "0.0.1")
+    assert outcome["river"].startswith("refused: pickled by river 0.0.1") and outcome["reranker"] == "restored"
+    np.testing.assert_array_equal(other.online.reranker.score(X), trained.online.reranker.score(X))
+    fm = Recommender(EngineConfig(reranker=True, reranker_model="fm"))
+    assert fm.online is not None
+    assert fm.online.restore(parts, river.__version__)["reranker"].startswith("refused")
+
+
+def test_the_fm_reranker_is_a_configuration_switch(stream: list[Event]) -> None:
+    rec = replay(Recommender(EngineConfig(reranker=True, reranker_model="fm",
+                                          online=OnlineConfig(max_pairs=32, warmup_pairs=200))), stream[:3_000])
+    stats = rec.stats()
+    assert stats["reranker_model"] == "fm" and stats["reranker_pairs"] > 200 and stats["reranker_active"]
+
+
+def test_unknown_online_options_are_refused() -> None:
+    for bad in ({"reranker_model": "gbm"}, {"drift_detector": "cusum"}, {"mf": "als"}):
+        with pytest.raises(ConfigError):
+            EngineConfig(**bad)  # type: ignore[arg-type]
+    assert dataclasses.replace(EngineConfig(), reranker=True).reranker
