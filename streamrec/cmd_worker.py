@@ -28,6 +28,12 @@ def register(app: typer.Typer) -> None:
                                       help="Learned river reranker instead of the static blend (STREAMREC_RERANKER)."),
     ) -> None:
         """Consume events, update state, emit a fresh list per touched user. SIGTERM: finish, commit, close."""
+        import signal
+        import sys
+
+        # a signal during start-up (restores, model load): nothing processed yet, so exit cleanly
+        for sig in (signal.SIGTERM, signal.SIGINT):
+            signal.signal(sig, lambda *_: sys.exit(0))
         from consumers.worker import Worker
 
         s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
