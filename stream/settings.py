@@ -72,8 +72,8 @@ class Settings:
     user_ttl_s: float = 30 * 24 * 3600.0 # users idle longer are evicted
     restore_timeout_s: float = 120.0
     metrics_port: int = 0                # 0: no HTTP endpoint
-    # --- online learning (models/online.py, consumers/online.py) ----------------------------------
-    reranker: bool = False               # a river model learned from feedback replaces the blend
+    # --- online learning (docs/online-learning.md, models/online.py, consumers/online.py) ----------
+    reranker: bool = True                # a river model learned from feedback replaces the blend (see docs)
     reranker_model: str = "logreg"       # logreg | fm
     drift_detector: str = "adwin"        # none | adwin | page_hinkley: windowed online quality, retrain requests
     drift_cooldown_s: float = 3600.0     # event time between two retrain requests of one worker

@@ -47,12 +47,15 @@ def register(app: typer.Typer) -> None:
                      workload: str = typer.Option("sessions", "--workload",
                                                   help="sessions (users browse in sessions) | uniform (one "
                                                        "random user per event: the worst case)."),
+                     reranker: bool = typer.Option(None, "--reranker/--no-reranker",
+                                                   help="The worker's learned reranker on or off (default: "
+                                                        "STREAMREC_RERANKER)."),
                      json_path: str = typer.Option(None, "--json")) -> None:
         """Throughput, event-to-recommendation latency and memory of one worker process."""
         from streamrec.bench import worker
 
-        write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee, kind=workload),
-                   json_path)
+        write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee, kind=workload,
+                              reranker=reranker), json_path)
 
     @bench.command("e2e")
     def bench_e2e(ctx: typer.Context,

@@ -73,8 +73,11 @@ def workload(kind: str, n: int, users: int, items: int, seed: int) -> list[Event
 
 
 def run(settings: Settings, events: int, items: int, dim: int, rate: float, users: int | None,
-        seconds: float, guarantee: str, extra_args: tuple[str, ...] = (), kind: str = "sessions") -> dict[str, Any]:
+        seconds: float, guarantee: str, extra_args: tuple[str, ...] = (), kind: str = "sessions",
+        reranker: bool | None = None) -> dict[str, Any]:
     users = users or max(1, events // 4)
+    reranker = settings.reranker if reranker is None else reranker      # the learned reranker on or off
+    extra_args = (*extra_args, "--reranker" if reranker else "--no-reranker")
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-worker-"))
     random_artifact(work / "model", items, dim, seed=0, clusters=max(1, items // 200), version="bench")
     load = workload(kind, events, users, items, seed=1)
@@ -120,5 +123,7 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
                        "p99": round(float(pct[2]), 2)},
         "rss_mb": stats.get("rss_mb"), "users_in_state": stats.get("users"),
         "stage_ms_per_batch": stats.get("stage_ms_per_batch"), "avg_batch": stats.get("avg_batch"),
-        "worker_args": list(extra_args), "machine": machine(),
+        "worker_args": list(extra_args), "machine": machine(), "reranker": reranker,
+        "online": {k: stats.get(k) for k in ("hit_rate_at_10", "hit_rate_at_20", "window_hit_rate_at_10",
+                                             "reranker_active", "reranker_pairs", "reranker_auc", "reranker_logloss")},
     }
