@@ -18,6 +18,17 @@ Only the ``river`` part is a pickle, and :func:`load_parts` refuses it unless th
 equals this process's (river objects are not pickle-compatible across versions); the learners it holds
 then start fresh while everything else is restored. JSON and npz parts are independent of river's
 internals. The Avro envelope that carries the parts to Kafka is ``stream/schemas/online_state.avsc``.
+
+>>> import river
+>>> from models.recommender import EngineConfig, Recommender
+>>> layer = Recommender(EngineConfig(drift_detector="adwin")).online
+>>> parts = dump_parts(layer)
+>>> [(name, encoding) for name, encoding, _ in parts]
+[('drift', 'json'), ('river', 'pickle')]
+>>> load_parts(layer, parts, written_by=river.__version__)
+{'drift': 'restored', 'river': 'restored'}
+>>> load_parts(layer, parts, written_by="0.1.0")["river"][:40]
+'refused: pickled by river 0.1.0, this pr'
 """
 
 from __future__ import annotations

@@ -19,6 +19,18 @@ State that survives restarts: :meth:`OnlineLayer.checkpoint` returns named parts
 scaler statistics as JSON, river metrics and drift detector pickled, the item table and river MF as
 ``.npz``), :meth:`OnlineLayer.restore` takes them back and refuses pickled parts written by another river
 version. ``consumers/online.py`` wraps the parts in the ``online_state`` Avro envelope.
+
+>>> from models.events import Event, EventType
+>>> from models.recommender import EngineConfig, Recommender
+>>> rec = Recommender(EngineConfig(reranker=True, drift_detector="adwin", online=OnlineConfig(warmup_pairs=10)))
+>>> events = [Event(f"e{k}", f"u{k % 3}", f"i{k % 7}", EventType.CLICK, 1_000 * k) for k in range(300)]
+>>> for s in range(0, 300, 30):
+...     _ = rec.recommend(rec.apply(events[s:s + 30]), now_ms=events[s + 29].timestamp_ms)
+>>> st = rec.stats()
+>>> st["reranker_active"], st["reranker_pairs"] > 10, st["drift_detector"], st["evaluated"]
+(True, True, 'adwin', 270)
+>>> [name for name, _, _ in rec.online.checkpoint()]
+['items', 'reranker', 'drift', 'river']
 """
 
 from __future__ import annotations
@@ -35,6 +47,7 @@ from models.checkpoint import dump_parts, load_parts
 from models.drift import DETECTORS, DriftConfig, DriftMonitor, DriftSignal
 from models.errors import ConfigError
 from models.events import Event
+from models.extra_sources import ONLINE_SOURCES, explore_block, explore_lists, mf_block
 from models.features import FEATURES, build_features
 from models.feedback import FeedbackLog, LabelPolicy, label_pairs
 from models.itemtable import ItemTable
@@ -46,8 +59,6 @@ if TYPE_CHECKING:
     from models.recommender import EngineConfig
     from models.reranker import OnlineReranker
 
-ONLINE_SOURCES: tuple[str, ...] = (*cand.SOURCES, "mf", "explore")
-MF, EXPLORE = 4, 5
 MF_PRESETS = ("none", "rating", "ranking")
 STATE_FORMAT = 1
 
@@ -185,47 +196,16 @@ class OnlineLayer:
     # --- candidates --------------------------------------------------------------------------------
     def mf_block(self, user_ids: Sequence[str], states: Sequence[UserState | None], space: cand.CodeSpace,
                  k: int, method: str) -> cand.Block | None:
-        """The river MF's top ``k`` items of every user it has factors for (numpy scoring, seen or
-        purchased items left out as the filter policy says)."""
-        mf = self.mf
-        if mf is None or mf.n_items == 0:
+        """The river MF's top ``k`` items per user (see :func:`models.extra_sources.mf_block`)."""
+        if self.mf is None:
             return None
-        policy = self.engine_config.filter_seen
-        rows: list[int] = []
-        items: list[str] = []
-        values: list[np.ndarray] = []
-        known = mf.model.u_latents
-        for r, (uid, st) in enumerate(zip(user_ids, states, strict=True)):
-            if uid not in known:
-                continue
-            exclude: AbstractSet[str] | Sequence[str] = ()
-            if st is not None and policy != "none":
-                exclude = set(st.seen).union(st.purchased) if policy == "all" else st.purchased
-            top = mf.rank(uid, k, exclude)
-            if top:
-                rows.extend([r] * len(top))
-                items.extend(top)
-                values.append(mf.score(uid, top))
-        if not items:
-            return None
-        rows_a = np.array(rows, dtype=np.int64)
-        vals = np.concatenate(values).astype(np.float32)
-        vals = vals - vals.min() + 1e-3          # positive, so "max" normalisation keeps the order
-        return MF, rows_a, space.codes(items), cand.normalise(vals, rows_a, method)
+        return mf_block(self.mf, user_ids, states, space, k, method, self.engine_config.filter_seen)
 
     def explore_block(self, n_rows: int, space: cand.CodeSpace, pool: Sequence[str]) -> cand.Block | None:
-        """A few random items of ``pool`` per row (candidates for the explore slot; weight 0 in the blend)."""
-        slots = self.engine_config.explore_slots
-        self._explore = None
-        if not slots or not pool or not n_rows:
-            return None
-        pool = list(pool)[:self.config.explore_pool]
-        draw = min(len(pool), slots + 4)            # spares, for drawn items already in the list
-        picks = np.argsort(self._rng.random((n_rows, len(pool))), axis=1)[:, :draw]
-        codes = space.codes(pool)[picks]
-        self._explore = codes
-        rows = np.repeat(np.arange(n_rows, dtype=np.int64), draw)
-        return EXPLORE, rows, codes.ravel(), np.ones(n_rows * draw, dtype=np.float32)
+        """Random new items per row, candidates for the explore slot (weight 0 in the blend)."""
+        block, self._explore = explore_block(self._rng, n_rows, space, list(pool)[:self.config.explore_pool],
+                                             self.engine_config.explore_slots)
+        return block
 
     # --- ranking -----------------------------------------------------------------------------------
     def rescore(self, batch: cand.CandidateBatch, blend: np.ndarray, primary: np.ndarray,
@@ -261,36 +241,12 @@ class OnlineLayer:
         width = np.int64(max(space.size, 1))
         keys = batch.rows * width + batch.codes       # sorted: the batch is ordered by (row, code)
         if self._explore is not None:
-            lists = self._explore_lists(lists, keys, width, scores, space, blocked)
+            lists, added = explore_lists(lists, self._explore, keys, int(width), scores, space, blocked,
+                                         self.engine_config.top_n, self.engine_config.explore_slots, self._rng)
+            self.explored += added
         if self.log is not None and self._X is not None:
             self._log_lists(user_ids, states, lists, batch, scores, keys, width, space)
         return lists
-
-    def _explore_lists(self, lists: list[list[RecItem]], keys: np.ndarray, width: np.int64, scores: np.ndarray,
-                       space: cand.CodeSpace, blocked: Sequence[AbstractSet[str] | None]) -> list[list[RecItem]]:
-        assert self._explore is not None
-        top_n, slots = self.engine_config.top_n, self.engine_config.explore_slots
-        out = []
-        for r, items in enumerate(lists):
-            present = {it.item_id for it in items}
-            ban = blocked[r] or ()
-            added = 0
-            new = list(items)
-            for c in self._explore[r].tolist():
-                if added >= slots:
-                    break
-                item = space.item(c)
-                if item in present or item in ban:
-                    continue
-                g = int(np.searchsorted(keys, r * width + c))
-                lo = min(len(new), top_n // 2)
-                pos = int(self._rng.integers(lo, min(len(new), top_n - 1) + 1))
-                new.insert(pos, RecItem(item, float(scores[g]), "explore"))
-                present.add(item)
-                added += 1
-            self.explored += added
-            out.append(new[:top_n])
-        return out
 
     def _log_lists(self, user_ids: Sequence[str], states: Sequence[UserState | None], lists: list[list[RecItem]],
                    batch: cand.CandidateBatch, scores: np.ndarray, keys: np.ndarray, width: np.int64,
