@@ -27,11 +27,12 @@ from typing import Any
 
 import river
 from kafka import TopicPartition
+from kafka.errors import KafkaError
 
 from models.checkpoint import FORMAT, Part
 from models.drift import DriftSignal
 from stream import clients
-from stream.errors import DecodeError
+from stream.errors import DecodeError, StreamrecError
 from stream.modelbus import send_control
 from stream.serde import codec_for
 from stream.settings import Settings
@@ -110,9 +111,10 @@ class OnlineState:
 
     def send_requests(self) -> None:
         while self.pending:
-            signal = self.pending.pop(0)
+            signal = self.pending[0]
             send_control(self.settings, "RETRAIN_REQUEST", "", {**signal.reason(), "worker": self.worker_id,
                                                                  "group": self.settings.group})
+            self.pending.pop(0)
             self.requests_sent += 1
             self.log.info("retrain requested", topic=self.settings.model_topic, at_event=signal.at_event)
 
@@ -158,13 +160,19 @@ class OnlineState:
         return len(data)
 
     def between_batches(self) -> None:
-        """Worker hook: send retrain requests, write a checkpoint when one is due."""
-        if self.pending:
-            self.send_requests()
-        interval = self.settings.online_checkpoint_s
-        if interval > 0 and time.monotonic() >= self._next_checkpoint:
-            self._next_checkpoint = time.monotonic() + interval
-            self.checkpoint()
+        """Worker hook: send retrain requests, write a checkpoint when one is due. Both are best effort: a
+        broker error is logged and retried later (requests at the next batch, checkpoints at the next
+        interval), never raised into the worker's loop."""
+        try:
+            if self.pending:
+                self.send_requests()
+            interval = self.settings.online_checkpoint_s
+            if interval > 0 and time.monotonic() >= self._next_checkpoint:
+                self._next_checkpoint = time.monotonic() + interval
+                self.checkpoint()
+        except (KafkaError, StreamrecError) as exc:
+            self.log.warning("online state not written; retrying later", error=str(exc),
+                             pending_requests=len(self.pending))
 
     def close(self) -> None:
         try:
