@@ -9,7 +9,8 @@ reranker   json      river's own state of the pipeline: the scaler's counts, mea
                      (``StandardScaler._from_state`` form), the classifier's weights and intercept (and FM
                      latents), optimiser step counts, pairs learned
 drift      json      quality windows, counters and the cool-down clock of the drift monitor
-river      pickle    river objects with no state API: the drift detector, online ROCAUC and LogLoss
+river      pickle    river objects with no state API: the drift detector, online ROCAUC and LogLoss (and
+                     the recent pairs that decide whether the reranker or the blend serves)
 items      npz       item table (first-seen times, categories)
 mf         npz       river MF factors (:meth:`models.river_mf.RiverMF.to_bytes`, no pickle)
 ========== ========= ================================================================================
@@ -109,7 +110,7 @@ def dump_parts(layer: OnlineLayer) -> list[Part]:
     if layer.reranker is not None:
         parts.append(("items", "npz", layer.items.to_bytes()))
         parts.append(("reranker", "json", json.dumps(reranker_state(layer.reranker)).encode()))
-        objects.update(auc=layer.reranker.auc, logloss=layer.reranker.logloss)
+        objects.update(auc=layer.reranker.auc, logloss=layer.reranker.logloss, recent=layer.reranker.recent)
     if layer.drift is not None:
         d = layer.drift
         parts.append(("drift", "json", json.dumps({
@@ -133,6 +134,7 @@ def load_parts(layer: OnlineLayer, parts: Sequence[Part], written_by: str) -> di
         except (ArtifactError, ValueError, KeyError, TypeError, OSError, pickle.UnpicklingError,
                 AttributeError, EOFError) as exc:
             outcome[name] = f"refused: {exc}"
+    layer._serve = layer._reranker_wins()
     return outcome
 
 
@@ -158,6 +160,7 @@ def _load_one(layer: OnlineLayer, name: str, encoding: str, data: bytes, written
         objects = pickle.loads(data)  # noqa: S301 - same river version, our own topic (see the docstring)
         if layer.reranker is not None and "auc" in objects:
             layer.reranker.auc, layer.reranker.logloss = objects["auc"], objects["logloss"]
+            layer.reranker.recent = objects.get("recent", layer.reranker.recent)
         if layer.drift is not None and "detector" in objects:
             if type(objects["detector"]) is not type(layer.drift.detector):
                 return "refused: the pickled drift detector is of another kind"

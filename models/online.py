@@ -23,12 +23,14 @@ version. ``consumers/online.py`` wraps the parts in the ``online_state`` Avro en
 >>> from models.events import Event, EventType
 >>> from models.recommender import EngineConfig, Recommender
 >>> rec = Recommender(EngineConfig(reranker=True, drift_detector="adwin", online=OnlineConfig(warmup_pairs=10)))
->>> events = [Event(f"e{k}", f"u{k % 3}", f"i{k % 7}", EventType.CLICK, 1_000 * k) for k in range(300)]
+>>> events = [Event(f"e{k}", f"u{k % 5}", f"i{k * k % 23}", EventType.CLICK, 1_000 * k) for k in range(300)]
 >>> for s in range(0, 300, 30):
 ...     _ = rec.recommend(rec.apply(events[s:s + 30]), now_ms=events[s + 29].timestamp_ms)
 >>> st = rec.stats()
->>> st["reranker_active"], st["reranker_pairs"] > 10, st["drift_detector"], st["evaluated"]
-(True, True, 'adwin', 270)
+>>> st["reranker_pairs"] > 10, st["drift_detector"], st["evaluated"]
+(True, 'adwin', 270)
+>>> st["reranker_recent_auc"], st["blend_recent_auc"], st["reranker_active"]   # the better ranker serves
+(0.7161, 0.5667, True)
 >>> [name for name, _, _ in rec.online.checkpoint()]
 ['items', 'reranker', 'drift', 'river']
 """
@@ -60,6 +62,7 @@ if TYPE_CHECKING:
     from models.reranker import OnlineReranker
 
 MF_PRESETS = ("none", "rating", "ranking")
+BLEND = FEATURES.index("blend")
 STATE_FORMAT = 1
 
 
@@ -71,6 +74,7 @@ class OnlineConfig:
     reranker_l2: float = 1e-4
     fm_factors: int = 4
     warmup_pairs: int = 500            # the blend serves until the reranker has learned this many pairs
+    gate: bool = True                  # and while it ranks the last labelled pairs worse than the blend
     negatives: int = 4                 # sampled per positive (models/feedback.py)
     position_bias: str = "log"         # log | none: examination propensity of negatives
     ipw: bool = False                  # inverse-propensity weights for shown positives
@@ -148,6 +152,7 @@ class OnlineLayer:
         self.learned_batches = 0
         self._acted: dict[int, set[int]] = {}
         self._X: np.ndarray | None = None
+        self._serve = False                  # the reranker's scores replace the blend
         self._explore: np.ndarray | None = None
 
     # --- events ------------------------------------------------------------------------------------
@@ -186,8 +191,21 @@ class OnlineLayer:
         self._acted = {}
         if len(y):
             order = self._rng.permutation(len(y))
-            self.reranker.learn(X[order], y[order], w[order])
+            self.reranker.learn(X[order], y[order], w[order], baseline=X[order, BLEND])
             self.learned_batches += 1
+            self._serve = self._reranker_wins()
+
+    def _reranker_wins(self) -> bool:
+        """Serve the reranker once warmed up, and (with ``gate``) while its exact AUC on the last labelled
+        pairs is at least the blend's on the same pairs: on a stream where the features carry nothing the
+        blend does not, the blend keeps serving."""
+        rr = self.reranker
+        if rr is None or rr.pairs < self.config.warmup_pairs:
+            return False
+        if not self.config.gate:
+            return True
+        model_auc, blend_auc = rr.recent.get()
+        return model_auc is not None and (blend_auc is None or model_auc >= blend_auc)
 
     def forget_user(self, user_id: str) -> None:
         if self.log is not None:
@@ -227,7 +245,7 @@ class OnlineLayer:
         if self.items.bound is not ids:        # a new model (or a restored table): mirror it by model code
             self.items.bind(ids, {} if model is None else model.index_of, None if model is None else model.categories)
         self._X = build_features(batch, blend, states, space, self.items, self.now_ms)
-        if self.reranker.pairs < self.config.warmup_pairs:
+        if not self._serve:
             return blend
         self.reranked_batches += 1
         return self.reranker.score(self._X)
@@ -290,7 +308,7 @@ class OnlineLayer:
         out: dict[str, Any] = {"online_item_table": len(self.items), "explored": self.explored}
         if self.reranker is not None and self.log is not None:
             out.update(self.reranker.stats())
-            out.update({"reranker_active": self.reranker.pairs >= self.config.warmup_pairs,
+            out.update({"reranker_active": self._serve,
                         "reranked_batches": self.reranked_batches, "feedback_users": len(self.log)})
         if self.drift is not None:
             out.update(self.drift.stats())

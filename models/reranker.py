@@ -86,6 +86,7 @@ class OnlineReranker:
         self.names = tuple(names)
         self.pipeline = pipeline if pipeline is not None else make_pipeline(self.config)
         self.auc = metrics.ROCAUC()
+        self.recent = RecentAUC()
         self.logloss = metrics.LogLoss()
         self.pairs = 0
         self.positives = 0
@@ -137,13 +138,17 @@ class OnlineReranker:
         a, b = self._linear()                 # one float32 matrix-vector product for the whole batch
         return _sigmoid(np.asarray(X, dtype=np.float32) @ a + np.float32(b)).astype(np.float32)
 
-    def learn(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None) -> None:
-        """Test, then train on labelled rows: metrics from the current predictions, then ``learn_one``
+    def learn(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None,
+              baseline: np.ndarray | None = None) -> None:
+        """Test, then train on labelled rows: metrics from the current predictions (and the exact AUC of
+        the model and of the ``baseline`` scores of the same rows over the last pairs), then ``learn_one``
         for each row in the given order (with sample weight ``w``)."""
         n = len(X)
         if n == 0:
             return
-        p = self.score(X).tolist()
+        scores = self.score(X)
+        self.recent.update(np.asarray(y, dtype=bool), scores, scores if baseline is None else baseline)
+        p = scores.tolist()
         labels = np.asarray(y, dtype=bool).tolist()
         weights = [1.0] * n if w is None else np.asarray(w, dtype=np.float64).tolist()
         for yi, pi in zip(labels, p, strict=True):
@@ -160,6 +165,7 @@ class OnlineReranker:
         return {"reranker_model": self.config.model, "reranker_pairs": self.pairs,
                 "reranker_positives": self.positives,
                 "reranker_auc": round(auc, 4) if self.pairs else None,
+                "reranker_recent_auc": _round(self.recent.get()[0]), "blend_recent_auc": _round(self.recent.get()[1]),
                 "reranker_logloss": round(ll, 4) if self.pairs and math.isfinite(ll) else None}
 
     def weights(self) -> dict[str, float]:
@@ -167,3 +173,50 @@ class OnlineReranker:
         clf = self.classifier
         src = clf.weights if isinstance(clf, facto.FMClassifier) else clf._weights
         return {n: float(src.get(n, 0.0)) if n in src else 0.0 for n in self.names}
+
+
+def _round(v: float | None) -> float | None:
+    return None if v is None else round(v, 4)
+
+
+def roc_auc(y: np.ndarray, s: np.ndarray) -> float | None:
+    """Exact ROC AUC (ties count one half), ``None`` without both classes.
+
+    >>> roc_auc(np.array([1, 0, 1, 0]), np.array([0.9, 0.1, 0.4, 0.4]))
+    0.875
+    """
+    y = np.asarray(y, dtype=bool)
+    n_pos, n_neg = int(y.sum()), int((~y).sum())
+    if not n_pos or not n_neg:
+        return None
+    order = np.argsort(s, kind="stable")
+    sorted_s = np.asarray(s)[order]
+    first = np.r_[True, sorted_s[1:] != sorted_s[:-1]]
+    group = np.cumsum(first) - 1
+    starts = np.flatnonzero(first)
+    ends = np.r_[starts[1:], len(s)]
+    ranks = ((starts + ends + 1) / 2.0)[group]          # average 1-based rank of each tie group
+    rank_sum = ranks[y[order]].sum()
+    return float((rank_sum - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+
+
+class RecentAUC:
+    """Exact AUC of the model and of a baseline scorer on the same last ``size`` labelled pairs: what
+    decides whether the learned model serves (it must rank the logged pairs better than the blend)."""
+
+    def __init__(self, size: int = 5_000) -> None:
+        self.y = np.zeros(size, dtype=bool)
+        self.model = np.zeros(size, dtype=np.float32)
+        self.base = np.zeros(size, dtype=np.float32)
+        self.n = 0
+
+    def update(self, y: np.ndarray, model: np.ndarray, base: np.ndarray) -> None:
+        size = len(self.y)
+        y, model, base = y[-size:], model[-size:], base[-size:]
+        at = (self.n + np.arange(len(y))) % size
+        self.y[at], self.model[at], self.base[at] = y, model, base
+        self.n += len(y)
+
+    def get(self) -> tuple[float | None, float | None]:
+        k = min(self.n, len(self.y))
+        return roc_auc(self.y[:k], self.model[:k]), roc_auc(self.y[:k], self.base[:k])

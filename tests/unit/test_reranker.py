@@ -211,3 +211,26 @@ def test_unknown_online_options_are_refused() -> None:
         with pytest.raises(ConfigError):
             EngineConfig(**bad)  # type: ignore[arg-type]
     assert dataclasses.replace(EngineConfig(), reranker=True).reranker
+
+
+def test_the_blend_keeps_serving_while_it_ranks_the_labelled_pairs_better() -> None:
+    rng = np.random.default_rng(0)
+    blend = rng.normal(size=200).astype(np.float32)
+    y = blend > 0.5                                                   # the blend ranks these pairs perfectly
+    X = rng.normal(size=(200, len(FEATURES))).astype(np.float32)      # the model has not learned them yet
+    for gate in (True, False):
+        rec = Recommender(EngineConfig(reranker=True, online=OnlineConfig(warmup_pairs=100, gate=gate)))
+        assert rec.online is not None and rec.online.reranker is not None
+        rec.online.reranker.learn(X, y, baseline=blend)               # test (scores before learning), then train
+        assert rec.online.reranker.recent.get() == (0.5, 1.0)         # an untrained model ties everything
+        assert rec.online._reranker_wins() is not gate
+
+
+def test_settings_switch_the_online_learners() -> None:
+    from consumers.engine import engine_config
+
+    cfg = engine_config(Settings.from_env({"STREAMREC_RERANKER": "false", "STREAMREC_DRIFT_DETECTOR": "none",
+                                           "STREAMREC_EXPLORE_SLOTS": "1", "STREAMREC_MF": "rating"}))
+    assert not cfg.reranker and cfg.drift_detector == "none" and cfg.explore_slots == 1 and cfg.mf == "rating"
+    default = engine_config(Settings())
+    assert default.reranker and default.drift_detector == "adwin" and default.online.drift_cooldown_ms == 3_600_000
