@@ -135,6 +135,8 @@ def load_parts(layer: OnlineLayer, parts: Sequence[Part], written_by: str) -> di
                 AttributeError, EOFError) as exc:
             outcome[name] = f"refused: {exc}"
     layer._serve = layer._reranker_wins()
+    if layer.reranker is not None:
+        layer._next_gate = max(layer.config.warmup_pairs, layer.reranker.pairs + 1_000)
     return outcome
 
 
