@@ -24,8 +24,9 @@ arrive, :func:`label_pairs` turns that log into training pairs:
 * Events whose item was not logged at all train nothing (the candidate sources did not propose it; finding
   it is the sources' job), nor do users not in the log (evicted, or never shown a list by this worker).
 
-The pairs of a batch are then capped at ``max_pairs`` by uniform sampling (seeded), so learning costs a
-bounded number of river updates per batch whatever the batch size.
+The pairs of a batch are then capped by uniform sampling (seeded): the online layer allows
+``max(max_pairs, pairs_per_event * events)``, so learning costs a bounded number of river updates per
+event whatever the batch size.
 
 >>> log = FeedbackLog(capacity=2, width=4, n_features=1)
 >>> log.record(["u1"], [("a", "b", "c", "d")], [3], np.array([[[0.0], [1.0], [2.0], [3.0]]], dtype=np.float32))
@@ -132,11 +133,11 @@ class FeedbackLog:
 
 
 def label_pairs(log: FeedbackLog, acted: Mapping[int, Set[int]], policy: LabelPolicy,
-                rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                rng: np.random.Generator, max_pairs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labelled pairs ``(X, y, w)`` from the logged positions acted on (``acted``: slot -> positions), at
-    most ``policy.max_pairs``. Vectorised over all slots: negatives are drawn per slot without replacement
-    with probability proportional to ``theta`` by Efraimidis-Spirakis keys (``log(u) / theta``, the
-    largest keys win)."""
+    most ``max_pairs`` (default ``policy.max_pairs``). Vectorised over all slots: negatives are drawn per
+    slot without replacement with probability proportional to ``theta`` by Efraimidis-Spirakis keys
+    (``log(u) / theta``, the largest keys win)."""
     n_feat = log._X.shape[2]
     slots = np.fromiter(acted, dtype=np.int64, count=len(acted))
     lengths = np.array([len(log._items[s]) for s in slots.tolist()], dtype=np.int64)
@@ -166,8 +167,9 @@ def label_pairs(log: FeedbackLog, acted: Mapping[int, Set[int]], policy: LabelPo
         p_hit = np.flatnonzero(hit)
         w[:len(p_hit)] = np.where(pos[p_hit] < shown[owner[p_hit]],
                                   np.minimum(1.0 / theta[p_hit], policy.max_weight), 1.0)
-    if len(take) > policy.max_pairs:
-        keep = np.sort(rng.choice(len(take), size=policy.max_pairs, replace=False))
+    cap = policy.max_pairs if max_pairs is None else max_pairs
+    if len(take) > cap:
+        keep = np.sort(rng.choice(len(take), size=cap, replace=False))
         take, y, w = take[keep], y[keep], w[keep]
     X = log._X[slots[owner[take]], pos[take]].astype(np.float32)
     return X, y, w

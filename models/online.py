@@ -77,7 +77,8 @@ class OnlineConfig:
     negatives: int = 4                 # sampled per positive (models/feedback.py)
     position_bias: str = "log"         # log | none: examination propensity of negatives
     ipw: bool = False                  # inverse-propensity weights for shown positives
-    max_pairs: int = 64                # labelled pairs learned per batch at most
+    max_pairs: int = 64                # labelled pairs learned per batch at most: this many, or
+    pairs_per_event: float = 0.125     # this many per applied event if that is more
     feedback_users: int = 20_000       # users whose last list's features are kept for labels
     log_depth: int = 0                 # candidates logged per user: the list, then the best others (0: the list)
     item_table: int = 200_000          # items whose first-seen time and category are kept
@@ -150,6 +151,7 @@ class OnlineLayer:
         self.explored = 0
         self.learned_batches = 0
         self._acted: dict[int, set[int]] = {}
+        self._batch_events = 0
         self._X: np.ndarray | None = None
         self._serve = False                  # the reranker's scores replace the blend
         self._next_gate = oc.warmup_pairs    # pairs learned when the gate is next decided
@@ -166,6 +168,7 @@ class OnlineLayer:
         ts = event.timestamp_ms
         if ts > self.now_ms:
             self.now_ms = ts
+        self._batch_events += 1
         if self.reranker is not None:           # the item table only feeds the reranker's features
             ctx = event.context
             self.items.observe(item, ts, ctx.get("category") if ctx else None)
@@ -185,10 +188,11 @@ class OnlineLayer:
     def end_apply(self) -> None:
         """Learn the labelled pairs of the batch just applied (test, then train)."""
         if self.reranker is None or self.log is None or not self._acted:
-            self._acted = {}
+            self._acted, self._batch_events = {}, 0
             return
-        X, y, w = label_pairs(self.log, self._acted, self.policy, self._rng)
-        self._acted = {}
+        cap = max(self.config.max_pairs, int(self.config.pairs_per_event * self._batch_events))
+        X, y, w = label_pairs(self.log, self._acted, self.policy, self._rng, cap)
+        self._acted, self._batch_events = {}, 0
         if len(y):
             order = self._rng.permutation(len(y))
             self.reranker.learn(X[order], y[order], w[order], baseline=X[order, BLEND])
