@@ -83,9 +83,11 @@ class Arrival:
 class Subscriber(threading.Thread):
     """Reads the recommendations topic (read_committed) from its current end and keeps every list."""
 
-    def __init__(self, settings: Settings, from_beginning: bool = False) -> None:
+    def __init__(self, settings: Settings, from_beginning: bool = False, keep_values: bool = True) -> None:
+        """``keep_values=False`` keeps only who, which trigger and when (no decoded list): benchmarks over
+        millions of lists need that to stay small."""
         super().__init__(name="subscriber", daemon=True)
-        self.settings, self.from_beginning = settings, from_beginning
+        self.settings, self.from_beginning, self.keep_values = settings, from_beginning, keep_values
         self.arrivals: list[Arrival] = []
         self.stop_event = threading.Event()
         self.ready = threading.Event()
@@ -108,7 +110,8 @@ class Subscriber(threading.Thread):
                     got = []
                     for rec in recs:
                         value = codec.decode(rec.value)
-                        got.append(Arrival(value["user_id"], value["trigger_event_id"], now, rec.timestamp, value))
+                        got.append(Arrival(value["user_id"], value["trigger_event_id"], now, rec.timestamp,
+                                           value if self.keep_values else {}))
                     with self._lock:
                         self.arrivals.extend(got)
         finally:

@@ -84,7 +84,7 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
     port = free_port()
     with broker_session(settings.replace(guarantee=guarantee, max_batch=5000)) as s:
         replay(load, s, Pacing())
-        sub = Subscriber(s)
+        sub = Subscriber(s, keep_values=False)
         sub.start()
         sub.ready.wait(15)
         log_path = work / "worker.log"
