@@ -27,13 +27,14 @@ always means a wrong unit or a broken export.
 from __future__ import annotations
 
 import gzip
+import json
 import math
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Literal, TextIO
+from typing import Any, Literal, TextIO
 
 TimestampUnit = Literal["ms", "s", "iso"]
 TIMESTAMP_UNITS: tuple[str, ...] = ("ms", "s", "iso")
@@ -196,6 +197,15 @@ def check_utf8(text: str) -> None:
             text.encode("utf-8")
         except UnicodeEncodeError:
             raise RowError("not valid UTF-8 text") from None
+
+
+def json_line(text: str) -> Any:
+    """One line of a JSON-lines file, decoded; :class:`RowError` when it is not valid UTF-8 or not JSON."""
+    check_utf8(text)
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise RowError(f"not JSON: {exc}") from None
 
 
 def clip(text: str) -> str:

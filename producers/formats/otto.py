@@ -24,8 +24,8 @@ from producers.formats.base import (
     BadRow,
     RowError,
     TimeBounds,
-    check_utf8,
     clip,
+    json_line,
     numbered_lines,
     open_text,
     parse_id,
@@ -37,11 +37,7 @@ def parse(path: Path, bounds: TimeBounds) -> Iterator[Event | BadRow]:
     with open_text(path) as fh:
         for line, text in numbered_lines(fh):
             try:
-                check_utf8(text)
-                try:
-                    obj = json.loads(text)
-                except ValueError as exc:
-                    raise RowError(f"not JSON: {exc}") from None
+                obj = json_line(text)
                 if not isinstance(obj, dict) or not isinstance(obj.get("events"), list):
                     raise RowError('not an OTTO session: expected {"session": ..., "events": [...]}')
                 session = parse_id(obj.get("session"), "session")

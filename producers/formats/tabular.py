@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import csv
-import json
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
@@ -15,6 +14,7 @@ from producers.formats.base import (
     TimeBounds,
     check_utf8,
     clip,
+    json_line,
     numbered_lines,
     open_text,
     optional_text,
@@ -161,11 +161,7 @@ def parse_jsonl(path: Path, mapping: ColumnMapping, bounds: TimeBounds) -> Itera
     with open_text(path) as fh:
         for line, text in numbered_lines(fh):
             try:
-                check_utf8(text)
-                try:
-                    obj = json.loads(text)
-                except ValueError as exc:
-                    raise RowError(f"not JSON: {exc}") from None
+                obj = json_line(text)
                 if not isinstance(obj, dict):
                     raise RowError("not a JSON object")
                 ctx = obj.get(mapping.context_object) if mapping.context_object else None
