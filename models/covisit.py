@@ -31,10 +31,10 @@ from operator import itemgetter
 
 import numpy as np
 
+from models.decay import ForwardDecay
 from models.errors import ConfigError
 
 DAY_MS = 86_400_000
-_REBASE_AT = 40.0  # half-lives of growth before the table is rescaled (2**40 ~ 1e12, far from overflow)
 
 
 class CoVisitation:
@@ -49,8 +49,7 @@ class CoVisitation:
         self.half_life_ms = half_life_ms
         self._hi = max_neighbors + max(1, max_neighbors // 2)
         self._nb: OrderedDict[str, dict[str, float]] = OrderedDict()
-        self._t_ref: int | None = None
-        self.now_ms = 0
+        self._clock = ForwardDecay(half_life_ms)
         self.evicted = 0
         self.pruned = 0
         self.rebases = 0
@@ -61,27 +60,23 @@ class CoVisitation:
     def __contains__(self, item: object) -> bool:
         return item in self._nb
 
-    def _growth(self, ts_ms: int) -> float:
-        if self._t_ref is None:
-            self._t_ref = ts_ms
-        if ts_ms > self.now_ms:
-            self.now_ms = ts_ms
-        x = (ts_ms - self._t_ref) / self.half_life_ms
-        if x > _REBASE_AT:
-            self._rebase(ts_ms)
-            x = 0.0
-        return float(2.0 ** x)
+    @property
+    def now_ms(self) -> int:
+        return self._clock.now_ms
 
-    def _rebase(self, ts_ms: int) -> None:
-        assert self._t_ref is not None
-        factor = 2.0 ** (-(ts_ms - self._t_ref) / self.half_life_ms)
+    def _growth(self, ts_ms: int) -> float:
+        g, rescale = self._clock.growth(ts_ms)
+        if rescale is not None:
+            self._rebase(rescale)
+        return g
+
+    def _rebase(self, factor: float) -> None:
         for key in list(self._nb):
             row = {j: w * factor for j, w in self._nb[key].items() if w * factor > 1e-9}
             if row:
                 self._nb[key] = row
             else:
                 del self._nb[key]
-        self._t_ref = ts_ms
         self.rebases += 1
 
     def _row(self, item: str) -> dict[str, float]:
@@ -126,9 +121,7 @@ class CoVisitation:
             self._prune(item, row_j)
 
     def _scale(self) -> float:
-        if self._t_ref is None:
-            return 1.0
-        return float(2.0 ** (-(self.now_ms - self._t_ref) / self.half_life_ms))
+        return self._clock.scale()
 
     def neighbors(self, item: str, k: int | None = None) -> list[tuple[str, float]]:
         """The item's neighbours, strongest first, with their weights decayed to ``now_ms``."""

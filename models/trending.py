@@ -25,10 +25,10 @@ from collections import deque
 
 import numpy as np
 
+from models.decay import ForwardDecay
 from models.errors import ConfigError
 
 DAY_MS = 86_400_000
-_REBASE_AT = 40.0
 
 
 class Trending:
@@ -46,8 +46,7 @@ class Trending:
         self._leaders: dict[str, float] = {}
         self._floor = 0.0                     # count of the keep-th leader at the last pruning
         self._new: deque[str] = deque(maxlen=newest)
-        self._t_ref: int | None = None
-        self.now_ms = 0
+        self._clock = ForwardDecay(half_life_ms)
         self._cache: tuple[list[str], np.ndarray] = ([], np.zeros(0, dtype=np.float32))
         self._since = 0                       # events since the cached list was built
         self._built_at: int | None = None
@@ -56,15 +55,14 @@ class Trending:
     def __len__(self) -> int:
         return len(self._counts)
 
+    @property
+    def now_ms(self) -> int:
+        return self._clock.now_ms
+
     def update(self, item: str, strength: float, ts_ms: int) -> None:
-        if self._t_ref is None:
-            self._t_ref = ts_ms
-        if ts_ms > self.now_ms:
-            self.now_ms = ts_ms
-        x = (ts_ms - self._t_ref) / self.half_life_ms
-        if x > _REBASE_AT:
-            self._rescale(2.0 ** -x)
-            self._t_ref, x = ts_ms, 0.0
+        g, rescale = self._clock.growth(ts_ms)
+        if rescale is not None:
+            self._rescale(rescale)
         counts = self._counts
         old = counts.get(item)
         if old is None:
@@ -72,7 +70,7 @@ class Trending:
                 self._evict()
             self._new.append(item)
             old = 0.0
-        c = counts[item] = old + strength * 2.0 ** x
+        c = counts[item] = old + strength * g
         if c > self._floor or item in self._leaders:
             self._leaders[item] = c
             if len(self._leaders) > 2 * self.keep:
@@ -102,7 +100,7 @@ class Trending:
         self.evicted += n_drop
 
     def _scale(self) -> float:
-        return 1.0 if self._t_ref is None else float(2.0 ** (-(self.now_ms - self._t_ref) / self.half_life_ms))
+        return self._clock.scale()
 
     def score(self, item: str) -> float:
         """The item's count decayed to the newest event time (0 if not counted)."""
