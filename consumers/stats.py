@@ -19,9 +19,9 @@ class LatencyWindow:
         self.n = 0
 
     def extend(self, values: np.ndarray) -> None:
-        for v in values[-len(self.buf):]:
-            self.buf[self.n % len(self.buf)] = v
-            self.n += 1
+        values = np.asarray(values, dtype=np.float64)[-len(self.buf):]
+        self.buf[(self.n + np.arange(len(values))) % len(self.buf)] = values
+        self.n += len(values)
 
     def percentiles(self) -> dict[str, float]:
         data = self.buf[: min(self.n, len(self.buf))]
