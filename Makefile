@@ -13,7 +13,7 @@ endif
 TORCH_SPEC ?= torch
 PYTEST_ARGS ?=
 
-.PHONY: help install broker demo test unit lint bench clean stop
+.PHONY: help install broker demo test unit lint format typecheck bench clean stop
 help:  ## Show the targets
 	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
 
@@ -32,9 +32,14 @@ broker: install  ## Provision the Kafka jars (once) and start the embedded broke
 demo: install  ## Run the full loop on the embedded broker: generate, replay, worker, recommendations
 	$(VENV)/bin/streamrec demo $(DEMO_ARGS)
 
-lint: install  ## ruff and mypy
+lint: install typecheck  ## ruff (with the security and blind-except rules) and mypy
 	$(VENV)/bin/ruff check .
-	$(VENV)/bin/mypy
+
+typecheck: install  ## mypy over the installed namespace (strict for the maths packages)
+	tools/typecheck.sh
+
+format: install  ## Sort imports and apply ruff's safe fixes in place
+	$(VENV)/bin/ruff check --fix .
 
 test: install lint  ## Lint, provision the broker, then run the whole suite (integration tests on a real broker)
 	$(VENV)/bin/streamrec broker provision

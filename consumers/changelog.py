@@ -14,10 +14,10 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from stream import clients
-from stream.errors import BrokerError, DecodeError
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.stream import clients
+from streamrec.stream.errors import BrokerError, DecodeError
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 
 def restore(settings: Settings, topic: str, partitions: set[int],

@@ -9,10 +9,10 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from models.events import Event
-from stream.errors import DecodeError, InvalidRecordError
-from stream.records import Record
-from stream.serde import AvroCodec, codec_for
+from streamrec.models.events import Event
+from streamrec.stream.errors import DecodeError, InvalidRecordError
+from streamrec.stream.records import Record
+from streamrec.stream.serde import AvroCodec, codec_for
 
 #: Event times before this are treated as absurd (1990-01-01 UTC).
 MIN_TIMESTAMP_MS = 631_152_000_000

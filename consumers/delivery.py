@@ -16,9 +16,9 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
-from stream import clients
-from stream.errors import BrokerError
-from stream.settings import Settings
+from streamrec.stream import clients
+from streamrec.stream.errors import BrokerError
+from streamrec.stream.settings import Settings
 
 
 class Delivery(Protocol):

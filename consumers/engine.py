@@ -8,11 +8,11 @@ from __future__ import annotations
 
 from typing import Any
 
-from models.artifact import load_artifact
-from models.errors import ArtifactError
-from models.online import OnlineConfig
-from models.recommender import EngineConfig, Recommender
-from stream.settings import Settings
+from streamrec.models.base.artifact import load_artifact
+from streamrec.models.engine.recommender import EngineConfig, Recommender
+from streamrec.models.errors import ArtifactError
+from streamrec.models.online.layer import OnlineConfig
+from streamrec.stream.settings import Settings
 
 
 def engine_config(settings: Settings) -> EngineConfig:

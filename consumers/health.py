@@ -195,7 +195,7 @@ class WorkerMetrics:
         return max(0.0, self._wall() - self._model_updated_at)
 
     # --- the server ----------------------------------------------------------------------------------
-    def serve(self, port: int, host: str = "0.0.0.0") -> ThreadingHTTPServer:
+    def serve(self, port: int, host: str = "127.0.0.1") -> ThreadingHTTPServer:
         """Serve the three endpoints from a daemon thread. ``port=0`` binds a free port (tests); the worker
         only calls this when ``STREAMREC_METRICS_PORT`` is set. The bound port is ``server.server_address[1]``."""
         if self._server is not None:
@@ -223,7 +223,7 @@ def _handler_for(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
     class Handler(BaseHTTPRequestHandler):
         server_version = "streamrec-health"
 
-        def do_GET(self) -> None:  # noqa: N802 - http.server's naming
+        def do_GET(self) -> None:
             path = self.path.split("?", 1)[0]
             if path == "/metrics":
                 body, ctype = metrics.render_with_type(self.headers.get("Accept", ""))
@@ -251,7 +251,7 @@ def _handler_for(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
             self.end_headers()
             self.wfile.write(body)
 
-        def log_message(self, format: str, *args: object) -> None:  # noqa: A002 - signature of the base class
+        def log_message(self, format: str, *args: object) -> None:
             pass   # probes every few seconds would drown the worker's own log
 
     return Handler

@@ -17,12 +17,12 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from models.artifact import decode_artifact
-from models.errors import ArtifactError
-from stream.errors import DecodeError
-from stream.modelbus import Assembler, follow
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.models.base.artifact import decode_artifact
+from streamrec.models.errors import ArtifactError
+from streamrec.stream.errors import DecodeError
+from streamrec.stream.modelbus import Assembler, follow
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 
 class ModelSync(threading.Thread):

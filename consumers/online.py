@@ -10,7 +10,7 @@ shared), so with several workers a restarted worker relearns some users' factors
 
 * **Write**: every ``online_checkpoint_s`` seconds, between two batches, and once more on close. The
   value is the ``online_state`` Avro envelope (``stream/schemas/online_state.avsc``): writer, time, river
-  version and the parts of ``models.checkpoint``. Checkpoints are best effort and outside the
+  version and the parts of ``models.online.checkpoint``. Checkpoints are best effort and outside the
   exactly-once transaction: losing one costs the learning since the previous one, never correctness.
 * **Restore**: when the worker starts, and when it takes over partitions before it has learned anything
   (a worker that has been learning keeps its own, newer model). Parts written by another river version
@@ -29,14 +29,14 @@ import river
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from models.checkpoint import FORMAT, Part
-from models.drift import DriftSignal
-from stream import clients
-from stream.errors import DecodeError, StreamrecError
-from stream.modelbus import send_control
-from stream.serde import codec_for
-from stream.settings import Settings
-from stream.topics import TopicSpec, ensure_topics
+from streamrec.models.online.checkpoint import FORMAT, Part
+from streamrec.models.online.drift import DriftSignal
+from streamrec.stream import clients
+from streamrec.stream.errors import DecodeError, StreamrecError
+from streamrec.stream.modelbus import send_control
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import TopicSpec, ensure_topics
 
 MAX_BYTES = 64 * 1024 * 1024
 

@@ -25,16 +25,16 @@ from typing import Any
 import structlog
 from kafka import TopicPartition
 
-from models.artifact import Artifact, decode_artifact, read_files
-from models.errors import ArtifactError, InputError
-from models.events import Event
-from models.gate import GateDecision, decide
-from models.training import TrainConfig, evaluate, train, write_result
-from stream import clients
-from stream.errors import DecodeError
-from stream.modelbus import follow, in_service, publish, read_to_end
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.models.base.artifact import Artifact, decode_artifact, read_files
+from streamrec.models.base.gate import GateDecision, decide
+from streamrec.models.base.training import TrainConfig, evaluate, train, write_result
+from streamrec.models.errors import ArtifactError, InputError
+from streamrec.models.events import Event
+from streamrec.stream import clients
+from streamrec.stream.errors import DecodeError
+from streamrec.stream.modelbus import follow, in_service, publish, read_to_end
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 log = structlog.get_logger("streamrec.trainer")
 

@@ -1,5 +1,5 @@
 """The streaming worker: poll a micro-batch, decode, update state, recommend once per touched user,
-emit, write the changelog, commit. All the maths lives in ``models.recommender``; this module is Kafka.
+emit, write the changelog, commit. All the maths lives in ``models.engine.recommender``; this module is Kafka.
 
 Per batch (see the design's data plane): dead letters for records that fail to decode; duplicates dropped by
 the engine (event id window, offset at or below the user's last applied offset); one ``Recommendation`` per
@@ -25,21 +25,21 @@ import structlog
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
-from consumers import changelog
-from consumers.decode import Decoded, decode_batch
-from consumers.delivery import Delivery, make_delivery
-from consumers.engine import build_engine
-from consumers.health import WorkerMetrics
-from consumers.modelsync import ModelSync
-from consumers.online import OnlineState
-from consumers.rebalance import RebalanceTracker
-from consumers.stats import WorkerStats
-from models.recommender import Recommender
-from stream import clients
-from stream.errors import BrokerError, StreamrecError
-from stream.records import Record
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.consumers import changelog
+from streamrec.consumers.decode import Decoded, decode_batch
+from streamrec.consumers.delivery import Delivery, make_delivery
+from streamrec.consumers.engine import build_engine
+from streamrec.consumers.health import WorkerMetrics
+from streamrec.consumers.modelsync import ModelSync
+from streamrec.consumers.online import OnlineState
+from streamrec.consumers.rebalance import RebalanceTracker
+from streamrec.consumers.stats import WorkerStats
+from streamrec.models.engine.recommender import Recommender
+from streamrec.stream import clients
+from streamrec.stream.errors import BrokerError, StreamrecError
+from streamrec.stream.records import Record
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 log = structlog.get_logger("streamrec.worker")
 
@@ -374,7 +374,7 @@ class Worker:
             high = self.consumer.highwater(tp)
             try:
                 pos = self.consumer.position(tp)
-            except Exception:  # noqa: BLE001 - lag is best effort while rebalancing
+            except Exception:  # noqa: BLE001, S112 - lag is best effort while rebalancing
                 continue
             if high is not None and pos is not None:
                 self.stats.lag[p] = max(0, high - pos)

@@ -1,0 +1,3 @@
+"""What writes events: log readers and presets, the synthetic generator, replay."""
+
+__all__ = ["formats", "readers", "replay", "synthetic"]

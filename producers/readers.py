@@ -36,12 +36,12 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from models.errors import InputError
-from models.events import Event
-from producers.formats import avro, movielens, otto
-from producers.formats.base import BadRow, TimeBounds
-from producers.formats.mapping import PRESETS, ColumnMapping, Preset, parse_mapping
-from producers.formats.tabular import parse_csv, parse_jsonl
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event
+from streamrec.producers.formats import avro, movielens, otto
+from streamrec.producers.formats.base import BadRow, TimeBounds
+from streamrec.producers.formats.mapping import PRESETS, ColumnMapping, Preset, parse_mapping
+from streamrec.producers.formats.tabular import parse_csv, parse_jsonl
 
 __all__ = [
     "FORMATS", "PRESETS", "BadRow", "ColumnMapping", "EventStream", "Preset", "ReadResult", "parse_mapping",

@@ -14,11 +14,11 @@ from dataclasses import dataclass
 from kafka import KafkaProducer
 from kafka.partitioner.default import murmur2
 
-from models.errors import InputError
-from models.events import Event
-from stream import clients
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event
+from streamrec.stream import clients
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 
 @dataclass(frozen=True)

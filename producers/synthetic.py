@@ -36,13 +36,14 @@ from pathlib import Path
 
 import numpy as np
 
-from models.errors import InputError
-from models.events import Event, EventType
-from producers.formats import avro
-from producers.formats.base import MIN_TIMESTAMP_MS
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event, EventType
+from streamrec.models.timeunits import DAY_MS
+from streamrec.producers.formats import avro
+from streamrec.producers.formats.base import MIN_TIMESTAMP_MS
 
 DEFAULT_START_MS = 1_704_067_200_000  # 2024-01-01T00:00:00Z
-_DAY_MS = 86_400_000
+
 _MIN_SESSION_GAP_MS = 30 * 60_000
 _TYPES = (EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE)
 # Time before an event of each type (mean, minimum) in ms: the next page view, a click on the viewed
@@ -244,7 +245,7 @@ def _sessions(rng: np.random.Generator, c: SyntheticConfig, n_sessions: int,
     duration[ev_sess[ends]] = offset[ends]
 
     # Session starts: each user's sessions follow one another, gaps averaging the span / their count.
-    span = c.days * _DAY_MS
+    span = c.days * DAY_MS
     mean_gap = span / np.maximum(per_user, 1)
     user_start = (rng.random(c.users) * mean_gap).astype(np.int64)
     gaps = (rng.exponential(1.0, n_sessions) * mean_gap[sess_user]).astype(np.int64) + _MIN_SESSION_GAP_MS

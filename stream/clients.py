@@ -6,8 +6,8 @@ from typing import Any
 
 from kafka import KafkaConsumer, KafkaProducer
 
-from stream.errors import BrokerError
-from stream.settings import Settings
+from streamrec.stream.errors import BrokerError
+from streamrec.stream.settings import Settings
 
 
 def _compression(settings: Settings) -> str | None:

@@ -1,6 +1,6 @@
 """Kafka-side errors. The root of the hierarchy is :class:`models.errors.StreamrecError`."""
 
-from models.errors import ConfigError, InputError, StreamrecError
+from streamrec.models.errors import ConfigError, InputError, StreamrecError
 
 __all__ = [
     "StreamrecError", "ConfigError", "InputError", "BrokerError", "DecodeError", "BadMarkerError",

@@ -3,7 +3,7 @@
 A published artifact is its payload files cut into chunks under 1 MB, then its manifest last: a reader that
 has the manifest knows every chunk before it has been written. Control messages share the topic:
 ``ROLLBACK`` (serve an older version) and ``RETRAIN_REQUEST`` (ask the trainer to train now).
-No recommendation logic here: bytes in, bytes out; ``models.artifact`` verifies and decodes.
+No recommendation logic here: bytes in, bytes out; ``models.base.artifact`` verifies and decodes.
 """
 
 from __future__ import annotations
@@ -17,11 +17,11 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from models.artifact import MANIFEST, Manifest
-from stream import clients
-from stream.errors import DecodeError
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.models.base.artifact import MANIFEST, Manifest
+from streamrec.stream import clients
+from streamrec.stream.errors import DecodeError
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 #: 900 KiB keeps a chunk message (Avro framing and Kafka record overhead included) under the 1 MB that
 #: brokers and clients accept by default, with 43% fewer messages than 512 KiB: a 55 MB artifact reached two

@@ -26,7 +26,7 @@ import fastavro
 import fastavro.schema
 from fastavro.types import Schema
 
-from stream.errors import BadMarkerError, CorruptRecordError, UnknownSchemaError
+from streamrec.stream.errors import BadMarkerError, CorruptRecordError, UnknownSchemaError
 
 MARKER = b"\xc3\x01"
 HEADER_LEN = 10

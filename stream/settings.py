@@ -19,7 +19,7 @@ from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any
 
-from models.errors import ConfigError
+from streamrec.models.errors import ConfigError
 
 PREFIX = "STREAMREC_"
 GUARANTEES = ("at-least-once", "exactly-once")

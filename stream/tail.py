@@ -9,11 +9,11 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from stream import clients
-from stream.errors import BrokerError, DecodeError
-from stream.records import Record
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.stream import clients
+from streamrec.stream.errors import BrokerError, DecodeError
+from streamrec.stream.records import Record
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 
 @dataclass(frozen=True)

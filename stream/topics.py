@@ -9,8 +9,8 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
-from stream.errors import BrokerError
-from stream.settings import Settings
+from streamrec.stream.errors import BrokerError
+from streamrec.stream.settings import Settings
 
 
 @dataclass(frozen=True)

@@ -12,10 +12,10 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import typer  # noqa: E402
 
-from models.errors import StreamrecError  # noqa: E402
-from stream.logs import configure  # noqa: E402
-from stream.settings import Settings  # noqa: E402
 from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_worker, report  # noqa: E402
+from streamrec.models.errors import StreamrecError  # noqa: E402
+from streamrec.stream.logs import configure  # noqa: E402
+from streamrec.stream.settings import Settings  # noqa: E402
 
 app = typer.Typer(help="streamrec: a streaming real-time recommender on Kafka.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)

@@ -6,10 +6,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from stream import broker
-from stream.broker.provision import classpath, java_binary
-from stream.settings import Settings
-from stream.topics import admin_client, ensure_topics
+from streamrec.stream import broker
+from streamrec.stream.broker.provision import classpath, java_binary
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import admin_client, ensure_topics
 
 console = Console(stderr=True)
 

@@ -5,9 +5,9 @@ from __future__ import annotations
 import typer
 from rich.console import Console
 
-from stream.serde import to_json
-from stream.settings import Settings
-from stream.tail import Message, read
+from streamrec.stream.serde import to_json
+from streamrec.stream.settings import Settings
+from streamrec.stream.tail import Message, read
 
 console = Console(stderr=True)
 
@@ -48,8 +48,8 @@ def register(app: typer.Typer) -> None:
 
 
 def register_replay(app: typer.Typer) -> None:
-    from producers.readers import FORMATS, PRESETS, parse_mapping, read_events, stream_events
-    from producers.replay import Pacing, replay
+    from streamrec.producers.readers import FORMATS, PRESETS, parse_mapping, read_events, stream_events
+    from streamrec.producers.replay import Pacing, replay
 
     @app.command("replay")
     def replay_cmd(
@@ -111,7 +111,7 @@ def register_replay(app: typer.Typer) -> None:
         out: str = typer.Option(..., "--out", "-o", help="Output path (.jsonl, or .avro for an Avro file)."),
     ) -> None:
         """Write a synthetic event log: Zipf popularity, taste clusters, sessions, a funnel, drifting tastes."""
-        from producers.synthetic import generate, write_log
+        from streamrec.producers.synthetic import generate, write_log
 
         with console.status(f"generating {events:,} events..."):
             log = generate(users=users, items=items, events=events, seed=seed)

@@ -10,13 +10,13 @@ The log is read with :func:`producers.readers.read_events` (event-time order) an
                    computed at that point and frozen (users who appear later get no list)
 ``online_vectors`` the same single base model, with each user's vector re-encoded from their recent
                    items at every request (no periodic retraining)
-``full``           the worker's engine (``models.recommender.Recommender``): online vectors, co-visitation,
+``full``           the worker's engine (``models.engine.recommender.Recommender``): online vectors, co-visitation,
                    trending, the engine's ranking and filters, a base model retrained and swapped in every
                    ``--sync-every`` events, and the learned reranker when the engine offers one
 ``full_blend``     on request (``--configs``): ``full`` without the reranker, the engine's weighted blend
 =================  ===================================================================================
 
-Base models are trained by :func:`models.training.train`; the three base-model configurations share one
+Base models are trained by :func:`models.base.training.train`; the three base-model configurations share one
 training per sync point (the same events give the same model), so a sync costs one training, not three.
 """
 

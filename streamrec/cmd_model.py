@@ -11,13 +11,13 @@ from rich.console import Console
 from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn
 from rich.table import Table
 
-from stream.settings import Settings, parse_duration
+from streamrec.stream.settings import Settings, parse_duration
 
 console = Console(stderr=True)
 
 
 def _config(dim: int | None, epochs: int | None, device: str, threads: int | None, seed: int | None) -> Any:
-    from models.training import TrainConfig
+    from streamrec.models.base.training import TrainConfig
 
     given: dict[str, Any] = {k: v for k, v in {"dim": dim, "epochs": epochs, "device": device,
                                                "threads": threads, "seed": seed}.items() if v is not None}
@@ -62,9 +62,9 @@ def register(app: typer.Typer) -> None:
         tolerance: float = typer.Option(0.02, "--tolerance", help="Gate tolerance against the model in service."),
     ) -> None:
         """Train the base model, evaluate it on a time-based holdout, write an artifact (and publish it)."""
-        from consumers.trainer import read_topic_events, train_and_publish
-        from models.training import train, write_result
-        from producers.readers import read_events
+        from streamrec.consumers.trainer import read_topic_events, train_and_publish
+        from streamrec.models.base.training import train, write_result
+        from streamrec.producers.readers import read_events
 
         s: Settings = ctx.obj
         if bool(events) == from_topic:
@@ -111,7 +111,7 @@ def register(app: typer.Typer) -> None:
         epochs: int = typer.Option(None, "--epochs", help="Most epochs per training."),
     ) -> None:
         """Keep training on a schedule and on retrain requests; publish what passes the gate."""
-        from consumers.trainer import Trainer
+        from streamrec.consumers.trainer import Trainer
 
         win = None if window == "all" else parse_duration(window)
         trainer = Trainer(ctx.obj, _config(dim, epochs, device, None, None), parse_duration(every), win, out_dir,
@@ -123,8 +123,8 @@ def register(app: typer.Typer) -> None:
     @model_app.command("publish")
     def publish_cmd(ctx: typer.Context, directory: str = typer.Argument(..., help="An artifact directory.")) -> None:
         """Verify an artifact directory and send it to model-updates as chunks under 1 MB."""
-        from models.artifact import decode_artifact, read_files
-        from stream.modelbus import publish
+        from streamrec.models.base.artifact import decode_artifact, read_files
+        from streamrec.stream.modelbus import publish
 
         manifest, files = read_files(directory)
         decode_artifact(manifest, files)  # refuse to publish anything a worker would refuse
@@ -135,7 +135,7 @@ def register(app: typer.Typer) -> None:
     @model_app.command("list")
     def list_cmd(ctx: typer.Context, fmt: str = typer.Option("text", "--format", help="text | json")) -> None:
         """Versions available on model-updates, and the one in service."""
-        from stream.modelbus import model_log
+        from streamrec.stream.modelbus import model_log
 
         entries, serving = model_log(ctx.obj)
         if fmt == "json":
@@ -152,8 +152,8 @@ def register(app: typer.Typer) -> None:
     def rollback_cmd(ctx: typer.Context, version: str = typer.Argument(..., help="The version to serve."),
                      reason: str = typer.Option("", "--reason", help="Why (logged by every worker).")) -> None:
         """Ask every worker to serve an older version."""
-        from stream.errors import StreamrecError
-        from stream.modelbus import model_log, send_control
+        from streamrec.stream.errors import StreamrecError
+        from streamrec.stream.modelbus import model_log, send_control
 
         entries, _ = model_log(ctx.obj)
         known = {e["version"]: e for e in entries}
@@ -166,7 +166,7 @@ def register(app: typer.Typer) -> None:
     @model_app.command("retrain")
     def retrain_cmd(ctx: typer.Context, reason: str = typer.Option("manual", "--reason")) -> None:
         """Ask the trainer to train now."""
-        from stream.modelbus import send_control
+        from streamrec.stream.modelbus import send_control
 
         send_control(ctx.obj, "RETRAIN_REQUEST", "", {"reason": reason})
         console.print("retrain request sent")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from stream.settings import Settings
+from streamrec.stream.settings import Settings
 
 
 def register(app: typer.Typer) -> None:
@@ -34,7 +34,7 @@ def register(app: typer.Typer) -> None:
         # a signal during start-up (restores, model load): nothing processed yet, so exit cleanly
         for sig in (signal.SIGTERM, signal.SIGINT):
             signal.signal(sig, lambda *_: sys.exit(0))
-        from consumers.worker import Worker
+        from streamrec.consumers.worker import Worker
 
         s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
                                       metrics_port=metrics_port, top_n=top_n, reranker=reranker)

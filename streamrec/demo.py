@@ -17,21 +17,21 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from stream import broker
-from stream.logs import configure
-from stream.settings import Settings
-from stream.topics import ensure_topics, topic_specs
 from streamrec.e2e import Subscriber, start_worker, stop_process
+from streamrec.stream import broker
+from streamrec.stream.logs import configure
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import ensure_topics, topic_specs
 
 console = Console()
 
 
 def run(settings: Settings, users: int, items: int, events: int, rate: float, epochs: int, workdir: Path,
         keep_broker: bool) -> None:
-    from consumers.trainer import train_and_publish
-    from models.training import TrainConfig
-    from producers.replay import Pacing, replay
-    from producers.synthetic import SyntheticConfig, simulate, write_log
+    from streamrec.consumers.trainer import train_and_publish
+    from streamrec.models.base.training import TrainConfig
+    from streamrec.producers.replay import Pacing, replay
+    from streamrec.producers.synthetic import SyntheticConfig, simulate, write_log
 
     configure("warning", settings.log_format)  # the demo narrates; components only speak up for problems
     workdir.mkdir(parents=True, exist_ok=True)

@@ -18,9 +18,9 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from stream import clients
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.stream import clients
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 
 def free_port() -> int:

@@ -23,10 +23,16 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from models.errors import ConfigError, InputError
-from models.evaluation import EvalConfig, EvalReport, plot_curves, prequential
-from models.events import Event, EventType
-from models.policies import BaseModelPolicy, FullSystemPolicy, PopularityPolicy, RiverMFPolicy, TrainedModel
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.evaluation import EvalConfig, EvalReport, plot_curves, prequential
+from streamrec.models.evaluation.policies import (
+    BaseModelPolicy,
+    FullSystemPolicy,
+    PopularityPolicy,
+    RiverMFPolicy,
+    TrainedModel,
+)
+from streamrec.models.events import Event, EventType
 
 CONFIGS = ("popularity", "river_mf", "static_base", "online_vectors", "full")
 #: on request only: ``full`` without the learned reranker, to measure what the reranker adds
@@ -98,7 +104,7 @@ class EvalOptions:
 
 
 class SharedTrainer:
-    """``models.training.train`` with a one-entry cache: the base-model configurations ask for a model on
+    """``models.base.training.train`` with a one-entry cache: the base-model configurations ask for a model on
     the same events at the same sync, and get one training between them."""
 
     def __init__(self, config: Any, on_train: Callable[[int], None] | None = None) -> None:
@@ -108,7 +114,7 @@ class SharedTrainer:
         self.history: list[dict[str, Any]] = []
 
     def __call__(self, events: Sequence[Event]) -> TrainedModel:
-        from models.training import train  # lazy: torch
+        from streamrec.models.base.training import train  # lazy: torch
 
         key = (len(events), events[-1].event_id if events else "")
         if key != self._key or self._result is None:
@@ -149,7 +155,7 @@ def eval_config(opts: EvalOptions, events: Sequence[Event]) -> EvalConfig:
 
 def reranker_option() -> dict[str, Any]:
     """The EngineConfig setting that turns the learned reranker on, if this engine has one."""
-    from models.recommender import EngineConfig
+    from streamrec.models.engine.recommender import EngineConfig
 
     for f in dataclasses.fields(EngineConfig):
         if "rerank" not in f.name:
@@ -166,7 +172,7 @@ def full_engine(cfg: EvalConfig, events: Sequence[Event], reranker: bool = True)
 
     Under the ``seen`` exclusion (MovieLens) the engine must filter every seen item and remember all of
     them (``seen_cap`` at least the longest history), or its lists fill with items the harness removes."""
-    from models.recommender import EngineConfig
+    from streamrec.models.engine.recommender import EngineConfig
 
     overrides: dict[str, Any] = {"top_n": max(20, cfg.k, cfg.recall_k), "seed": 0}
     if cfg.exclude == "seen":
@@ -211,8 +217,8 @@ class Evaluation:
 def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = None,
              on_train: Callable[[int], None] | None = None) -> Evaluation:
     """Read the log, replay it through the chosen configurations, return the report and its context."""
-    from models.training import TrainConfig
-    from producers.readers import read_events
+    from streamrec.models.base.training import TrainConfig
+    from streamrec.producers.readers import read_events
 
     started = time.perf_counter()
     read = read_events(opts.path, opts.fmt, preset=opts.preset)

@@ -21,7 +21,7 @@ from typing import Any
 
 import typer
 
-from stream.settings import Settings
+from streamrec.stream.settings import Settings
 
 #: ``detail(description, completed, total)`` updates the progress line of the running step
 Detail = Callable[[str, float | None, float | None], None]
@@ -80,7 +80,7 @@ def steps(out: Path, z: Sizes) -> list[Step]:
     )
 
     def plot_eval(result: dict[str, Any], path: Path) -> None:
-        from models.evaluation import EvalReport, plot_curves
+        from streamrec.models.evaluation import EvalReport, plot_curves
 
         plot_curves(EvalReport(**{k: result[k] for k in EvalReport.__dataclass_fields__}), path)
 
@@ -142,8 +142,8 @@ def run_report(settings: Settings, out: Path, quick: bool, only: list[str] | Non
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from models.errors import InputError
     from streamrec.bench.common import broker_session, machine
+    from streamrec.models.errors import InputError
     from streamrec.report_md import render
 
     every = steps(out, QUICK if quick else Sizes())

@@ -10,10 +10,10 @@ from pathlib import Path
 
 import pytest
 
-from stream import broker
-from stream.settings import Settings
-from stream.topics import ensure_topics, topic_specs
 from streamrec.e2e import free_port
+from streamrec.stream import broker
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import ensure_topics, topic_specs
 
 SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
 

@@ -5,13 +5,13 @@
 * :mod:`models.evaluation.harness`  :func:`prequential`, the test-then-train replay
 * :mod:`models.evaluation.report`   :class:`EvalReport` (stable JSON) and :func:`plot_curves` (PNG)
 
-Ready-made policies live in :mod:`models.policies`; ranking metrics in :mod:`models.metrics`.
+Ready-made policies live in :mod:`models.evaluation.policies`; ranking metrics in :mod:`models.evaluation.metrics`.
 """
 
-from models.evaluation.config import EvalConfig, Exclusion, TargetPolicy
-from models.evaluation.harness import ProgressCallback, prequential
-from models.evaluation.policy import Policy, Request, learn_batch, recommend_batch
-from models.evaluation.report import SCHEMA, EvalReport, plot_curves
+from streamrec.models.evaluation.config import EvalConfig, Exclusion, TargetPolicy
+from streamrec.models.evaluation.harness import ProgressCallback, prequential
+from streamrec.models.evaluation.policy import Policy, Request, learn_batch, recommend_batch
+from streamrec.models.evaluation.report import SCHEMA, EvalReport, plot_curves
 
 __all__ = [
     "SCHEMA", "EvalConfig", "EvalReport", "Exclusion", "Policy", "ProgressCallback", "Request",

@@ -21,7 +21,7 @@ Exclusion policy (which items a list may not contain):
 A target the exclusion makes unreachable is still scored (as a miss) and counted in the report's
 ``unreachable`` field, so the choice stays visible.
 
->>> from models.events import Event, EventType
+>>> from streamrec.models.events import Event, EventType
 >>> rating = lambda stars: Event("e", "u", "i", EventType.RATING, 0, value=stars)
 >>> TargetPolicy.movielens().is_target(rating(4.0)), TargetPolicy.movielens().is_target(rating(3.0))
 (True, False)
@@ -39,8 +39,8 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
-from models.errors import ConfigError
-from models.events import Event, EventType
+from streamrec.models.errors import ConfigError
+from streamrec.models.events import Event, EventType
 
 Exclusion = Literal["seen", "purchased", "none"]
 

@@ -14,7 +14,7 @@ Events are replayed in event-time order, in-process and deterministically. For e
 So no policy ever learns an event before that event is scored; ``tests/unit/test_evaluation.py`` checks
 this with a spy policy.
 
->>> from models.events import Event, EventType
+>>> from streamrec.models.events import Event, EventType
 >>> class LastItem:  # recommends the last item anyone interacted with
 ...     name = "last"
 ...     last = None
@@ -35,12 +35,12 @@ from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
 
-from models.errors import ConfigError, InputError
-from models.evaluation.config import EvalConfig
-from models.evaluation.policy import Policy, Request, has_sync, learn_batch, recommend_batch
-from models.evaluation.report import EvalReport
-from models.events import Event, EventType
-from models.metrics import Accumulator
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.evaluation.config import EvalConfig
+from streamrec.models.evaluation.metrics import Accumulator
+from streamrec.models.evaluation.policy import Policy, Request, has_sync, learn_batch, recommend_batch
+from streamrec.models.evaluation.report import EvalReport
+from streamrec.models.events import Event, EventType
 
 #: ``progress(done_events, total_events)``
 ProgressCallback = Callable[[int, int], None]

@@ -30,7 +30,7 @@ from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import Protocol, runtime_checkable
 
-from models.events import Event
+from streamrec.models.events import Event
 
 
 @dataclass(frozen=True, slots=True)

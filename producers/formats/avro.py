@@ -22,9 +22,9 @@ from typing import Any, BinaryIO
 import fastavro
 import fastavro.schema
 
-from models.errors import InputError
-from models.events import Event, EventType
-from producers.formats.base import BadRow, RowError, TimeBounds, clip, datetime_to_ms
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event, EventType
+from streamrec.producers.formats.base import BadRow, RowError, TimeBounds, clip, datetime_to_ms
 
 SCHEMA_FILE = "schemas/event.avsc"
 # Container files separate blocks with a 16-byte marker that fastavro draws at random unless given one;
@@ -35,7 +35,7 @@ SYNC_MARKER = hashlib.blake2b(b"streamrec event log", digest_size=16).digest()
 @lru_cache(maxsize=1)
 def event_schema() -> Any:
     """The parsed ``Event`` schema, loaded from ``stream/schemas/event.avsc``."""
-    text = resources.files("stream").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
+    text = resources.files("streamrec.stream").joinpath(SCHEMA_FILE).read_text(encoding="utf-8")
     return fastavro.parse_schema(json.loads(text))
 
 
@@ -53,9 +53,9 @@ def _open(fh: BinaryIO, path: Path) -> Iterator[Any]:
             return records
         fh.seek(0)
         return fastavro.reader(fh, reader_schema=event_schema())
-    except Exception as exc:  # fastavro raises ValueError, SchemaResolutionError, ...
+    except Exception as exc:  # noqa: BLE001 - fastavro raises ValueError, SchemaResolutionError, ...
         raise InputError(f"{path} is not an Avro container file of Event records ({exc}); "
-                         "write one with producers.synthetic.write_log(events, 'x.avro')") from None
+                         "write one with streamrec.producers.synthetic.write_log(events, 'x.avro')") from None
 
 
 def parse(path: Path, bounds: TimeBounds) -> Iterator[Event | BadRow]:
@@ -68,7 +68,7 @@ def parse(path: Path, bounds: TimeBounds) -> Iterator[Event | BadRow]:
                 rec = next(records)
             except StopIteration:
                 return
-            except Exception as exc:
+            except Exception as exc:  # noqa: BLE001 - any decoder failure is a corrupt file
                 raise InputError(f"{path}: record {number} cannot be decoded ({exc}); the file is "
                                  "truncated or corrupt, and records after it cannot be read") from None
             try:

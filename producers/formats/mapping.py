@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import dataclass, fields, replace
 from typing import Any, cast
 
-from models.errors import InputError
-from models.events import EventType
-from producers.formats.base import TIMESTAMP_UNITS, TimestampUnit
+from streamrec.models.errors import InputError
+from streamrec.models.events import EventType
+from streamrec.producers.formats.base import TIMESTAMP_UNITS, TimestampUnit
 
 
 @dataclass(frozen=True, slots=True)

@@ -11,9 +11,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
-from models.errors import InputError
-from models.events import Event, EventType
-from producers.formats.base import (
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event, EventType
+from streamrec.producers.formats.base import (
     BadRow,
     RowError,
     TimeBounds,

@@ -19,8 +19,8 @@ import json
 from collections.abc import Iterator
 from pathlib import Path
 
-from models.events import Event, EventType
-from producers.formats.base import (
+from streamrec.models.events import Event, EventType
+from streamrec.producers.formats.base import (
     BadRow,
     RowError,
     TimeBounds,

@@ -6,9 +6,9 @@ import csv
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
-from models.errors import InputError
-from models.events import Event, EventType
-from producers.formats.base import (
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event, EventType
+from streamrec.producers.formats.base import (
     BadRow,
     RowError,
     TimeBounds,
@@ -22,7 +22,7 @@ from producers.formats.base import (
     parse_timestamp,
     parse_value,
 )
-from producers.formats.mapping import ColumnMapping
+from streamrec.producers.formats.mapping import ColumnMapping
 
 CSV_MISSING = frozenset({"", "NA", "N/A", "NaN", "null", "NULL"})
 

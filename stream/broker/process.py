@@ -13,9 +13,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
-from stream.broker.provision import HERE, classpath, java_binary
-from stream.errors import BrokerError
-from stream.settings import Settings
+from streamrec.stream.broker.provision import HERE, classpath, java_binary
+from streamrec.stream.errors import BrokerError
+from streamrec.stream.settings import Settings
 
 READY_LINE = "Kafka Server started"
 
@@ -178,11 +178,11 @@ def _admin_ok(settings: Settings) -> bool:
 
     try:
         admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=3000)
-    except Exception:
+    except Exception:  # noqa: BLE001 - readiness probe: any failure means not ready yet
         return False
     try:
         return bool(admin.describe_cluster().get("brokers"))
-    except Exception:
+    except Exception:  # noqa: BLE001 - readiness probe: any failure means not ready yet
         return False
     finally:
         admin.close()

@@ -7,8 +7,8 @@ import shutil
 import subprocess
 from pathlib import Path
 
-from stream.errors import BrokerError
-from stream.settings import Settings
+from streamrec.stream.errors import BrokerError
+from streamrec.stream.settings import Settings
 
 HERE = Path(__file__).parent
 MIN_JAVA = 17

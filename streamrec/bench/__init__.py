@@ -6,6 +6,8 @@ import typer
 
 from streamrec.bench.common import write_json
 
+__all__ = ["register"]
+
 
 def register(app: typer.Typer) -> None:
     bench = typer.Typer(help="Benchmarks on this machine with a real broker; JSON results.", no_args_is_help=True)

@@ -14,11 +14,11 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from models.events import Event, EventType
-from stream import broker
-from stream.settings import Settings
-from stream.topics import ensure_topics, topic_specs
 from streamrec.e2e import free_port
+from streamrec.models.events import Event, EventType
+from streamrec.stream import broker
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import ensure_topics, topic_specs
 
 
 @contextlib.contextmanager

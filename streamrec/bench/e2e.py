@@ -31,13 +31,13 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import random_artifact
-from models.errors import InputError, StreamrecError
-from producers.replay import Pacing, replay
-from stream.settings import Settings
 from streamrec.bench.common import broker_session, machine, synthetic_events
 from streamrec.bench.monitor import Monitor, WorkerProcess, owned_partitions
 from streamrec.e2e import Arrival, Subscriber
+from streamrec.models.base.artifact import random_artifact
+from streamrec.models.errors import InputError, StreamrecError
+from streamrec.producers.replay import Pacing, replay
+from streamrec.stream.settings import Settings
 
 Step = Callable[[str], None]
 

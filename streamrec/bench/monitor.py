@@ -21,10 +21,10 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from stream import clients
-from stream.settings import Settings
-from stream.topics import admin_client
 from streamrec.e2e import start_worker, stop_process
+from streamrec.stream import clients
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import admin_client
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 

@@ -5,10 +5,10 @@ from __future__ import annotations
 import time
 from typing import Any
 
-from producers.replay import Pacing, replay
-from stream.settings import Settings
-from stream.tail import read
 from streamrec.bench.common import broker_session, machine, synthetic_events
+from streamrec.producers.replay import Pacing, replay
+from streamrec.stream.settings import Settings
+from streamrec.stream.tail import read
 
 
 def run(settings: Settings, events: int, seed: int = 0) -> dict[str, Any]:

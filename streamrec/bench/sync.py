@@ -14,13 +14,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from models.artifact import random_artifact, read_files
-from models.recommender import EngineConfig
-from producers.replay import Pacing, replay
-from stream.modelbus import CHUNK_BYTES, publish
-from stream.settings import Settings
 from streamrec.bench.common import broker_session, machine, synthetic_events
 from streamrec.e2e import free_port, start_worker, stop_process
+from streamrec.models.base.artifact import random_artifact, read_files
+from streamrec.models.engine.recommender import EngineConfig
+from streamrec.producers.replay import Pacing, replay
+from streamrec.stream.modelbus import CHUNK_BYTES, publish
+from streamrec.stream.settings import Settings
 
 
 def _serving(port: int) -> str | None:

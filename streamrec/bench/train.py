@@ -6,8 +6,8 @@ import dataclasses
 from pathlib import Path
 from typing import Any
 
-from models.errors import InputError
 from streamrec.bench.common import machine
+from streamrec.models.errors import InputError
 
 DEFAULT_MOVIELENS = Path("../shared/data/movielens-100k/u.data")
 
@@ -16,8 +16,8 @@ def run(events_path: str | None, fmt: str, device: str, threads: int, epochs: in
         seed: int = 0) -> dict[str, Any]:
     import torch
 
-    from models.training import TrainConfig, train
-    from producers.readers import read_events
+    from streamrec.models.base.training import TrainConfig, train
+    from streamrec.producers.readers import read_events
 
     if events_path is None:
         if not DEFAULT_MOVIELENS.exists():

@@ -18,13 +18,13 @@ from typing import Any
 
 import numpy as np
 
-from models.artifact import random_artifact
-from models.errors import InputError
-from models.events import Event
-from producers.replay import Pacing, replay
-from stream.settings import Settings
 from streamrec.bench.common import broker_session, machine, synthetic_events
 from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
+from streamrec.models.base.artifact import random_artifact
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event
+from streamrec.producers.replay import Pacing, replay
+from streamrec.stream.settings import Settings
 
 
 def _metric(port: int, name: str) -> float:
@@ -63,7 +63,7 @@ def workload(kind: str, n: int, users: int, items: int, seed: int) -> list[Event
     together, as in real traffic); ``uniform``: every event from a random user (about one event per user
     per batch: the worst case for per-user coalescing)."""
     if kind == "sessions":
-        from producers.synthetic import generate
+        from streamrec.producers.synthetic import generate
 
         start = int(time.time() * 1000) - 2 * 86_400_000  # recent, so no event looks absurd or expired
         return generate(users=users, items=items, events=n, seed=seed, start_ms=start, days=1.0)

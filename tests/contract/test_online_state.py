@@ -7,11 +7,11 @@ from __future__ import annotations
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from consumers.online import decode_checkpoint, encode_checkpoint
-from models.online import OnlineConfig
-from models.recommender import EngineConfig, Recommender
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.consumers.online import decode_checkpoint, encode_checkpoint
+from streamrec.models.engine.recommender import EngineConfig, Recommender
+from streamrec.models.online.layer import OnlineConfig
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 texts = st.text(max_size=30)
 online_states = st.fixed_dictionaries({

@@ -8,8 +8,8 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from stream.errors import BadMarkerError, CorruptRecordError, UnknownSchemaError
-from stream.serde import MARKER, codec_for, fingerprint, load_schema_json
+from streamrec.stream.errors import BadMarkerError, CorruptRecordError, UnknownSchemaError
+from streamrec.stream.serde import MARKER, codec_for, fingerprint, load_schema_json
 from tests.contract.samples import SAMPLES
 
 GOLDEN = Path(__file__).parent / "golden"

@@ -7,10 +7,10 @@ from pathlib import Path
 
 import pytest
 
-from models.errors import InputError
-from stream.settings import Settings
 from streamrec.bench import e2e
 from streamrec.bench.plots import plot_e2e
+from streamrec.models.errors import InputError
+from streamrec.stream.settings import Settings
 
 
 def test_one_worker_end_to_end(kafka: Settings, tmp_path: Path) -> None:

@@ -5,13 +5,13 @@ from __future__ import annotations
 from collections import defaultdict
 from pathlib import Path
 
-from models.events import Event, EventType
-from producers.readers import read_events
-from producers.replay import Pacing, replay
-from stream import broker
-from stream.settings import Settings
-from stream.tail import read
-from stream.topics import ensure_topics, partitions_for, topic_specs
+from streamrec.models.events import Event, EventType
+from streamrec.producers.readers import read_events
+from streamrec.producers.replay import Pacing, replay
+from streamrec.stream import broker
+from streamrec.stream.settings import Settings
+from streamrec.stream.tail import read
+from streamrec.stream.topics import ensure_topics, partitions_for, topic_specs
 
 
 def _events(n: int) -> list[Event]:

@@ -7,10 +7,10 @@ from pathlib import Path
 
 from typer.testing import CliRunner
 
-from models.artifact import random_artifact
-from stream.settings import Settings
 from streamrec.cli import app
 from streamrec.e2e import settings_env
+from streamrec.models.base.artifact import random_artifact
+from streamrec.stream.settings import Settings
 
 
 def _run(s: Settings, *args: str) -> tuple[int, str]:

@@ -7,13 +7,13 @@ import threading
 from collections import Counter
 from pathlib import Path
 
-from models.artifact import random_artifact, read_files
-from producers.replay import Pacing, replay
-from stream import clients
-from stream.modelbus import chunk_records, publish, send_control
-from stream.serde import codec_for
-from stream.settings import Settings
 from streamrec.e2e import Subscriber
+from streamrec.models.base.artifact import random_artifact, read_files
+from streamrec.producers.replay import Pacing, replay
+from streamrec.stream import clients
+from streamrec.stream.modelbus import chunk_records, publish, send_control
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 from tests.integration.workers import ThreadWorker, ev, latest_states, wait_until
 
 

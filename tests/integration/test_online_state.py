@@ -8,13 +8,13 @@ import json
 import numpy as np
 import river
 
-from consumers.online import decode_checkpoint, online_topic, read_latest
-from consumers.worker import Worker
-from models.features import FEATURES
-from models.online import OnlineConfig
-from models.recommender import EngineConfig, Recommender
-from producers.replay import replay
-from stream.settings import Settings
+from streamrec.consumers.online import decode_checkpoint, online_topic, read_latest
+from streamrec.consumers.worker import Worker
+from streamrec.models.engine.recommender import EngineConfig, Recommender
+from streamrec.models.online.features import FEATURES
+from streamrec.models.online.layer import OnlineConfig
+from streamrec.producers.replay import replay
+from streamrec.stream.settings import Settings
 from tests.integration.workers import ThreadWorker, read_all, wait_until
 from tests.unit.test_drift import taste_shift
 from tests.unit.test_reranker import planted_stream

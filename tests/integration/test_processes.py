@@ -10,10 +10,10 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 
-from producers.replay import Pacing, replay
-from stream.settings import Settings
-from stream.topics import ensure_topics, topic_specs
 from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
+from streamrec.producers.replay import Pacing, replay
+from streamrec.stream.settings import Settings
+from streamrec.stream.topics import ensure_topics, topic_specs
 from tests.integration.workers import ev, latest_states, wait_until
 
 

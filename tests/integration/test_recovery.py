@@ -9,9 +9,9 @@ from pathlib import Path
 
 import pytest
 
-from producers.replay import Pacing, replay
-from stream.settings import Settings
 from streamrec.e2e import Subscriber, start_worker, stop_process
+from streamrec.producers.replay import Pacing, replay
+from streamrec.stream.settings import Settings
 from tests.integration.workers import ev, latest_states, read_all
 
 

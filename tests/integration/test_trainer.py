@@ -6,13 +6,13 @@ import threading
 import time
 from pathlib import Path
 
-from consumers.trainer import Trainer, read_topic_events, serving_artifact
-from models.training import TrainConfig
-from producers.replay import replay
-from producers.synthetic import generate
-from stream.modelbus import model_log, send_control
-from stream.settings import Settings
+from streamrec.consumers.trainer import Trainer, read_topic_events, serving_artifact
 from streamrec.e2e import wait_until
+from streamrec.models.base.training import TrainConfig
+from streamrec.producers.replay import replay
+from streamrec.producers.synthetic import generate
+from streamrec.stream.modelbus import model_log, send_control
+from streamrec.stream.settings import Settings
 
 
 def test_trainer_publishes_then_retrains_on_request(settings: Settings, tmp_path: Path) -> None:

@@ -9,13 +9,13 @@ from pathlib import Path
 
 import fastavro
 
-from models.artifact import random_artifact
-from models.events import Event, EventType
-from producers.replay import replay
-from stream import clients
-from stream.serde import codec_for
-from stream.settings import Settings
 from streamrec.e2e import Subscriber
+from streamrec.models.base.artifact import random_artifact
+from streamrec.models.events import Event, EventType
+from streamrec.producers.replay import replay
+from streamrec.stream import clients
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 from tests.integration.workers import T0, ThreadWorker, ev, latest_states, read_all, wait_until
 
 
@@ -110,7 +110,7 @@ def test_poison_messages_go_to_the_dead_letter_topic(settings: Settings) -> None
 
 def test_workers_joining_and_leaving_lose_nothing(settings: Settings) -> None:
     s = settings.replace(events_partitions=6)
-    from stream.topics import ensure_topics, topic_specs
+    from streamrec.stream.topics import ensure_topics, topic_specs
     s = s.replace(events_topic=s.events_topic + "-6", group=s.group + "-6")
     ensure_topics(s, topic_specs(s))
     users = [f"u{k}" for k in range(60)]

@@ -8,12 +8,12 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from consumers.worker import Worker
-from models.events import Event, EventType
-from stream import clients
-from stream.serde import codec_for
-from stream.settings import Settings
+from streamrec.consumers.worker import Worker
 from streamrec.e2e import wait_until
+from streamrec.models.events import Event, EventType
+from streamrec.stream import clients
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 T0 = int(time.time() * 1000) - 3_600_000
 

@@ -10,8 +10,8 @@ import faiss
 import numpy as np
 import pytest
 
-import models.candidates as cand
-from models.artifact import (
+import streamrec.models.serving.candidates as cand
+from streamrec.models.base.artifact import (
     EMBEDDINGS,
     FORMAT,
     FORMAT_INDEX_ONLY,
@@ -26,11 +26,11 @@ from models.artifact import (
     random_artifact,
     read_files,
 )
-from models.candidates import prepare_model
-from models.encoder import UserEncoder
-from models.errors import ArtifactError
-from models.index import IndexConfig, ItemIndex, build_index, index_vectors, load_index, serialize_index
-from models.training import TrainResult, write_result
+from streamrec.models.base.encoder import UserEncoder
+from streamrec.models.base.index import IndexConfig, ItemIndex, build_index, index_vectors, load_index, serialize_index
+from streamrec.models.base.training import TrainResult, write_result
+from streamrec.models.errors import ArtifactError
+from streamrec.models.serving.candidates import prepare_model
 
 N, DIM = 2000, 16
 HNSW = IndexConfig(kind="hnsw")
@@ -211,8 +211,8 @@ def test_write_result_ships_the_serving_default_index(tmp_path: Path) -> None:
 
 def test_chunk_messages_of_a_large_artifact_stay_under_1_mb() -> None:
     """Brokers and clients refuse messages over 1 MB by default; CHUNK_BYTES leaves room for the framing."""
-    from stream.modelbus import CHUNK_BYTES, chunk_records
-    from stream.serde import codec_for
+    from streamrec.stream.modelbus import CHUNK_BYTES, chunk_records
+    from streamrec.stream.serde import codec_for
 
     files = {INDEX: np.random.default_rng(0).bytes(3 * CHUNK_BYTES + 5), ITEM_IDS: b"[]"}
     manifest = build_manifest(files, dim=DIM, item_count=0, version="big", index={"kind": "flat"})

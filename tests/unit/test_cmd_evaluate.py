@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 from typer.testing import CliRunner
 
-from models.errors import InputError
-from producers.synthetic import generate, write_log
 from streamrec import cli
 from streamrec.evaluate import CONFIGS, EvalOptions, reranker_option
+from streamrec.models.errors import InputError
+from streamrec.producers.synthetic import generate, write_log
 
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "recall@20", "coverage", "novelty")
 

@@ -6,8 +6,8 @@ import random
 
 import pytest
 
-from models.covisit import CoVisitation
-from models.errors import ConfigError
+from streamrec.models.errors import ConfigError
+from streamrec.models.serving.covisit import CoVisitation
 
 H = 1_000  # half-life in ms for these tests
 

@@ -21,7 +21,7 @@ from typing import Any
 import pytest
 import yaml
 
-from stream.settings import Settings
+from streamrec.stream.settings import Settings
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCKERFILE = ROOT / "docker" / "Dockerfile"
@@ -437,8 +437,8 @@ def test_dockerignore_keeps_out(path: str) -> None:
 
 def test_dockerignore_lets_in_everything_the_wheel_is_built_from() -> None:
     lines = dockerignore_lines()
-    find = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["packages"]["find"]
-    for pkg in (p.rstrip("*") for p in find["include"]):
+    folders = tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values()
+    for pkg in folders:
         assert not ignored(f"{pkg}/__init__.py", lines), f"package {pkg} is left out of the build context"
     for path in ("pyproject.toml", "stream/schemas/event.avsc", "stream/broker/pom.xml", "docker/../README.md"):
         assert not ignored(path.replace("docker/../", ""), lines), path

@@ -7,10 +7,10 @@ import numpy as np
 import pytest
 import river
 
-from models.drift import DriftConfig, DriftMonitor, DriftSignal
-from models.events import Event, EventType
-from models.online import OnlineConfig
-from models.recommender import EngineConfig, Recommender
+from streamrec.models.engine.recommender import EngineConfig, Recommender
+from streamrec.models.events import Event, EventType
+from streamrec.models.online.drift import DriftConfig, DriftMonitor, DriftSignal
+from streamrec.models.online.layer import OnlineConfig
 
 T0 = 1_700_000_000_000
 

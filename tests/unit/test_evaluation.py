@@ -12,11 +12,10 @@ from typing import Any
 import numpy as np
 import pytest
 
-from models.encoder import UserEncoder
-from models.errors import ConfigError, InputError
-from models.evaluation import EvalConfig, EvalReport, Policy, Request, TargetPolicy, plot_curves, prequential
-from models.events import Event, EventType
-from models.policies import (
+from streamrec.models.base.encoder import UserEncoder
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.evaluation import EvalConfig, EvalReport, Policy, Request, TargetPolicy, plot_curves, prequential
+from streamrec.models.evaluation.policies import (
     BaseModelPolicy,
     FullSystemPolicy,
     OnlineBaseModelPolicy,
@@ -24,7 +23,8 @@ from models.policies import (
     RiverMFPolicy,
     StaticBaseModelPolicy,
 )
-from models.river_mf import RiverMFConfig
+from streamrec.models.events import Event, EventType
+from streamrec.models.online.river_mf import RiverMFConfig
 
 # ------------------------------------------------------------------------------------------ fixtures
 
@@ -298,7 +298,7 @@ def test_base_model_policies_train_only_on_the_past_in_the_harness() -> None:
 
 
 class FakeEngine:
-    """Stands in for models.recommender.Recommender with the documented interface."""
+    """Stands in for models.engine.recommender.Recommender with the documented interface."""
 
     def __init__(self) -> None:
         self.applied: list[tuple[list[str], int, list[int]]] = []

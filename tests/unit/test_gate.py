@@ -7,7 +7,7 @@ import math
 
 import pytest
 
-from models.gate import GateDecision, decide
+from streamrec.models.base.gate import GateDecision, decide
 
 SERVING = {"hr@10": 0.40, "ndcg@10": 0.20}
 

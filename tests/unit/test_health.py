@@ -12,7 +12,7 @@ import pytest
 from prometheus_client import REGISTRY
 from prometheus_client.parser import text_string_to_metric_families
 
-from consumers.health import WorkerMetrics
+from streamrec.consumers.health import WorkerMetrics
 
 
 class FakeClock:

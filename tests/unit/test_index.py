@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.artifact import load_artifact, random_artifact
-from models.errors import ConfigError, InputError
-from models.index import IndexConfig, build_index, exact_search, recall_at_k
+from streamrec.models.base.artifact import load_artifact, random_artifact
+from streamrec.models.base.index import IndexConfig, build_index, exact_search, recall_at_k
+from streamrec.models.errors import ConfigError, InputError
 
 
 @pytest.fixture(scope="module")

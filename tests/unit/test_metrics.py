@@ -9,7 +9,7 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.metrics import (
+from streamrec.models.evaluation.metrics import (
     Accumulator,
     catalog_coverage,
     hit_at_k,
@@ -62,7 +62,7 @@ def test_accumulator_hand_computed() -> None:
 
 
 def _reference(ranked: list[str], target: str, k: int) -> tuple[float, float, float]:
-    """Straightforward metric definitions via a relevance vector (independent of models.metrics)."""
+    """Straightforward metric definitions via a relevance vector (independent of models.evaluation.metrics)."""
     rel = np.array([1.0 if item == target else 0.0 for item in ranked[:k]])
     discounts = 1.0 / np.log2(np.arange(2, len(rel) + 2))
     dcg = float((rel * discounts).sum())

@@ -7,9 +7,18 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.candidates import ANN, COLD_START, COVISIT, SOURCES, TRENDING, CodeSpace, merge_candidates
-from models.errors import ConfigError
-from models.ranking import CandidateSet, RecItem, Selection, blend, check_options, mmr_order, normalise, select
+from streamrec.models.errors import ConfigError
+from streamrec.models.serving.candidates import ANN, COLD_START, COVISIT, SOURCES, TRENDING, CodeSpace, merge_candidates
+from streamrec.models.serving.ranking import (
+    CandidateSet,
+    RecItem,
+    Selection,
+    blend,
+    check_options,
+    mmr_order,
+    normalise,
+    select,
+)
 
 W = np.array([1.0, 1.0, 0.3, 0.05], dtype=np.float32)
 

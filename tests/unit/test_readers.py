@@ -11,12 +11,12 @@ from pathlib import Path
 import fastavro
 import pytest
 
-from models.errors import InputError
-from models.events import Event, EventType
-from producers.formats import avro as avro_format
-from producers.formats import base, mapping
-from producers.formats.base import parse_timestamp
-from producers.readers import (
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event, EventType
+from streamrec.producers.formats import avro as avro_format
+from streamrec.producers.formats import base, mapping
+from streamrec.producers.formats.base import parse_timestamp
+from streamrec.producers.readers import (
     PRESETS,
     ColumnMapping,
     parse_mapping,

@@ -6,7 +6,7 @@ import time
 
 from kafka import TopicPartition
 
-from consumers.rebalance import RebalanceTracker
+from streamrec.consumers.rebalance import RebalanceTracker
 
 
 def tps(*parts: int, topic: str = "events") -> list[TopicPartition]:

@@ -10,15 +10,15 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from models.artifact import Artifact, load_artifact, random_artifact, write_artifact
-from models.candidates import encode_user
-from models.encoder import UserEncoder
-from models.errors import ArtifactError, ConfigError, InputError
-from models.events import Event, EventType
-from models.index import exact_search
-from models.ranking import CandidateSet
-from models.recommender import EngineConfig, Recommender, Trigger
-from models.state import UserState
+from streamrec.models.base.artifact import Artifact, load_artifact, random_artifact, write_artifact
+from streamrec.models.base.encoder import UserEncoder
+from streamrec.models.base.index import exact_search
+from streamrec.models.engine.recommender import EngineConfig, Recommender, Trigger
+from streamrec.models.errors import ArtifactError, ConfigError, InputError
+from streamrec.models.events import Event, EventType
+from streamrec.models.serving.candidates import encode_user
+from streamrec.models.serving.ranking import CandidateSet
+from streamrec.models.serving.state import UserState
 
 CLUSTERS = 10
 T0 = 1_700_000_000_000
@@ -251,3 +251,11 @@ def test_inputs_are_not_mutated_and_bad_inputs_are_explained(tmp_path: Path, art
     write_artifact(tmp_path / "c", ["a", "b"], np.eye(2, dtype=np.float32), categories=["x", None], version="c")
     small = Recommender(EngineConfig(), artifact=load_artifact(tmp_path / "c"))
     assert small.model is not None and small.model.categories.tolist() == [0, -1]  # type: ignore[union-attr]
+
+
+def test_engine_index_defaults_are_the_index_defaults() -> None:
+    """The trainer ships the index a default worker builds without importing the engine (base -> engine would
+    run back up), so the two defaults must agree."""
+    from streamrec.models.base.index import IndexConfig
+
+    assert EngineConfig().index_config() == IndexConfig()

@@ -7,12 +7,12 @@ from typing import Any
 
 import pytest
 
-from models.errors import InputError
-from producers.synthetic import generate, write_log
-from stream.settings import Settings
 from streamrec.evaluate import EvalOptions, evaluate
+from streamrec.models.errors import InputError
+from streamrec.producers.synthetic import generate, write_log
 from streamrec.report import run_report
 from streamrec.report_md import render, table
+from streamrec.stream.settings import Settings
 
 MACHINE = {"cpus": 2, "cpu": "test cpu", "memory_gb": 4.0, "python": "3.11", "platform": "linux"}
 

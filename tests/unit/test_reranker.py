@@ -9,18 +9,18 @@ import numpy as np
 import pytest
 import river
 
-from consumers.online import decode_checkpoint, encode_checkpoint
-from models.candidates import CodeSpace, merge_candidates
-from models.errors import ConfigError
-from models.events import Event, EventType
-from models.features import FEATURES, build_features
-from models.feedback import FeedbackLog, LabelPolicy, label_pairs
-from models.itemtable import ItemTable
-from models.online import OnlineConfig
-from models.recommender import EngineConfig, Recommender
-from models.reranker import OnlineReranker, RerankerConfig
-from models.state import StateLimits, UserState
-from stream.settings import Settings
+from streamrec.consumers.online import decode_checkpoint, encode_checkpoint
+from streamrec.models.engine.recommender import EngineConfig, Recommender
+from streamrec.models.errors import ConfigError
+from streamrec.models.events import Event, EventType
+from streamrec.models.online.features import FEATURES, build_features
+from streamrec.models.online.feedback import FeedbackLog, LabelPolicy, label_pairs
+from streamrec.models.online.itemtable import ItemTable
+from streamrec.models.online.layer import OnlineConfig
+from streamrec.models.online.reranker import OnlineReranker, RerankerConfig
+from streamrec.models.serving.candidates import CodeSpace, merge_candidates
+from streamrec.models.serving.state import StateLimits, UserState
+from streamrec.stream.settings import Settings
 
 T0 = 1_700_000_000_000
 
@@ -227,7 +227,7 @@ def test_the_blend_keeps_serving_while_it_ranks_the_labelled_pairs_better() -> N
 
 
 def test_settings_switch_the_online_learners() -> None:
-    from consumers.engine import engine_config
+    from streamrec.consumers.engine import engine_config
 
     cfg = engine_config(Settings.from_env({"STREAMREC_RERANKER": "false", "STREAMREC_DRIFT_DETECTOR": "none",
                                            "STREAMREC_EXPLORE_SLOTS": "1", "STREAMREC_MF": "rating"}))

@@ -5,9 +5,9 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from models.errors import ArtifactError, ConfigError
-from models.events import Event, EventType
-from models.river_mf import RiverMF, RiverMFConfig, top_k
+from streamrec.models.errors import ArtifactError, ConfigError
+from streamrec.models.events import Event, EventType
+from streamrec.models.online.river_mf import RiverMF, RiverMFConfig, top_k
 
 
 def planted_ratings(seed: int, n: int, users: int = 60, items: int = 40, groups: int = 3):

@@ -12,10 +12,10 @@ import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from models.candidates import encode_user, encode_users
-from models.encoder import TYPE_INDEX, TYPE_NAMES, UserEncoder
-from models.errors import ConfigError, InputError
-from models.state import IdWindow, StateLimits, UserState, UserStore
+from streamrec.models.base.encoder import TYPE_INDEX, TYPE_NAMES, UserEncoder
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.serving.candidates import encode_user, encode_users
+from streamrec.models.serving.state import IdWindow, StateLimits, UserState, UserStore
 
 SCHEMA = Path(__file__).resolve().parents[2] / "stream" / "schemas" / "user_state.avsc"
 CLICK, PURCHASE, VIEW = TYPE_INDEX["CLICK"], TYPE_INDEX["PURCHASE"], TYPE_INDEX["VIEW"]

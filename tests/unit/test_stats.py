@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from consumers.stats import LatencyWindow
+from streamrec.consumers.stats import LatencyWindow
 
 
 def test_ring_keeps_the_most_recent_values() -> None:

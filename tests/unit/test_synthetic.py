@@ -12,11 +12,11 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
-from models.errors import InputError
-from models.events import Event, EventType
-from producers import synthetic
-from producers.readers import read_events
-from producers.synthetic import (
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event, EventType
+from streamrec.producers import synthetic
+from streamrec.producers.readers import read_events
+from streamrec.producers.synthetic import (
     DEFAULT_START_MS,
     SyntheticConfig,
     SyntheticLog,

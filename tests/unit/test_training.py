@@ -10,16 +10,17 @@ import numpy as np
 import pytest
 import torch
 
-from models.artifact import Artifact, Manifest, load_artifact, random_artifact
-from models.encoder import TYPE_INDEX, event_strength
-from models.errors import ConfigError, InputError
-from models.events import Event, EventType
-from models.gate import decide
-from models.training import TrainConfig, TrainResult, evaluate, train, write_result
-from models.trainingdata import Plan, prepare
+from streamrec.models.base.artifact import Artifact, Manifest, load_artifact, random_artifact
+from streamrec.models.base.encoder import TYPE_INDEX, event_strength
+from streamrec.models.base.gate import decide
+from streamrec.models.base.training import TrainConfig, TrainResult, evaluate, train, write_result
+from streamrec.models.base.trainingdata import Plan, prepare
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.events import Event, EventType
+from streamrec.models.timeunits import DAY_MS
 
 T0 = 1_700_000_000_000
-DAY_MS = 24 * 3600 * 1000
+
 TYPES = [EventType.VIEW, EventType.CLICK, EventType.ADD_TO_CART, EventType.PURCHASE]
 
 

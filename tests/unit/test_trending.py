@@ -7,8 +7,8 @@ import random
 import numpy as np
 import pytest
 
-from models.errors import ConfigError
-from models.trending import Trending
+from streamrec.models.errors import ConfigError
+from streamrec.models.serving.trending import Trending
 
 H = 1_000
 

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import torch
 
-from models.encoder import TYPE_NAMES, UserEncoder
-from models.two_tower import TwoTower, inverse_softplus, sampled_softmax_loss
+from streamrec.models.base.encoder import TYPE_NAMES, UserEncoder
+from streamrec.models.base.two_tower import TwoTower, inverse_softplus, sampled_softmax_loss
 
 N_ITEMS, DIM, HIST = 40, 8, 6
 

@@ -57,7 +57,7 @@ from typing import Any
 import faiss
 import numpy as np
 
-from models.errors import ArtifactError, ConfigError, InputError
+from streamrec.models.errors import ArtifactError, ConfigError, InputError
 
 INDEX_KINDS = ("auto", "flat", "hnsw", "ivf")
 
@@ -209,7 +209,7 @@ def _build_params(raw: faiss.Index) -> dict[str, Any]:
     if isinstance(raw, faiss.IndexFlat):
         return {"kind": "flat"}
     raise ArtifactError(f"the shipped item index is a {type(raw).__name__}; streamrec serves flat, hnsw or ivf "
-                        "indexes from models.index.build_index: republish the model")
+                        "indexes from models.base.index.build_index: republish the model")
 
 
 def _tag(params: dict[str, Any]) -> str:
@@ -231,7 +231,7 @@ def load_index(data: bytes, version: str, config: IndexConfig | None = None) -> 
                             "upgrade faiss on this host or republish the model") from exc
     if raw.metric_type != faiss.METRIC_INNER_PRODUCT:
         raise ArtifactError("the shipped item index does not search by inner product; build it with "
-                            "models.index.build_index and republish the model")
+                            "models.base.index.build_index and republish the model")
     params = _build_params(raw)
     tag = _tag(params)
     loaded = ItemIndex(raw, params["kind"], f"{version}+{tag}" if version else tag)

@@ -31,10 +31,9 @@ from operator import itemgetter
 
 import numpy as np
 
-from models.decay import ForwardDecay
-from models.errors import ConfigError
-
-DAY_MS = 86_400_000
+from streamrec.models.decay import ForwardDecay
+from streamrec.models.errors import ConfigError
+from streamrec.models.timeunits import DAY_MS
 
 
 class CoVisitation:

@@ -1,7 +1,7 @@
 """Candidate generation plumbing: user vectors, per-batch item codes, and the vectorised candidate merge.
 
 * :func:`encode_user` / :func:`encode_users`: a user's vector from the recent items the model knows,
-  with the model's :class:`~models.encoder.UserEncoder` (one user, or a whole batch in one numpy pass).
+  with the model's :class:`~models.base.encoder.UserEncoder` (one user, or a whole batch in one numpy pass).
 * :class:`CodeSpace`: integer codes for the items of one batch; an item of the model is its embedding
   row, any other item (new, never trained on) gets a code after the model's items.
 * :func:`prepare_model`: an artifact made ready to serve (:class:`PreparedModel`, with its faiss index:
@@ -32,12 +32,12 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.artifact import Artifact
-from models.covisit import CoVisitation
-from models.encoder import UserEncoder
-from models.errors import ArtifactError
-from models.index import IndexConfig, ItemIndex, build_index
-from models.state import META, META_SIZE, UserState
+from streamrec.models.base.artifact import Artifact
+from streamrec.models.base.encoder import UserEncoder
+from streamrec.models.base.index import IndexConfig, ItemIndex, build_index
+from streamrec.models.errors import ArtifactError
+from streamrec.models.serving.covisit import CoVisitation
+from streamrec.models.serving.state import META, META_SIZE, UserState
 
 #: Candidate sources, in the order of the score columns.
 SOURCES: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start")

@@ -1,6 +1,6 @@
 """Checkpoint parts of the online learners: what survives a worker restart, and how it is encoded.
 
-An :class:`~models.online.OnlineLayer` is saved as named parts, each ``(name, encoding, bytes)``:
+An :class:`~models.online.layer.OnlineLayer` is saved as named parts, each ``(name, encoding, bytes)``:
 
 ========== ========= ================================================================================
 part       encoding  content
@@ -12,7 +12,7 @@ drift      json      quality windows, counters and the cool-down clock of the dr
 river      pickle    river objects with no state API: the drift detector, online ROCAUC and LogLoss (and
                      the recent pairs that decide whether the reranker or the blend serves)
 items      npz       item table (first-seen times, categories)
-mf         npz       river MF factors (:meth:`models.river_mf.RiverMF.to_bytes`, no pickle)
+mf         npz       river MF factors (:meth:`models.online.river_mf.RiverMF.to_bytes`, no pickle)
 ========== ========= ================================================================================
 
 Only the ``river`` part is a pickle, and :func:`load_parts` refuses it unless the writer's river version
@@ -21,7 +21,7 @@ then start fresh while everything else is restored. JSON and npz parts are indep
 internals. The Avro envelope that carries the parts to Kafka is ``stream/schemas/online_state.avsc``.
 
 >>> import river
->>> from models.recommender import EngineConfig, Recommender
+>>> from streamrec.models.engine.recommender import EngineConfig, Recommender
 >>> layer = Recommender(EngineConfig(drift_detector="adwin")).online
 >>> parts = dump_parts(layer)
 >>> [(name, encoding) for name, encoding, _ in parts]
@@ -43,13 +43,13 @@ import numpy as np
 import river
 from river import facto
 
-from models.errors import ArtifactError
-from models.itemtable import ItemTable
-from models.river_mf import RiverMF
+from streamrec.models.errors import ArtifactError
+from streamrec.models.online.itemtable import ItemTable
+from streamrec.models.online.river_mf import RiverMF
 
 if TYPE_CHECKING:
-    from models.online import OnlineLayer
-    from models.reranker import OnlineReranker
+    from streamrec.models.online.layer import OnlineLayer
+    from streamrec.models.online.reranker import OnlineReranker
 
 FORMAT = 1
 Part = tuple[str, str, bytes]

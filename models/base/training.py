@@ -1,11 +1,11 @@
-"""Training the two-tower base model (:mod:`models.two_tower`) from an event log.
+"""Training the two-tower base model (:mod:`models.base.two_tower`) from an event log.
 
 The log is split by time: the last ``holdout_fraction`` of the events is the *holdout* (never trained
 on, only evaluated), the last ``validation_fraction`` of the rest is the *validation* slice (early
 stopping), and the model learns from the *fit* part before it. Every event is a target whose input is
 the same user's previous up to ``max_history`` items (most recent first, ages relative to the target),
 exactly what a worker holds online; the example weight is the target's strength
-(:func:`models.encoder.event_strength`). Events of the validation and holdout slices still serve as
+(:func:`models.base.encoder.event_strength`). Events of the validation and holdout slices still serve as
 history for later targets, as they would in the stream; a target whose user has no earlier event is
 cold (served by fallbacks, not by this model) and is not evaluated.
 
@@ -21,7 +21,7 @@ positive) are masked.
 Metrics: HR@10 and NDCG@10 on the holdout, for the model and for a popularity baseline (the most
 frequent items before the holdout), optionally excluding items the user already touched.
 
->>> from models.events import Event, EventType
+>>> from streamrec.models.events import Event, EventType
 >>> evs = [Event(f"e{k}", f"u{k % 4}", f"i{k % 4}{k % 3}", EventType.CLICK, 60_000 * k) for k in range(80)]
 >>> result = train(evs, TrainConfig(dim=4, epochs=2, n_random_negatives=4))
 >>> result.embeddings.shape, result.encoder.dim, result.metrics["holdout_size"]
@@ -29,7 +29,7 @@ frequent items before the holdout), optionally excluding items the user already 
 >>> TrainConfig(device="tpu")
 Traceback (most recent call last):
 ...
-models.errors.ConfigError: train config: device must be auto, cpu or cuda, got 'tpu'
+streamrec.models.errors.ConfigError: train config: device must be auto, cpu or cuda, got 'tpu'
 """
 
 from __future__ import annotations
@@ -45,14 +45,14 @@ from typing import Any
 import numpy as np
 import torch
 
-from models.artifact import Artifact, Manifest, write_artifact
-from models.encoder import UserEncoder
-from models.errors import ConfigError, InputError
-from models.events import Event
-from models.gate import GateDecision
-from models.index import IndexConfig
-from models.trainingdata import Histories, Plan
-from models.two_tower import DEFAULT_HALF_LIFE_S, TwoTower, model_metrics, sampled_softmax_loss
+from streamrec.models.base.artifact import Artifact, Manifest, write_artifact
+from streamrec.models.base.encoder import UserEncoder
+from streamrec.models.base.gate import GateDecision
+from streamrec.models.base.index import IndexConfig
+from streamrec.models.base.trainingdata import Histories, Plan
+from streamrec.models.base.two_tower import DEFAULT_HALF_LIFE_S, TwoTower, model_metrics, sampled_softmax_loss
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.events import Event
 
 K = 10
 Progress = Callable[[dict[str, Any]], None]
@@ -306,11 +306,12 @@ def write_result(result: TrainResult, out_dir: str | os.PathLike[str],
                  gate: GateDecision | Mapping[str, Any] | None = None,
                  version: str | None = None, index: IndexConfig | None = None,
                  ship_index: bool = True) -> Manifest:
-    """Write ``result`` as an artifact directory (see :mod:`models.artifact`) and return its manifest.
+    """Write ``result`` as an artifact directory (see :mod:`models.base.artifact`) and return its manifest.
 
     With ``ship_index`` (the default) the item index is built here and shipped, so that workers only
-    deserialize it: ``index`` defaults to the serving engine's own default (``EngineConfig().index_config()``,
-    ``auto`` resolved for the item count) with the training's CPU threads; a worker whose config asks for
+    deserialize it: ``index`` defaults to the serving engine's own default (``IndexConfig()``, which
+    ``EngineConfig().index_config()`` equals, ``auto`` resolved for the item count) with the training's CPU
+    threads; a worker whose config asks for
     another kind or other build parameters builds its own. ``metrics["index_build_s"]`` records the build.
     """
     gate_dict = gate.to_dict() if isinstance(gate, GateDecision) else dict(gate or {})
@@ -325,8 +326,6 @@ def write_result(result: TrainResult, out_dir: str | os.PathLike[str],
 
 
 def _serving_index_config(threads: int) -> IndexConfig:
-    """The index a worker with default settings would build (imported late: the engine module pulls in
-    the whole serving stack, which training alone does not need)."""
-    from models.recommender import EngineConfig
-
-    return replace(EngineConfig().index_config(), threads=max(1, threads))
+    """The index a worker with default settings would build: the engine's defaults are ``IndexConfig``'s
+    (tests/unit/test_recommender.py holds the two together)."""
+    return replace(IndexConfig(), threads=max(1, threads))

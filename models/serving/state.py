@@ -8,12 +8,12 @@ share one string object per item.
 
 ``to_record`` / ``from_record`` match ``stream/schemas/user_state.avsc`` field for field. The user vector is
 not part of the record nor of the state: it is computed from the recent items when needed
-(``models.candidates.encode_users``), which is also what moves users into a new model's space.
+(``models.serving.candidates.encode_users``), which is also what moves users into a new model's space.
 
 :class:`UserStore` holds users per partition (one ``OrderedDict`` each, least recently touched first),
 with a global cap on users (LRU eviction) and a TTL on the last event time (``expire``).
 
->>> from models.encoder import TYPE_INDEX
+>>> from streamrec.models.base.encoder import TYPE_INDEX
 >>> st = UserState("u1")
 >>> st.observe("i1", TYPE_INDEX["CLICK"], 1_000, 1.0, StateLimits())
 >>> st.observe("i2", TYPE_INDEX["PURCHASE"], 2_000, 4.0, StateLimits(), event_id="e2", offset=7)
@@ -40,12 +40,12 @@ from typing import Any
 
 import numpy as np
 
-from models.encoder import TYPE_INDEX, TYPE_NAMES
-from models.errors import ConfigError, InputError
+from streamrec.models.base.encoder import TYPE_INDEX, TYPE_NAMES
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.timeunits import DAY_MS
 
 PURCHASE = TYPE_INDEX["PURCHASE"]
 OTHER = TYPE_INDEX["OTHER"]
-DAY_MS = 86_400_000
 #: One packed record of the recent history: timestamp ms, event type index, strength (13 bytes).
 META = np.dtype([("ts", "<i8"), ("type", "u1"), ("strength", "<f4")])
 META_SIZE = META.itemsize
@@ -73,7 +73,7 @@ class UserState:
     ``recent_meta``, one packed 13-byte record per item (``META``: timestamp ms, type index, strength);
     ``recent_ts``, ``recent_types`` and ``recent_strength`` unpack it. ``seen`` and ``purchased`` are oldest
     first (the oldest is dropped at the cap; touching a seen item again moves it to the end). The user
-    vector is not kept here: the engine computes it per batch with ``models.candidates.encode_users``
+    vector is not kept here: the engine computes it per batch with ``models.serving.candidates.encode_users``
     (a cached vector would be stale after the user's next event anyway, and would cost 368 bytes per
     user), so users are always encoded with the model in service, also right after a swap.
     """

@@ -2,7 +2,7 @@
 
 *Item tower*: an embedding table ``(n_items, d)``; an item's vector is its row, L2-normalised.
 
-*User tower*: exactly the function of :meth:`models.encoder.UserEncoder.encode`. A user's vector is a
+*User tower*: exactly the function of :meth:`models.base.encoder.UserEncoder.encode`. A user's vector is a
 pooling of the (normalised) vectors of their recent items, most recent first, with weights
 ``a_i = strength_i * 0.5 ** (age_i / half_life_s) * pos_weight[i]``, followed by ``W @ pooled + b`` and
 L2 normalisation. ``pos_weight`` (kept positive as the softplus of a parameter), ``W`` and ``b`` are
@@ -35,8 +35,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_NAMES, UserEncoder
-from models.trainingdata import Histories, eval_rows, rank_metrics, seen_tensors
+from streamrec.models.base.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_NAMES, UserEncoder
+from streamrec.models.base.trainingdata import Histories, eval_rows, rank_metrics, seen_tensors
 
 DEFAULT_HALF_LIFE_S = 7 * 24 * 3600.0
 

@@ -30,7 +30,7 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
-from models.errors import ConfigError
+from streamrec.models.errors import ConfigError
 
 DETECTORS = ("adwin", "page_hinkley")
 

@@ -6,7 +6,7 @@ Layout of an artifact directory::
                           and ``index``: the build parameters of the shipped item index ({} without one)
     item_ids.json         JSON list of item ids (strings), row i of the embeddings belongs to item_ids[i]
     item_embeddings.npy   float32 array (item_count, dim), L2-normalised rows; absent when the index is shipped
-    item_index.faiss      optional: the serving index, prebuilt (``models.index.serialize_index``)
+    item_index.faiss      optional: the serving index, prebuilt (``models.base.index.serialize_index``)
     user_encoder.npz      optional: the learned user encoder (see models/encoder.py)
     item_categories.json  optional: JSON list, a category string (or null) per item, for diversity
 
@@ -55,9 +55,9 @@ from typing import Any
 import faiss
 import numpy as np
 
-from models.encoder import UserEncoder
-from models.errors import ArtifactError
-from models.index import IndexConfig, ItemIndex, build_index, index_vectors, load_index, serialize_index
+from streamrec.models.base.encoder import UserEncoder
+from streamrec.models.base.index import IndexConfig, ItemIndex, build_index, index_vectors, load_index, serialize_index
+from streamrec.models.errors import ArtifactError
 
 FORMAT = "streamrec-artifact/1"
 FORMAT_INDEX_ONLY = "streamrec-artifact/2"   # embeddings only inside the shipped index
@@ -249,7 +249,8 @@ def decode_artifact(manifest: Manifest, files: Mapping[str, bytes]) -> Artifact:
         raise ArtifactError(f"artifact {manifest.version}: payload cannot be decoded: {exc}") from exc
     index = _decode_index(manifest, files[INDEX]) if INDEX in manifest.files else None
     if emb is None:
-        assert index is not None  # _check_listed: one of the two is there
+        if index is None:  # _check_listed lets one of the two through
+            raise ArtifactError(f"artifact {manifest.version}: neither embeddings nor an index")
         emb = index_vectors(index)
     _check_embeddings(manifest, emb, len(item_ids))
     if index is not None:

@@ -2,20 +2,20 @@
 
 =====================  ==========================================================================
 ``PopularityPolicy``    time-decayed trending counts (half-life configurable); same list for everyone
-``RiverMFPolicy``       online biased matrix factorisation (:mod:`models.river_mf`), updated per event
-``BaseModelPolicy``     the torch base model (``models.training.train``), retrained at each ``on_sync``
+``RiverMFPolicy``       online biased matrix factorisation (:mod:`models.online.river_mf`), updated per event
+``BaseModelPolicy``     the torch base model (``models.base.training.train``), retrained at each ``on_sync``
                         on exactly the events before that point; ``online=False`` freezes user vectors
                         at the sync (*static base model*), ``online=True`` re-encodes each user from
                         their recent items after every event (*base model + online user vectors*)
-``FullSystemPolicy``    the worker's own engine (``models.recommender.Recommender``): ``apply`` per
+``FullSystemPolicy``    the worker's own engine (``models.engine.recommender.Recommender``): ``apply`` per
                         event, ``recommend`` per request, ``swap_model`` at each ``on_sync``
 =====================  ==========================================================================
 
 The last two import the trainer and the engine lazily, so this module loads without torch. Both accept
 an injected ``trainer`` (``events -> object with item_ids, embeddings, encoder``) so they can be tested,
-or run with another trainer, without ``models.training``.
+or run with another trainer, without ``models.base.training``.
 
->>> from models.events import Event, EventType
+>>> from streamrec.models.events import Event, EventType
 >>> pop = PopularityPolicy(half_life_ms=None)
 >>> for n, item in enumerate(["a", "b", "b", "c", "b", "c"]):
 ...     pop.learn(Event(str(n), "u", item, EventType.CLICK, n))
@@ -34,18 +34,18 @@ from typing import Any, Literal, Protocol
 
 import numpy as np
 
-from models.artifact import Artifact, build_manifest, decode_artifact, encode_payload
-from models.encoder import TYPE_INDEX, UserEncoder, event_strength
-from models.evaluation.policy import Request
-from models.events import Event
-from models.river_mf import RiverMF, RiverMFConfig, top_k
+from streamrec.models.base.artifact import Artifact, build_manifest, decode_artifact, encode_payload
+from streamrec.models.base.encoder import TYPE_INDEX, UserEncoder, event_strength
+from streamrec.models.evaluation.policy import Request
+from streamrec.models.events import Event
+from streamrec.models.online.river_mf import RiverMF, RiverMFConfig, top_k
 
 
 class PopularityPolicy:
     """Trending items: every event adds its weight, decayed by ``0.5 ** (age / half_life_ms)``.
 
     ``half_life_ms=None`` never forgets (plain popularity). ``weighting="strength"`` weighs each event by
-    :func:`models.encoder.event_strength` instead of 1. Scores are kept relative to an anchor time, so
+    :func:`models.base.encoder.event_strength` instead of 1. Scores are kept relative to an anchor time, so
     ranking needs no pass over all items per event; the anchor moves forward before values overflow.
     """
 
@@ -88,7 +88,7 @@ class PopularityPolicy:
 
 
 class RiverMFPolicy:
-    """Online biased MF (:class:`models.river_mf.RiverMF`): one SGD step per event, numpy ranking.
+    """Online biased MF (:class:`models.online.river_mf.RiverMF`): one SGD step per event, numpy ranking.
 
     The default configuration is :meth:`RiverMFConfig.for_ranking` (strength targets with sampled
     negatives); pass ``RiverMFConfig()`` for plain star-rating regression.
@@ -113,7 +113,7 @@ class RiverMFPolicy:
 
 
 class TrainedModel(Protocol):
-    """What ``models.training.train`` returns (its ``TrainResult``), as far as the policies need it."""
+    """What ``models.base.training.train`` returns (its ``TrainResult``), as far as the policies need it."""
 
     @property
     def item_ids(self) -> Sequence[str]: ...
@@ -129,10 +129,10 @@ Trainer = Callable[[Sequence[Event]], TrainedModel]
 
 
 def torch_trainer(train_config: Any | None = None) -> Trainer:
-    """``models.training.train`` with ``train_config`` (default ``TrainConfig()``), imported on first use."""
+    """``models.base.training.train`` with ``train_config`` (default ``TrainConfig()``), imported on first use."""
 
     def _train(events: Sequence[Event]) -> TrainedModel:
-        from models.training import TrainConfig, train  # lazy: torch is only needed when training
+        from streamrec.models.base.training import TrainConfig, train  # lazy: torch is only needed when training
 
         config = train_config if train_config is not None else TrainConfig()
         result: TrainedModel = train(list(events), config)
@@ -212,7 +212,8 @@ class BaseModelPolicy:
         return vec if bool(np.any(vec)) else None
 
     def _encode(self, user_id: str, now_ms: int, before_seq: int) -> np.ndarray:
-        assert self._emb is not None and self._encoder is not None
+        if self._emb is None or self._encoder is None:
+            raise RuntimeError("_encode needs a synced model")
         rows, types, ages, strengths = [], [], [], []
         for seq, item, t, ts, s in reversed(self._recent.get(user_id, ())):  # most recent first
             r = self._row.get(item)
@@ -273,7 +274,7 @@ class FullSystemPolicy:
         self.syncs = 0
 
     def _default_engine(self) -> Any:
-        from models.recommender import EngineConfig, Recommender  # lazy: the engine is optional here
+        from streamrec.models.engine.recommender import EngineConfig, Recommender  # lazy: the engine is optional here
 
         return Recommender(self.engine_config if self.engine_config is not None else EngineConfig(),
                            artifact=None)

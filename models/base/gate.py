@@ -6,7 +6,7 @@ the gate; a metric the serving model lacks is not compared (an older artifact ma
 serving model with none of the gated metrics lets the candidate through, saying so in the reason.
 
 Compare like with like: both sets of metrics should come from the same holdout
-(``models.training.evaluate`` scores the serving artifact on the candidate's holdout).
+(``models.base.training.evaluate`` scores the serving artifact on the candidate's holdout).
 
 >>> decide({"hr@10": 0.30, "ndcg@10": 0.15}, None).passed
 True

@@ -1,16 +1,17 @@
 """Online learning inside the engine: learned reranker, quality and drift, exploration, river MF source.
 
-:class:`OnlineLayer` is what :class:`~models.recommender.Recommender` calls when any of these is switched
-on in its :class:`~models.recommender.EngineConfig` (``reranker``, ``drift_detector``, ``explore_slots``, ``mf``):
+:class:`OnlineLayer` is what :class:`~models.engine.recommender.Recommender` calls when any of these is switched
+on in its :class:`~models.engine.recommender.EngineConfig` (``reranker``, ``drift_detector``,
+``explore_slots``, ``mf``):
 
 * ``observe(event, item, state)``, per applied event *before* the state learns it (test, then train):
   the event is scored against the user's last list (drift monitor, labels for the reranker), the item
   table records the item, and the river MF (if on) takes its SGD step.
-* ``end_apply()``, once per applied batch: the batch's labelled pairs (:mod:`models.feedback`) are
-  scored, counted in the online AUC / log loss, then learned (:mod:`models.reranker`).
+* ``end_apply()``, once per applied batch: the batch's labelled pairs (:mod:`models.online.feedback`) are
+  scored, counted in the online AUC / log loss, then learned (:mod:`models.online.reranker`).
 * ``mf_block`` / ``explore_block``: extra candidate sources ``mf`` and ``explore``, columns 4 and 5 of
   :data:`ONLINE_SOURCES` (with any of these on, every batch uses the six-column layout).
-* ``rescore``: the feature matrix of the batch (:mod:`models.features`) scored by the reranker replaces
+* ``rescore``: the feature matrix of the batch (:mod:`models.online.features`) scored by the reranker replaces
   the blend, once the reranker has learned ``warmup_pairs`` pairs (the blend serves until then).
 * ``finish``: exploration (one slot per list by default when on: a new item, at a seeded random position in
   the second half of the list, source ``explore``) and the feature log of the emitted lists.
@@ -20,8 +21,8 @@ scaler statistics as JSON, river metrics and drift detector pickled, the item ta
 ``.npz``), :meth:`OnlineLayer.restore` takes them back and refuses pickled parts written by another river
 version. ``consumers/online.py`` wraps the parts in the ``online_state`` Avro envelope.
 
->>> from models.events import Event, EventType
->>> from models.recommender import EngineConfig, Recommender
+>>> from streamrec.models.events import Event, EventType
+>>> from streamrec.models.engine.recommender import EngineConfig, Recommender
 >>> rec = Recommender(EngineConfig(reranker=True, drift_detector="adwin", online=OnlineConfig(warmup_pairs=10)))
 >>> events = [Event(f"e{k}", f"u{k % 5}", f"i{k * k % 23}", EventType.CLICK, 1_000 * k) for k in range(300)]
 >>> for s in range(0, 300, 30):
@@ -44,22 +45,22 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from models import candidates as cand
-from models.checkpoint import dump_parts, load_parts
-from models.drift import DETECTORS, DriftConfig, DriftMonitor, DriftSignal
-from models.errors import ConfigError
-from models.events import Event
-from models.extra_sources import ONLINE_SOURCES, explore_block, explore_lists, mf_block
-from models.features import FEATURES, build_features
-from models.feedback import FeedbackLog, LabelPolicy, label_pairs
-from models.itemtable import ItemTable
-from models.ranking import RecItem
-from models.river_mf import RiverMF, RiverMFConfig
-from models.state import UserState
+from streamrec.models.errors import ConfigError
+from streamrec.models.events import Event
+from streamrec.models.online.checkpoint import dump_parts, load_parts
+from streamrec.models.online.drift import DETECTORS, DriftConfig, DriftMonitor, DriftSignal
+from streamrec.models.online.features import FEATURES, build_features
+from streamrec.models.online.feedback import FeedbackLog, LabelPolicy, label_pairs
+from streamrec.models.online.itemtable import ItemTable
+from streamrec.models.online.river_mf import RiverMF, RiverMFConfig
+from streamrec.models.online.sources import ONLINE_SOURCES, explore_block, explore_lists, mf_block
+from streamrec.models.serving import candidates as cand
+from streamrec.models.serving.ranking import RecItem
+from streamrec.models.serving.state import UserState
 
 if TYPE_CHECKING:
-    from models.recommender import EngineConfig
-    from models.reranker import OnlineReranker
+    from streamrec.models.engine.recommender import EngineConfig
+    from streamrec.models.online.reranker import OnlineReranker
 
 MF_PRESETS = ("none", "rating", "ranking")
 BLEND = FEATURES.index("blend")
@@ -103,7 +104,7 @@ def wanted(config: EngineConfig) -> bool:
 
 def check_config(config: EngineConfig) -> None:
     """Raise :class:`ConfigError` for an unknown reranker model, drift detector or MF preset."""
-    from models.reranker import MODELS
+    from streamrec.models.online.reranker import MODELS
 
     if config.reranker_model not in MODELS:
         raise ConfigError(f"reranker_model is {config.reranker_model!r}; use one of {', '.join(MODELS)}")
@@ -129,7 +130,7 @@ class OnlineLayer:
         if config.reranker:
             # imported here: river's linear models and scaler import scipy.stats (seconds, and not needed
             # by an engine without the reranker)
-            from models.reranker import OnlineReranker, RerankerConfig
+            from streamrec.models.online.reranker import OnlineReranker, RerankerConfig
 
             self.reranker = OnlineReranker(RerankerConfig(config.reranker_model, oc.reranker_lr, oc.reranker_l2,
                                                           fm_factors=oc.fm_factors, seed=config.seed), FEATURES)
@@ -220,7 +221,7 @@ class OnlineLayer:
     # --- candidates --------------------------------------------------------------------------------
     def mf_block(self, user_ids: Sequence[str], states: Sequence[UserState | None], space: cand.CodeSpace,
                  k: int, method: str) -> cand.Block | None:
-        """The river MF's top ``k`` items per user (see :func:`models.extra_sources.mf_block`)."""
+        """The river MF's top ``k`` items per user (see :func:`models.online.sources.mf_block`)."""
         if self.mf is None:
             return None
         return mf_block(self.mf, user_ids, states, space, k, method, self.engine_config.filter_seen)
@@ -276,7 +277,8 @@ class OnlineLayer:
                    batch: cand.CandidateBatch, scores: np.ndarray, keys: np.ndarray, width: np.int64,
                    space: cand.CodeSpace) -> None:
         """Log each emitted list, then the best-scored candidates that missed it, up to the log's width."""
-        assert self.log is not None and self._X is not None
+        if self.log is None or self._X is None:
+            return
         rows = [r for r, st in enumerate(states) if st is not None and lists[r]]
         if not rows:
             return
@@ -328,7 +330,7 @@ class OnlineLayer:
                     or (self.mf is not None and self.mf.n_users))
 
     def checkpoint(self) -> list[tuple[str, str, bytes]]:
-        """The state worth keeping, as ``(name, encoding, bytes)`` parts (see :mod:`models.checkpoint`)."""
+        """The state worth keeping, as ``(name, encoding, bytes)`` parts (see :mod:`models.online.checkpoint`)."""
         return dump_parts(self)
 
     def restore(self, parts: Sequence[tuple[str, str, bytes]], river_version: str) -> dict[str, str]:

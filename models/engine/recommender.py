@@ -16,7 +16,7 @@ engine state), ``swap(prepared)`` installs model and index together in one assig
 never cached: every batch encodes its users with the model in service, so a swap moves every user to the
 new space at once, and a restored user gets a vector from their recent items.
 
->>> from models.events import Event, EventType
+>>> from streamrec.models.events import Event, EventType
 >>> rec = Recommender(EngineConfig(trending_refresh_events=1))
 >>> rec.apply([Event("e1", "u1", "a", EventType.CLICK, 1_000), Event("e2", "u2", "a", EventType.CLICK, 2_000),
 ...            Event("e3", "u2", "b", EventType.CLICK, 3_000)], offsets=[0, 1, 2])
@@ -38,16 +38,16 @@ from typing import Any
 
 import numpy as np
 
-from models import candidates as cand
-from models.artifact import Artifact
-from models.candidates import PreparedModel, prepare_model
-from models.covisit import CoVisitation
-from models.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, event_strength
-from models.errors import ConfigError, InputError
-from models.events import Event
-from models.index import IndexConfig
-from models.online import ONLINE_SOURCES, OnlineConfig, OnlineLayer, check_config, wanted
-from models.ranking import (
+from streamrec.models.base.artifact import Artifact
+from streamrec.models.base.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, event_strength
+from streamrec.models.base.index import IndexConfig
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.events import Event
+from streamrec.models.online.layer import ONLINE_SOURCES, OnlineConfig, OnlineLayer, check_config, wanted
+from streamrec.models.serving import candidates as cand
+from streamrec.models.serving.candidates import PreparedModel, prepare_model
+from streamrec.models.serving.covisit import CoVisitation
+from streamrec.models.serving.ranking import (
     RecItem,
     RecList,
     Scorer,
@@ -59,8 +59,9 @@ from models.ranking import (
     rescore,
     select,
 )
-from models.state import DAY_MS, IdWindow, StateLimits, UserState, UserStore
-from models.trending import Trending
+from streamrec.models.serving.state import IdWindow, StateLimits, UserState, UserStore
+from streamrec.models.serving.trending import Trending
+from streamrec.models.timeunits import DAY_MS
 
 __all__ = ["EngineConfig", "PreparedModel", "RecItem", "RecList", "Recommender", "Scorer", "Trigger",
            "prepare_model"]

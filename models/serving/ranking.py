@@ -27,9 +27,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.candidates import SOURCES, CandidateBatch, CodeSpace, normalise
-from models.errors import ConfigError, InputError
-from models.state import UserState
+from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.serving.candidates import SOURCES, CandidateBatch, CodeSpace, normalise
+from streamrec.models.serving.state import UserState
 
 __all__ = ["CandidateSet", "RecItem", "RecList", "Scorer", "Selection", "Trigger", "blend", "blocked_items",
            "mmr_order", "normalise", "rescore", "select"]

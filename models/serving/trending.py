@@ -25,10 +25,9 @@ from collections import deque
 
 import numpy as np
 
-from models.decay import ForwardDecay
-from models.errors import ConfigError
-
-DAY_MS = 86_400_000
+from streamrec.models.decay import ForwardDecay
+from streamrec.models.errors import ConfigError
+from streamrec.models.timeunits import DAY_MS
 
 
 class Trending:

@@ -34,7 +34,7 @@ from typing import Any
 import numpy as np
 from river import compose, facto, linear_model, metrics, optim, preprocessing
 
-from models.errors import ConfigError
+from streamrec.models.errors import ConfigError
 
 MODELS = ("logreg", "fm")
 

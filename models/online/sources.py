@@ -6,8 +6,8 @@ items per user with weight 0 in the blend; after selection, :func:`explore_lists
 already listed, not blocked) into every list at a random position of its second half, with source
 ``explore``, so that new items are shown and earn feedback.
 
->>> from models.candidates import CodeSpace
->>> from models.ranking import RecItem
+>>> from streamrec.models.serving.candidates import CodeSpace
+>>> from streamrec.models.serving.ranking import RecItem
 >>> space, rng = CodeSpace(), np.random.default_rng(0)
 >>> block, drawn = explore_block(rng, 1, space, ["n1", "n2", "n3"], slots=1)
 >>> block[0] == EXPLORE, drawn.shape
@@ -27,10 +27,10 @@ from collections.abc import Set as AbstractSet
 
 import numpy as np
 
-from models import candidates as cand
-from models.ranking import RecItem
-from models.river_mf import RiverMF
-from models.state import UserState
+from streamrec.models.online.river_mf import RiverMF
+from streamrec.models.serving import candidates as cand
+from streamrec.models.serving.ranking import RecItem
+from streamrec.models.serving.state import UserState
 
 ONLINE_SOURCES: tuple[str, ...] = (*cand.SOURCES, "mf", "explore")
 MF, EXPLORE = 4, 5

@@ -1,6 +1,6 @@
 """Features of (user, candidate) pairs for the learned reranker, built for a whole batch at once.
 
-:func:`build_features` turns a :class:`~models.candidates.CandidateBatch` into a ``(G, F)`` float32 matrix
+:func:`build_features` turns a :class:`~models.serving.candidates.CandidateBatch` into a ``(G, F)`` float32 matrix
 (one row per candidate, columns :data:`FEATURES`) with numpy; the only Python loops run over the batch's
 distinct items and over each user's recent items and previous list (a few dozen per user):
 
@@ -14,11 +14,11 @@ distinct items and over each user's recent items and previous list (a few dozen 
 ``prev_position``              ``1 / (1 + position)`` of the candidate in the user's previous list, else 0
 ``recent_item``                1 if the user interacted with the candidate recently (a repeat)
 
-:class:`~models.itemtable.ItemTable` supplies first-seen times and categories; it must be bound to the
-model whose codes ``space`` uses (:meth:`~models.itemtable.ItemTable.bind`).
+:class:`~models.online.itemtable.ItemTable` supplies first-seen times and categories; it must be bound to the
+model whose codes ``space`` uses (:meth:`~models.online.itemtable.ItemTable.bind`).
 
->>> from models.candidates import merge_candidates
->>> from models.state import StateLimits
+>>> from streamrec.models.serving.candidates import merge_candidates
+>>> from streamrec.models.serving.state import StateLimits
 >>> table = ItemTable()
 >>> table.observe("a", 0, "red"); table.observe("b", 60_000, "blue")
 >>> st = UserState("u"); st.observe("a", 1, 0, 1.0, StateLimits()); st.shown = ("b",)
@@ -36,9 +36,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from models.candidates import CandidateBatch, CodeSpace
-from models.itemtable import ItemTable
-from models.state import UserState
+from streamrec.models.online.itemtable import ItemTable
+from streamrec.models.serving.candidates import CandidateBatch, CodeSpace
+from streamrec.models.serving.state import UserState
 
 FEATURES: tuple[str, ...] = (
     "ann", "covisit", "trending", "cold_start", "mf",

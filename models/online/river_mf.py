@@ -4,7 +4,7 @@
 y)``. :class:`RiverMF` wraps it for streamrec:
 
 * **Targets.** A rating event trains on its star value; any other event (or every event when
-  ``target="strength"``) on :func:`models.encoder.event_strength`, so purchase > cart > click > view.
+  ``target="strength"``) on :func:`models.base.encoder.event_strength`, so purchase > cart > click > view.
   Implicit streams only ever show positives, so ``negatives`` draws that many random known items per
   event (seeded, uniform over known items) and trains them towards ``negative_target``.
   :meth:`RiverMFConfig.for_ranking` is the preset for top-k lists (strength targets, 4 negatives).
@@ -45,9 +45,9 @@ import numpy as np
 import river
 from river import optim, reco
 
-from models.encoder import event_strength
-from models.errors import ArtifactError, ConfigError
-from models.events import Event, EventType
+from streamrec.models.base.encoder import event_strength
+from streamrec.models.errors import ArtifactError, ConfigError
+from streamrec.models.events import Event, EventType
 
 STATE_FORMAT = "streamrec-river-mf/1"
 

@@ -48,7 +48,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from models.errors import ConfigError
+from streamrec.models.errors import ConfigError
 
 
 @dataclass(frozen=True)

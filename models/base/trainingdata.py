@@ -5,13 +5,13 @@ event_id)`` into parallel numpy arrays (a :class:`Log`). :class:`Histories` then
 of the log taken as a *target*, "which items did this user touch before it?": the previous up to
 ``max_history`` items (most recent first) that exist in a given item vocabulary, with their type
 index, their age relative to the target in seconds and their strength
-(:func:`models.encoder.event_strength`). Histories are gathered per batch with index arithmetic, so memory
+(:func:`models.base.encoder.event_strength`). Histories are gathered per batch with index arithmetic, so memory
 stays linear in the number of events however long the histories are.
 
 :func:`rank_metrics` turns a score matrix into HR@k / NDCG@k sums (pessimistic on ties, so a user
 vector of zeros never scores a hit).
 
->>> from models.events import Event, EventType
+>>> from streamrec.models.events import Event, EventType
 >>> evs = [Event(f"e{k}", "u1", f"i{k}", EventType.CLICK, 1000 * k) for k in range(3)]
 >>> log = prepare(evs)
 >>> h = Histories.build(log, np.arange(len(log.item_ids)))
@@ -29,9 +29,9 @@ from dataclasses import dataclass
 import numpy as np
 import torch
 
-from models.encoder import TYPE_INDEX, event_strength
-from models.errors import InputError
-from models.events import Event
+from streamrec.models.base.encoder import TYPE_INDEX, event_strength
+from streamrec.models.errors import InputError
+from streamrec.models.events import Event
 
 
 @dataclass(frozen=True)
@@ -42,7 +42,7 @@ class Log:
     item_ids: list[str]        # distinct item ids of the whole log, sorted
     user: np.ndarray           # (n,) int64 index into user_ids
     item: np.ndarray           # (n,) int64 index into item_ids
-    type_idx: np.ndarray       # (n,) int64 index into models.encoder.TYPE_NAMES
+    type_idx: np.ndarray       # (n,) int64 index into models.base.encoder.TYPE_NAMES
     strength: np.ndarray       # (n,) float32, event_strength of each event
     ts_ms: np.ndarray          # (n,) int64
     duplicates: int            # events dropped because their event_id was seen before
