@@ -32,7 +32,7 @@ from __future__ import annotations
 import math
 import sys
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from typing import Any
 
@@ -43,27 +43,26 @@ from streamrec.models.base.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, even
 from streamrec.models.base.index import IndexConfig
 from streamrec.models.errors import ConfigError, InputError
 from streamrec.models.events import Event
-from streamrec.models.online.layer import ONLINE_SOURCES, OnlineConfig, OnlineLayer, check_config, wanted
+from streamrec.models.online.layer import OnlineConfig, OnlineLayer, OnlineSwitches
+from streamrec.models.online.plugins import Exploration, FeedbackStage, MFSource, OnlineLearning, RerankerScorer
 from streamrec.models.serving import candidates as cand
 from streamrec.models.serving.candidates import PreparedModel, prepare_model
-from streamrec.models.serving.covisit import CoVisitation
+from streamrec.models.serving.contract import Plugin, Request, Scorer, Selected, Source, Stage, overrides
 from streamrec.models.serving.ranking import (
+    BlendScorer,
     RecItem,
     RecList,
-    Scorer,
     Selection,
     Trigger,
-    blend,
     blocked_items,
     check_options,
-    rescore,
     select,
 )
+from streamrec.models.serving.sources import AnnSource, ColdStartSource, CovisitSource, TrendingSource
 from streamrec.models.serving.state import IdWindow, StateLimits, UserState, UserStore
-from streamrec.models.serving.trending import Trending
 from streamrec.models.timeunits import DAY_MS
 
-__all__ = ["EngineConfig", "PreparedModel", "RecItem", "RecList", "Recommender", "Scorer", "Trigger",
+__all__ = ["SOURCE_FACTORIES", "EngineConfig", "PreparedModel", "RecItem", "RecList", "Recommender", "Trigger",
            "prepare_model"]
 
 
@@ -79,7 +78,7 @@ class EngineConfig:
     user_ttl_ms: int = 30 * DAY_MS     # users idle this long (event time) are dropped; 0: never
     dedup_window: int = 200_000        # event ids remembered for duplicate detection
     type_weights: tuple[tuple[str, float], ...] = tuple(DEFAULT_TYPE_WEIGHTS.items())
-    index_kind: str = "auto"           # auto | flat | hnsw | ivf (see models/index.py)
+    index_kind: str = "auto"           # auto | flat | hnsw | ivf (see models/base/index.py)
     flat_max_items: int = 10_000
     hnsw_m: int = 32
     hnsw_ef_construction: int = 80
@@ -87,6 +86,9 @@ class EngineConfig:
     ivf_nlist: int = 0
     ivf_nprobe: int = 16
     faiss_threads: int = 1
+    #: candidate sources, in the order of their score columns (names of :data:`SOURCE_FACTORIES`); ``mf`` and
+    #: ``explore`` join when their switches below are on
+    sources: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start")
     covisit_window: int = 5
     covisit_max_neighbors: int = 20
     covisit_max_items: int = 100_000
@@ -104,6 +106,8 @@ class EngineConfig:
     weight_covisit: float = 1.0
     weight_trending: float = 0.3
     weight_cold_start: float = 0.05
+    #: blend weights of other registered sources, by name (a source with no weight gets 1.0)
+    source_weights: tuple[tuple[str, float], ...] = ()
     normalise: str = "max"             # max | rank
     filter_seen: str = "purchased"     # none | purchased | all
     diversity: str = "category"        # none | category | mmr
@@ -111,9 +115,9 @@ class EngineConfig:
     mmr_lambda: float = 0.7
     top_n: int = 20
     seed: int = 0
-    # online learning (models/online.py); any of these switches gives the engine an OnlineLayer
+    # online learning (models/online/); any of these switches gives the engine an OnlineLayer
     reranker: bool = False             # a river model learned from feedback replaces the blend
-    reranker_model: str = "logreg"     # logreg | fm (models/reranker.py)
+    reranker_model: str = "logreg"     # logreg | fm (models/online/reranker.py)
     drift_detector: str = "none"       # none | adwin | page_hinkley: windowed online quality, drift signals
     explore_slots: int = 0             # items per list from new arrivals, source "explore"
     mf: str = "none"                   # none | rating | ranking: river BiasedMF as candidate source "mf"
@@ -125,6 +129,8 @@ class EngineConfig:
         check_options(self.filter_seen, self.diversity, self.normalise)
         for f in fields(self):
             value = getattr(self, f.name)
+            if isinstance(value, int | float) and not isinstance(value, bool) and not math.isfinite(value):
+                raise ConfigError(f"EngineConfig.{f.name} is {value}; give a finite number")
             if isinstance(value, int | float) and value < 0:
                 raise ConfigError(f"EngineConfig.{f.name} is {value}; it must not be negative")
         for name in ("top_n", "k_ann", "k_covisit", "k_trending", "covisit_seeds", "recent_items"):
@@ -135,53 +141,120 @@ class EngineConfig:
         unknown = {t for t, _ in self.type_weights} - set(TYPE_INDEX)
         if unknown or set(TYPE_INDEX) - {t for t, _ in self.type_weights}:
             raise ConfigError(f"type_weights must give a weight for exactly {sorted(TYPE_INDEX)}")
+        names = self.source_names()
+        bad = [s for s in names if s not in SOURCE_FACTORIES]
+        if bad or len(set(names)) != len(names):
+            raise ConfigError(f"sources {list(self.sources)}: each once, from {', '.join(SOURCE_FACTORIES)}")
+        if any(not math.isfinite(w) or w < 0 for _, w in self.source_weights):
+            raise ConfigError("source_weights must be finite and not negative")
         self.index_config()
-        check_config(self)
+        self.online_switches().check()
 
     def index_config(self) -> IndexConfig:
         return IndexConfig(self.index_kind, self.flat_max_items, self.hnsw_m, self.hnsw_ef_construction,
                            self.hnsw_ef_search, self.ivf_nlist, self.ivf_nprobe, self.faiss_threads, self.seed)
 
-    def weights(self) -> np.ndarray:
-        return np.array([self.weight_ann, self.weight_covisit, self.weight_trending, self.weight_cold_start],
-                        dtype=np.float32)
+    def online_switches(self) -> OnlineSwitches:
+        return OnlineSwitches(self.reranker, self.reranker_model, self.drift_detector, self.explore_slots, self.mf,
+                              self.k_mf, self.top_n, self.filter_seen, self.seed)
+
+    def source_names(self) -> tuple[str, ...]:
+        """The score columns: ``sources``, then ``mf`` and ``explore`` when switched on."""
+        extra = [s for s, on in (("mf", self.mf != "none"), ("explore", self.explore_slots > 0))
+                 if on and s not in self.sources]
+        return (*self.sources, *extra)
+
+    def source_weights_map(self) -> dict[str, float]:
+        return {"ann": self.weight_ann, "covisit": self.weight_covisit, "trending": self.weight_trending,
+                "cold_start": self.weight_cold_start, "mf": self.weight_mf, "explore": 0.0,
+                **dict(self.source_weights)}
 
     def selection(self) -> Selection:
         cap = math.ceil(self.max_category_share * self.top_n) if self.max_category_share < 1 else 0
         return Selection(self.top_n, self.diversity, max(cap, 1) if cap else 0, self.mmr_lambda)
 
 
+def _online(engine: Recommender) -> OnlineLayer:
+    if engine.online is None:
+        raise ConfigError("this source needs the online layer (switch on reranker, drift, explore_slots or mf)")
+    return engine.online
+
+
+#: Every source the engine can build, by name: ``factory(engine) -> Source``. A new source is a class in its
+#: own file and one line here; list its name in ``EngineConfig.sources`` to use it.
+SOURCE_FACTORIES: dict[str, Callable[[Recommender], Source]] = {
+    "ann": lambda e: AnnSource(e.config.k_ann),
+    "covisit": lambda e: CovisitSource(e.config.k_covisit, e.config.covisit_seeds, e.config.covisit_window,
+                                       e.config.covisit_max_neighbors, e.config.covisit_max_items,
+                                       e.config.covisit_half_life_ms),
+    "trending": lambda e: TrendingSource(e.config.k_trending, e.config.trending_half_life_ms,
+                                         e.config.trending_max_items, e.config.trending_refresh_events,
+                                         e.config.trending_refresh_ms),
+    "cold_start": lambda e: ColdStartSource(e.config.k_cold_start, e.newest, short_of=2 * e.config.top_n),
+    "mf": lambda e: MFSource(_online(e), e.config.k_mf, e.config.filter_seen),
+    "explore": lambda e: Exploration(_online(e), e.config.explore_slots, _online(e).config.explore_pool, e.newest,
+                                     e.config.top_n),
+}
+
+
 class Recommender:
-    """State, online sources and ranking for the users of one worker (see the module docstring)."""
+    """User state, then sources, one scorer and the stages for the users of one worker (see the module
+    docstring and :mod:`models.serving.contract`)."""
 
     def __init__(self, config: EngineConfig | None = None, artifact: Artifact | None = None,
                  scorer: Scorer | None = None) -> None:
         self.config = cfg = config or EngineConfig()
         self.limits = StateLimits(cfg.recent_items, cfg.seen_cap, cfg.purchased_cap)
         self.store = UserStore(self.limits, cfg.max_users, cfg.user_ttl_ms)
-        self.covisit = CoVisitation(cfg.covisit_window, cfg.covisit_max_neighbors, cfg.covisit_max_items,
-                                    cfg.covisit_half_life_ms)
-        self.trending = Trending(cfg.trending_half_life_ms, cfg.trending_max_items,
-                                 max(cfg.k_trending, 500), cfg.trending_refresh_events, cfg.trending_refresh_ms)
-        self.scorer = scorer
         self._ids = IdWindow(cfg.dedup_window)
         self._type_weights = dict(cfg.type_weights)
-        self._weights, self._selection = cfg.weights(), cfg.selection()
-        self.online = OnlineLayer(cfg) if wanted(cfg) else None
-        self._sources = cand.SOURCES if self.online is None else ONLINE_SOURCES
+        self._selection = cfg.selection()
+        switches = cfg.online_switches()
+        self.online = OnlineLayer(switches, cfg.online) if switches.wanted() else None
+        self.sources: list[Source] = []
+        self.trending: Any = None            # the trending source's counts (cold start and exploration use them)
+        self.covisit: Any = None
+        for name in cfg.source_names():
+            source = SOURCE_FACTORIES[name](self)
+            self.sources.append(source)
+            if isinstance(source, TrendingSource):
+                self.trending = source.table
+            elif isinstance(source, CovisitSource):
+                self.covisit = source.table
+        self.columns: tuple[str, ...] = tuple(s.name for s in self.sources)
+        self._run_order = sorted(self.sources, key=lambda s: s.phase)   # stable: configuration order per phase
+        base = BlendScorer(cfg.source_weights_map() | {n: 1.0 for n in self.columns
+                                                       if n not in cfg.source_weights_map()})
+        self.scorer: Scorer = scorer or base
+        self.stages: list[Stage] = []
+        plugins: list[object] = list(self.sources)
         if self.online is not None:
-            self._weights = self.online.weights
+            if scorer is None:
+                self.scorer = RerankerScorer(self.online, base)
+            plugins.insert(0, OnlineLearning(self.online))
+            self.stages += [s for s in self.sources if isinstance(s, Exploration)]
+            if self.online.reranker is not None:
+                self.stages.append(FeedbackStage(self.online))
+        plugins += [s for s in self.stages if s not in plugins]
+        self._learners = [p.learn for p in plugins if overrides(p, "learn")]         # type: ignore[attr-defined]
+        self._end_apply = [p.end_apply for p in plugins if overrides(p, "end_apply")]  # type: ignore[attr-defined]
+        self._forget = [p.forget_user for p in plugins if overrides(p, "forget_user")]  # type: ignore[attr-defined]
+        self._plugins = plugins
         self._model: PreparedModel | None = None
         self._triggers: dict[str, tuple[str, int, int, int]] = {}
-        self._watermark = 0
         self.last_applied_count = 0
-        #: cumulative seconds per stage: apply, covisit (+ state lookup), ann (encode + faiss), blend
-        #: (trending, cold start, merge, blend, scorer), select (filters, diversity, lists)
-        self.timings = dict.fromkeys(("apply", "covisit", "ann", "blend", "select"), 0.0)
+        #: cumulative seconds per stage: apply, each source by name, score (merge, scorer), select (filters,
+        #: diversity, lists), stages (post-selection steps and lineage)
+        self.timings = dict.fromkeys(("apply", *self.columns, "score", "select", "stages"), 0.0)
         self._n = dict.fromkeys(("events_in", "events_applied", "duplicates_event_id", "duplicates_offset",
-                                 "evaluated", "hits_at_10", "hits_at_20", "lists", "model_swaps"), 0)
+                                 "evaluated", "hits_at_10", "hits_at_20", "lists", "model_swaps",
+                                 "dropped_non_finite"), 0)
         if artifact is not None:
             self.swap(self.prepare_model(artifact))
+
+    def newest(self, k: int) -> list[str]:
+        """The ``k`` newest items (first seen most recently), from the trending source's counts."""
+        return self.trending.newest(k) if self.trending is not None else []
 
     # --- model -------------------------------------------------------------------------------------
     @property
@@ -210,12 +283,11 @@ class Recommender:
         if offsets is not None and len(offsets) != len(events):
             raise InputError(f"apply got {len(events)} events and {len(offsets)} offsets; pass one offset "
                              "per event (or none)")
-        n, store, cov, trend, ids, lim = self._n, self.store, self.covisit, self.trending, self._ids, self.limits
-        tw, online = self._type_weights, self.online
+        n, store, ids, lim, tw = self._n, self.store, self._ids, self.limits, self._type_weights
+        learners = self._learners
         touched: dict[str, None] = {}
         triggers = self._triggers = {}
         applied = dup_id = dup_off = evaluated = hit10 = hit20 = 0
-        watermark = self._watermark
         for k, e in enumerate(events):
             eid = e.event_id
             if eid and ids.check_and_add(eid):
@@ -228,26 +300,22 @@ class Recommender:
                 continue
             item, ts, t = sys.intern(e.item_id), e.timestamp_ms, TYPE_INDEX[e.event_type]
             s = event_strength(e.event_type, e.value, tw)
-            if st.shown:
+            pos = -1
+            if st.shown:                     # test, then train: where was the item in the user's last list?
                 evaluated += 1
                 if item in st.shown:
                     pos = st.shown.index(item)
                     hit10 += pos < 10
                     hit20 += pos < 20
-            if online is not None:
-                online.observe(e, item, st)
-            cov.update(st.recent_items, item, s, ts)
+            for learn in learners:
+                learn(e, item, s, st, pos)
             st.observe(item, t, ts, s, lim, eid, off)
-            trend.update(item, s, ts)
             touched[e.user_id] = None
             triggers[e.user_id] = (eid, ts, partition, off)
             applied += 1
-            if ts > watermark:
-                watermark = ts
-        self._watermark = watermark
-        store.expire(watermark)
-        if online is not None:
-            online.end_apply()
+        store.expire_partition(partition, [e.timestamp_ms for e in events])  # TTL: UserStore.watermark
+        for end in self._end_apply:
+            end()
         for key, v in (("events_in", len(events)), ("events_applied", applied), ("duplicates_event_id", dup_id),
                        ("duplicates_offset", dup_off), ("evaluated", evaluated), ("hits_at_10", hit10),
                        ("hits_at_20", hit20)):
@@ -260,55 +328,48 @@ class Recommender:
     def recommend(self, user_ids: Sequence[str], now_ms: int | None = None) -> list[RecList]:
         """One list per distinct user, in order; each user's ``shown`` becomes the list's items.
 
-        ``now_ms`` only paces the trending cache: every score decays exponentially, so lists do not
-        depend on the serving time. Users the engine does not hold get the cold-start list.
+        Every source proposes candidates for the whole batch, the scorer scores them, the selection applies
+        the filters and diversity, then the stages run in order. ``now_ms`` only paces the trending cache:
+        every score decays exponentially, so lists do not depend on the serving time. Users the engine does
+        not hold get the cold-start list.
         """
-        clock = time.perf_counter
-        t0 = clock()
+        clock, timings = time.perf_counter, self.timings
         cfg, model = self.config, self._model       # one model for the whole batch, even across a swap
         uids = list(dict.fromkeys(user_ids))
         states = [self._state(u) for u in uids]
-        m, method = len(uids), cfg.normalise
         space = cand.CodeSpace(model.item_ids, model.index_of) if model is not None else cand.CodeSpace()
-        blocks = [cand.covisit_block(states, self.covisit, space, cfg.k_covisit, cfg.covisit_seeds, method)]
-        t1 = clock()
-        if model is not None:
-            blocks.append(cand.ann_block(states, model, cfg.k_ann, method))
+        req = Request(uids, states, space, model, now_ms, cfg.normalise, cfg.top_n)
+        column = {name: c for c, name in enumerate(self.columns)}
+        for source in self._run_order:
+            t = clock()
+            block = source.candidates(req)
+            if block is not None:
+                req.blocks.append((column[source.name], *block))
+            timings[source.name] += clock() - t
+        t = clock()
+        batch = cand.merge_candidates(len(uids), req.blocks, n_sources=len(self.columns))
+        scores, primary = self.scorer.score(req, batch, self.columns)
+        scores = np.asarray(scores, dtype=np.float32)
+        if scores.shape != (len(batch),) or len(primary) != len(batch):
+            raise InputError(f"the scorer returned {scores.shape} scores for {len(batch)} candidates; return "
+                             "one score per candidate")
+        finite = np.isfinite(scores)
+        if not finite.all():                 # never select a NaN or infinite score: drop those candidates
+            self._n["dropped_non_finite"] += int((~finite).sum())
+            batch, scores, primary = _keep(batch, finite), scores[finite], np.asarray(primary)[finite]
         t2 = clock()
-        top, top_scores = self.trending.top(cfg.k_trending, now_ms)
-        all_rows = np.arange(m, dtype=np.int64)
-        if top:
-            blocks.append(cand.shared_block(cand.TRENDING, all_rows, space.codes(top), top_scores, method))
-        online = self.online
-        if online is not None and online.mf is not None:
-            mf_block = online.mf_block(uids, states, space, cfg.k_mf, method)
-            if mf_block is not None:
-                blocks.append(mf_block)
-        have = np.bincount(np.concatenate([b[1] for b in blocks]), minlength=m)
-        short = all_rows[have < 2 * cfg.top_n]
-        if len(short):
-            cold = model.cold_start if model is not None else space.codes(self.trending.newest(cfg.k_cold_start))
-            if len(cold):
-                ramp = np.linspace(1.0, 0.5, len(cold), dtype=np.float32)
-                blocks.append(cand.shared_block(cand.COLD_START, short, cold, ramp, method))
-        if online is not None:
-            explore = online.explore_block(m, space, self.trending.newest(online.config.explore_pool))
-            if explore is not None:
-                blocks.append(explore)
-        batch = cand.merge_candidates(m, blocks, n_sources=len(self._sources))
-        scores, primary = blend(batch, self._weights)
-        if self.scorer is not None:
-            rescore(self.scorer, batch, scores, primary, uids, states, space)
-        if online is not None:
-            scores = online.rescore(batch, scores, primary, states, space, model)
-        t3 = clock()
+        timings["score"] += t2 - t
         blocked = [blocked_items(st, cfg.filter_seen) for st in states]
         chosen = select(batch, scores, primary, space, blocked, self._selection,
                         None if model is None else model.categories,
                         model.embeddings if model is not None and cfg.diversity == "mmr" else None,
-                        sources=self._sources)
-        if online is not None:
-            chosen = online.finish(uids, states, chosen, batch, scores, space, blocked)
+                        sources=self.columns)
+        t3 = clock()
+        timings["select"] += t3 - t2
+        if self.stages:
+            selected = Selected(batch, scores, primary, blocked, self.columns)
+            for stage in self.stages:
+                chosen = stage.apply(req, selected, chosen)
         version = None if model is None else model.version
         index_version = None if model is None else model.index_version
         out = []
@@ -316,10 +377,8 @@ class Recommender:
             if st is not None:
                 st.shown = tuple([it.item_id for it in items])
             out.append(RecList(uid, tuple(items), version, index_version, self.trigger(uid, st)))
-        t4 = clock()
-        for stage, secs in (("covisit", t1 - t0), ("ann", t2 - t1), ("blend", t3 - t2), ("select", t4 - t3)):
-            self.timings[stage] += secs
-        self._n["lists"] += m
+        timings["stages"] += clock() - t3
+        self._n["lists"] += len(uids)
         return out
 
     def _state(self, user_id: str) -> UserState | None:
@@ -327,6 +386,7 @@ class Recommender:
         return self.store.get(user_id, None if trig is None else trig[2])
 
     def trigger(self, user_id: str, state: UserState | None) -> Trigger | None:
+        """The list's lineage: the user's last event applied in this batch, else the last one restored."""
         t = self._triggers.get(user_id)
         if t is not None:
             return Trigger(t[0], t[1], t[2], t[3])
@@ -354,6 +414,8 @@ class Recommender:
 
     def forget_user(self, user_id: str) -> bool:
         """Drop one user (a changelog tombstone)."""
+        for forget in self._forget:
+            forget(user_id)
         return self.store.remove(user_id)
 
     def drop_partition(self, partition: int) -> int:
@@ -363,15 +425,26 @@ class Recommender:
     def stats(self) -> dict[str, Any]:
         """Counters and gauges (names distinct from the worker's own): events in and applied, duplicates,
         online hit rates of the last shown lists (test, then train), lists, users, evictions, sizes, the
-        model in service, and cumulative seconds per stage (``engine_stage_s``)."""
+        model in service, cumulative seconds per stage (``engine_stage_s``), and each plug-in's own."""
         n, model = self._n, self._model
         ev = max(n["evaluated"], 1)
-        return {**n, "hit_rate_at_10": n["hits_at_10"] / ev, "hit_rate_at_20": n["hits_at_20"] / ev,
-                "users": len(self.store), "evicted_lru": self.store.evicted_lru,
-                "evicted_ttl": self.store.evicted_ttl, "covisit_items": len(self.covisit),
-                "trending_items": len(self.trending), "state_bytes": self.store.memory_bytes(),
-                "model_version": None if model is None else model.version,
-                "index_version": None if model is None else model.index_version,
-                "model_items": 0 if model is None else len(model.item_ids),
-                "engine_stage_s": {k: round(v, 3) for k, v in self.timings.items()},
-                **(self.online.stats() if self.online is not None else {})}
+        out: dict[str, Any] = {
+            **n, "hit_rate_at_10": n["hits_at_10"] / ev, "hit_rate_at_20": n["hits_at_20"] / ev,
+            "users": len(self.store), "evicted_lru": self.store.evicted_lru,
+            "evicted_ttl": self.store.evicted_ttl, "covisit_items": 0, "trending_items": 0,
+            "state_bytes": self.store.memory_bytes(),
+            "model_version": None if model is None else model.version,
+            "index_version": None if model is None else model.index_version,
+            "model_items": 0 if model is None else len(model.item_ids),
+            "engine_stage_s": {k: round(v, 3) for k, v in self.timings.items()}}
+        for p in self._plugins:
+            if isinstance(p, Plugin):
+                out.update(p.stats())
+        return out
+
+
+def _keep(batch: cand.CandidateBatch, mask: np.ndarray) -> cand.CandidateBatch:
+    """The candidates of ``batch`` where ``mask`` is true (order kept, row starts recomputed)."""
+    rows = batch.rows[mask]
+    starts = np.r_[0, np.cumsum(np.bincount(rows, minlength=len(batch.starts) - 1))].astype(np.int64)
+    return cand.CandidateBatch(rows, batch.codes[mask], batch.scores[mask], starts)

@@ -45,7 +45,8 @@ FEATURES: tuple[str, ...] = (
     "from_ann", "from_covisit", "from_trending", "from_cold_start", "from_mf",
     "blend", "item_age", "category_affinity", "user_activity", "prev_position", "recent_item",
 )
-N_SCORED = 5                   # source columns used as features (explore, if present, is not one)
+SCORED: tuple[str, ...] = FEATURES[:5]   # the sources whose scores are features (explore, if present, is not one)
+N_SCORED = len(SCORED)
 AFFINITY_ITEMS = 10            # recent items that define a user's category affinity
 MAX_AGE_MIN = 60.0 * 24 * 365  # age of items never seen (and the cap of every age), minutes
 _ROW = 1 << 40                 # row stride of the (row, key) join keys
@@ -66,19 +67,25 @@ def _join(keys: np.ndarray, values: np.ndarray, probe: np.ndarray, default: floa
 
 
 def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[UserState | None],
-                   space: CodeSpace, table: ItemTable, now_ms: int) -> np.ndarray:
+                   space: CodeSpace, table: ItemTable, now_ms: int,
+                   columns: Sequence[str] | None = None) -> np.ndarray:
     """The ``(len(batch), len(FEATURES))`` float32 feature matrix of a batch (see the module docstring).
 
     ``states[r]`` is the user of row ``r``; ``space`` the batch's codes (``table`` bound to its model);
-    ``now_ms`` the event time that item ages are measured at. Nothing passed in is modified.
+    ``now_ms`` the event time that item ages are measured at; ``columns`` names the batch's score columns
+    (default: the first of :data:`SCORED`; a scored source the batch has no column for contributes zeros).
+    Nothing passed in is modified.
     """
-    g, n_src = len(batch), batch.scores.shape[1]
+    g = len(batch)
     x = np.zeros((g, len(FEATURES)), dtype=np.float32)
     if g == 0:
         return x
-    k = min(n_src, N_SCORED)
-    x[:, :k] = batch.scores[:, :k]
-    x[:, N_SCORED:N_SCORED + k] = batch.scores[:, :k] != 0
+    names = list(SCORED[:batch.scores.shape[1]] if columns is None else columns)
+    for f, name in enumerate(SCORED):
+        if name in names:
+            col = batch.scores[:, names.index(name)]
+            x[:, f] = col
+            x[:, N_SCORED + f] = col != 0
     x[:, 10] = blend
     uniq, inv = np.unique(batch.codes, return_inverse=True)
     item = space.item

@@ -1,7 +1,7 @@
-"""The online layer's candidate sources: river MF (``mf``) and exploration (``explore``).
+"""The maths of the online candidate sources: river MF (``mf``) and exploration (``explore``).
 
-Both are score columns after the four classic sources (:data:`ONLINE_SOURCES`). ``mf`` proposes each user's
-best items under the online matrix factorisation (numpy scoring). ``explore`` proposes a few random new
+:mod:`models.online.plugins` makes them sources of the engine. ``mf`` proposes each user's best items under
+the online matrix factorisation (numpy scoring). ``explore`` proposes a few random new
 items per user with weight 0 in the blend; after selection, :func:`explore_lists` puts one of them (not
 already listed, not blocked) into every list at a random position of its second half, with source
 ``explore``, so that new items are shown and earn feedback.
@@ -10,8 +10,8 @@ already listed, not blocked) into every list at a random position of its second 
 >>> from streamrec.models.serving.ranking import RecItem
 >>> space, rng = CodeSpace(), np.random.default_rng(0)
 >>> block, drawn = explore_block(rng, 1, space, ["n1", "n2", "n3"], slots=1)
->>> block[0] == EXPLORE, drawn.shape
-(True, (1, 3))
+>>> len(block[0]), drawn.shape
+(3, (1, 3))
 >>> lists = [[RecItem(f"i{k}", 1.0 - k / 10, "covisit") for k in range(4)]]
 >>> keys = np.sort(space.codes(["n1", "n2", "n3"]))                  # the batch's (row 0) candidate keys
 >>> out, added = explore_lists(lists, drawn, keys, space.size, np.zeros(3), space, [None], top_n=4, slots=1,
@@ -29,15 +29,13 @@ import numpy as np
 
 from streamrec.models.online.river_mf import RiverMF
 from streamrec.models.serving import candidates as cand
+from streamrec.models.serving.contract import Block
 from streamrec.models.serving.ranking import RecItem
 from streamrec.models.serving.state import UserState
 
-ONLINE_SOURCES: tuple[str, ...] = (*cand.SOURCES, "mf", "explore")
-MF, EXPLORE = 4, 5
-
 
 def mf_block(mf: RiverMF, user_ids: Sequence[str], states: Sequence[UserState | None], space: cand.CodeSpace,
-             k: int, method: str, filter_seen: str) -> cand.Block | None:
+             k: int, method: str, filter_seen: str) -> Block | None:
     """The river MF's top ``k`` items of every user it has factors for (numpy scoring); seen or purchased
     items are left out as ``filter_seen`` says."""
     if mf.n_items == 0:
@@ -62,11 +60,11 @@ def mf_block(mf: RiverMF, user_ids: Sequence[str], states: Sequence[UserState | 
     rows_a = np.array(rows, dtype=np.int64)
     vals = np.concatenate(values).astype(np.float32)
     vals = vals - vals.min() + 1e-3          # positive, so "max" normalisation keeps each user's order
-    return MF, rows_a, space.codes(items), cand.normalise(vals, rows_a, method)
+    return rows_a, space.codes(items), cand.normalise(vals, rows_a, method)
 
 
 def explore_block(rng: np.random.Generator, n_rows: int, space: cand.CodeSpace, pool: Sequence[str],
-                  slots: int) -> tuple[cand.Block | None, np.ndarray | None]:
+                  slots: int) -> tuple[Block | None, np.ndarray | None]:
     """``slots + 4`` random items of ``pool`` per row (spares for drawn items that are already listed), as a
     block with weight 0 in the blend, and the drawn codes ``(n_rows, draws)`` in draw order."""
     if not slots or not pool or not n_rows:
@@ -75,7 +73,7 @@ def explore_block(rng: np.random.Generator, n_rows: int, space: cand.CodeSpace, 
     picks = np.argsort(rng.random((n_rows, len(pool))), axis=1)[:, :draw]
     codes = space.codes(list(pool))[picks]
     rows = np.repeat(np.arange(n_rows, dtype=np.int64), draw)
-    return (EXPLORE, rows, codes.ravel(), np.ones(n_rows * draw, dtype=np.float32)), codes
+    return (rows, codes.ravel(), np.ones(n_rows * draw, dtype=np.float32)), codes
 
 
 def explore_lists(lists: list[list[RecItem]], drawn: np.ndarray, keys: np.ndarray, width: int, scores: np.ndarray,

@@ -6,8 +6,8 @@
   row, any other item (new, never trained on) gets a code after the model's items.
 * :func:`prepare_model`: an artifact made ready to serve (:class:`PreparedModel`, with its faiss index:
   the artifact's shipped index when it is what the engine's config asks for, else built here).
-* :func:`ann_block`, :func:`covisit_block`, :func:`shared_block`: each source's candidates for a batch
-  of users, normalised per user (:func:`normalise`).
+* :func:`normalise`: a source's scores normalised per user (each source's candidates are in
+  :mod:`models.serving.sources` and :mod:`models.online`, behind :mod:`models.serving.contract`).
 * :func:`merge_candidates`: blocks of ``(row, code, score)`` from each source, each block grouped by
   row and already normalised, become one :class:`CandidateBatch` with a per-source score column, so
   blending and features are matrix operations instead of per-candidate Python.
@@ -25,7 +25,6 @@
 
 from __future__ import annotations
 
-import struct
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
@@ -36,13 +35,11 @@ from streamrec.models.base.artifact import Artifact
 from streamrec.models.base.encoder import UserEncoder
 from streamrec.models.base.index import IndexConfig, ItemIndex, build_index
 from streamrec.models.errors import ArtifactError
-from streamrec.models.serving.covisit import CoVisitation
 from streamrec.models.serving.state import META, META_SIZE, UserState
 
-#: Candidate sources, in the order of the score columns.
+#: The engine's default candidate sources, in the order of their score columns.
 SOURCES: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start")
 ANN, COVISIT, TRENDING, COLD_START = range(len(SOURCES))
-_UNPACK = struct.Struct("<qBf").unpack_from
 
 
 @dataclass(frozen=True)
@@ -213,69 +210,8 @@ def normalise(scores: np.ndarray, rows: np.ndarray, method: str = "max") -> np.n
     return (s / np.where(peak > 0, peak, 1.0)).astype(np.float32)
 
 
-Block = tuple[int, np.ndarray, np.ndarray, np.ndarray]   # (source, rows, codes, normalised scores)
-
-
-def ann_block(states: Sequence[UserState | None], model: PreparedModel, k: int, method: str) -> Block:
-    """ANN candidates of every user with a vector: one batched encoding, one faiss search."""
-    rows: list[int] = []
-    users: list[UserState] = []
-    for r, st in enumerate(states):
-        if st is not None and st.recent_items:
-            rows.append(r)
-            users.append(st)
-    vecs, has = encode_users(users, model.encoder, model.index_of, model.embeddings)
-    rows_a = np.asarray(rows, dtype=np.int64)[has]
-    if not len(rows_a):
-        return ANN, rows_a, rows_a, np.zeros(0, dtype=np.float32)
-    scores, ids = model.index.search(vecs[has], k)
-    valid = ids >= 0
-    found = np.repeat(rows_a, ids.shape[1])[valid.ravel()]
-    return ANN, found, ids[valid], normalise(scores[valid], found, method)
-
-
-def seeds(state: UserState, n: int) -> tuple[list[str], list[float]]:
-    """Co-visitation seeds: the first ``n`` distinct recent items, weighted ``strength / (1 + position)``."""
-    items: list[str] = []
-    weights: list[float] = []
-    meta = state.recent_meta
-    for k, item in enumerate(state.recent_items):
-        if item not in items:
-            items.append(item)
-            weights.append(_UNPACK(meta, META_SIZE * k)[2] / (1.0 + k))
-            if len(items) >= n:
-                break
-    return items, weights
-
-
-def covisit_block(states: Sequence[UserState | None], covisit: CoVisitation, space: CodeSpace, k: int,
-                  n_seeds: int, method: str) -> Block:
-    """Items co-visited with each user's most recent items (the best ``k`` per user, in one sort)."""
-    items: list[str] = []
-    values: list[float] = []
-    lengths: list[int] = []
-    for st in states:
-        acc = covisit.scores(*seeds(st, n_seeds)) if st is not None and st.recent_items else {}
-        items.extend(acc)
-        values.extend(acc.values())
-        lengths.append(len(acc))
-    rows = np.repeat(np.arange(len(states), dtype=np.int64), lengths)
-    if not items:
-        return COVISIT, rows, rows, np.zeros(0, dtype=np.float32)
-    vals = normalise(np.array(values), rows)                 # per user, in (0, 1]: comparable across rows
-    order = np.argsort(rows * 4.0 - vals)                    # by row, best first
-    starts = np.r_[0, np.cumsum(lengths)][:-1]
-    keep = order[np.arange(len(order)) - np.repeat(starts, lengths) < k]
-    rows = rows[keep]
-    chosen = [items[i] for i in keep.tolist()]
-    return COVISIT, rows, space.codes(chosen), normalise(vals[keep], rows, method)
-
-
-def shared_block(source: int, rows: np.ndarray, codes: np.ndarray, scores: np.ndarray, method: str) -> Block:
-    """The same ranked list (codes, scores best first) for every row in ``rows``."""
-    norm = normalise(scores, np.zeros(len(scores), dtype=np.int64), method)
-    return (source, np.repeat(np.asarray(rows, dtype=np.int64), len(codes)), np.tile(codes, len(rows)),
-            np.tile(norm, len(rows)))
+#: ``(column, rows, codes, normalised scores)``: one source's candidates for a batch, tagged with its column.
+Block = tuple[int, np.ndarray, np.ndarray, np.ndarray]
 
 
 @dataclass(frozen=True)

@@ -3,8 +3,8 @@
 Each source's scores are first normalised per user (``"max"``: divided by the list's largest absolute
 score, so every source's best item scores 1; ``"rank"``: ``1 - rank / len``, which ignores score scales
 altogether). The blend is ``sum_s weight_s * score_s``; the item's ``source`` is the one with the largest
-weighted contribution. A learned reranker can replace the blend: a ``scorer(CandidateSet, UserState)``
-returns one score per candidate; :meth:`CandidateSet.features` gives it a matrix to learn from.
+weighted contribution (:class:`BlendScorer`, the engine's default scorer; a learned reranker is another
+scorer, see :mod:`models.serving.contract`).
 
 Filters (``filter_seen``): ``"purchased"`` (default) drops items the user bought; ``"all"`` drops every
 item the user has interacted with (what a movie or news site wants); ``"none"`` keeps everything (repeat
@@ -21,18 +21,18 @@ list if nothing else is left); ``"mmr"`` is maximal marginal relevance with the 
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 
 import numpy as np
 
-from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.errors import ConfigError
 from streamrec.models.serving.candidates import SOURCES, CandidateBatch, CodeSpace, normalise
 from streamrec.models.serving.state import UserState
 
-__all__ = ["CandidateSet", "RecItem", "RecList", "Scorer", "Selection", "Trigger", "blend", "blocked_items",
-           "mmr_order", "normalise", "rescore", "select"]
+__all__ = ["BlendScorer", "RecItem", "RecList", "Selection", "Trigger", "blend", "blocked_items", "mmr_order",
+           "normalise", "select"]
 
 FILTER_POLICIES = ("none", "purchased", "all")
 DIVERSITY_MODES = ("none", "category", "mmr")
@@ -69,27 +69,6 @@ class RecList:
         return [it.item_id for it in self.items]
 
 
-@dataclass(frozen=True)
-class CandidateSet:
-    """One user's candidates, as a learned reranker sees them (arrays aligned on candidates)."""
-
-    user_id: str
-    item_ids: tuple[str, ...]
-    codes: np.ndarray        # (n,) embedding row of the item in the model in service, -1 if none
-    scores: np.ndarray       # (n, S) normalised score per source (0: not proposed by that source)
-    blend: np.ndarray        # (n,) the configured weighted blend
-    primary: np.ndarray      # (n,) index into ``sources`` of the largest weighted contribution
-    sources: tuple[str, ...] = SOURCES
-
-    def features(self) -> np.ndarray:
-        """``(n, 2 S + 1)`` float32: per-source scores, per-source presence flags, blend."""
-        return np.hstack([self.scores, (self.scores != 0).astype(np.float32),
-                          self.blend[:, None]]).astype(np.float32)
-
-
-Scorer = Callable[[CandidateSet, UserState], np.ndarray]
-
-
 def blocked_items(state: UserState | None, filter_seen: str) -> frozenset[str] | None:
     """The items a user must not be shown under the ``filter_seen`` policy (``None``: nothing)."""
     if state is None or filter_seen == "none":
@@ -97,24 +76,6 @@ def blocked_items(state: UserState | None, filter_seen: str) -> frozenset[str] |
     if filter_seen == "all":
         return frozenset(state.seen).union(state.purchased) if state.seen or state.purchased else None
     return frozenset(state.purchased) if state.purchased else None
-
-
-def rescore(scorer: Scorer, batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray,
-            user_ids: Sequence[str], states: Sequence[UserState | None], space: CodeSpace) -> None:
-    """Replace ``scores`` (in place) with ``scorer``'s, one :class:`CandidateSet` per user."""
-    for r, (uid, st) in enumerate(zip(user_ids, states, strict=True)):
-        s, e = int(batch.starts[r]), int(batch.starts[r + 1])
-        if s == e:
-            continue
-        codes = batch.codes[s:e]
-        cs = CandidateSet(uid, tuple(space.item(c) for c in codes.tolist()),
-                          np.where(codes < space.n_model, codes, -1), batch.scores[s:e], scores[s:e].copy(),
-                          primary[s:e].copy())
-        new = np.asarray(scorer(cs, st if st is not None else UserState(uid)), dtype=np.float32)
-        if new.shape != (e - s,) or not np.isfinite(new).all():
-            raise InputError(f"the scorer returned shape {new.shape} for {e - s} candidates (or a NaN or "
-                             "infinite score); return one finite score per candidate")
-        scores[s:e] = new
 
 
 def check_options(filter_seen: str, diversity: str, normalise_by: str) -> None:
@@ -126,9 +87,38 @@ def check_options(filter_seen: str, diversity: str, normalise_by: str) -> None:
 
 
 def blend(batch: CandidateBatch, weights: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """Blended score and primary source (index of the largest weighted contribution) per candidate."""
-    contrib = batch.scores * np.asarray(weights, dtype=np.float32)
-    return contrib.sum(axis=1), contrib.argmax(axis=1).astype(np.int8)
+    """Blended score and primary source (index of the largest weighted contribution) per candidate.
+
+    A candidate that only unweighted sources proposed (weight 0: exploration, a source switched off in the
+    blend) is credited to the one of them with the largest score, so an item only exploration proposed is
+    ``explore``.
+    """
+    w = np.asarray(weights, dtype=np.float32)
+    contrib = batch.scores * w
+    primary = contrib.argmax(axis=1).astype(np.int8)
+    weighted = w > 0
+    if len(batch) and not weighted.all():
+        none = ~(batch.scores[:, weighted] != 0).any(axis=1)
+        if none.any():
+            primary[none] = batch.scores[none].argmax(axis=1)
+    return contrib.sum(axis=1), primary
+
+
+class BlendScorer:
+    """The default scorer: ``sum_s weight_s * score_s`` with one weight per score column (by name)."""
+
+    def __init__(self, weights: dict[str, float]) -> None:
+        self.weights = dict(weights)
+        self._cache: tuple[tuple[str, ...], np.ndarray] | None = None
+
+    def vector(self, columns: Sequence[str]) -> np.ndarray:
+        key = tuple(columns)
+        if self._cache is None or self._cache[0] != key:
+            self._cache = key, np.array([self.weights.get(c, 0.0) for c in key], dtype=np.float32)
+        return self._cache[1]
+
+    def score(self, request: object, batch: CandidateBatch, columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+        return blend(batch, self.vector(columns))
 
 
 def mmr_order(relevance: np.ndarray, vectors: np.ndarray, k: int, lam: float) -> list[int]:

@@ -10,7 +10,6 @@ from hypothesis import strategies as st
 from streamrec.models.errors import ConfigError
 from streamrec.models.serving.candidates import ANN, COLD_START, COVISIT, SOURCES, TRENDING, CodeSpace, merge_candidates
 from streamrec.models.serving.ranking import (
-    CandidateSet,
     RecItem,
     Selection,
     blend,
@@ -143,12 +142,14 @@ def test_vectorised_select_matches_the_reference_walk(rows: list[list[tuple[int,
         assert [it.item_id for it in items] == [f"i{c}" for c in reference(codes, vals, blocked, cats, top_n, cap)]
 
 
-def test_candidate_set_features() -> None:
-    cs = CandidateSet("u", ("a", "b"), np.array([0, -1]), np.array([[1.0, 0, 0, 0], [0, 0.5, 0, 0]], np.float32),
-                      np.array([1.0, 0.5], np.float32), np.array([0, 1], np.int8))
-    f = cs.features()
-    assert f.shape == (2, 2 * len(SOURCES) + 1) and f.dtype == np.float32
-    assert f[1].tolist() == [0, 0.5, 0, 0, 0, 1, 0, 0, 0.5]
+def test_blend_credits_unweighted_only_candidates_to_their_source() -> None:
+    """A candidate only a weight-0 source proposed (exploration) is credited to that source, not column 0."""
+    batch = merge_candidates(1, [(ANN, np.array([0]), np.array([0]), np.array([1.0], np.float32)),
+                                 (COLD_START, np.array([0]), np.array([1]), np.array([0.7], np.float32))])
+    scores, primary = blend(batch, np.array([1.0, 1.0, 0.3, 0.0], np.float32))
+    assert scores.tolist() == [1.0, 0.0] and [SOURCES[p] for p in primary] == ["ann", "cold_start"]
+    _, primary = blend(batch, np.array([1.0, 1.0, 0.3, 0.05], np.float32))
+    assert [SOURCES[p] for p in primary] == ["ann", "cold_start"]
 
 
 def test_unknown_options_are_config_errors() -> None:

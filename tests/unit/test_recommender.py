@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import itertools
 from collections import Counter
+from collections.abc import Sequence
 from dataclasses import replace
 from pathlib import Path
 
@@ -16,9 +17,9 @@ from streamrec.models.base.index import exact_search
 from streamrec.models.engine.recommender import EngineConfig, Recommender, Trigger
 from streamrec.models.errors import ArtifactError, ConfigError, InputError
 from streamrec.models.events import Event, EventType
-from streamrec.models.serving.candidates import encode_user
-from streamrec.models.serving.ranking import CandidateSet
-from streamrec.models.serving.state import UserState
+from streamrec.models.serving.candidates import CandidateBatch, encode_user
+from streamrec.models.serving.contract import Request
+from streamrec.models.serving.ranking import blend
 
 CLUSTERS = 10
 T0 = 1_700_000_000_000
@@ -178,24 +179,37 @@ def test_one_click_is_enough_for_covisitation_and_ann(art: Artifact) -> None:
 
 
 def test_a_scorer_replaces_the_blend(art: Artifact) -> None:
-    seen: list[CandidateSet] = []
+    seen: list[tuple[int, tuple[str, ...]]] = []
 
-    def reverse(cs: CandidateSet, state: UserState) -> np.ndarray:
-        seen.append(cs)
-        assert state.user_id == cs.user_id and cs.features().shape == (len(cs.item_ids), 9)
-        return -cs.blend
+    class Reverse:
+        """A scorer of the engine's contract: the blend, reversed."""
+
+        def score(self, request: Request, batch: CandidateBatch,
+                  columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+            seen.append((len(request.user_ids), tuple(columns)))
+            assert batch.scores.shape == (len(batch), len(columns))
+            scores, primary = blend(batch, np.ones(len(columns), dtype=np.float32))
+            return -scores, primary
+
+    class Fixed:
+        def __init__(self, value: float, n: int | None = None) -> None:
+            self.value, self.n = value, n
+
+        def score(self, request: Request, batch: CandidateBatch,
+                  columns: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+            n = len(batch) if self.n is None else self.n
+            return np.full(n, self.value, dtype=np.float32), np.zeros(n, dtype=np.int8)
 
     rec = Recommender(EngineConfig(diversity="none"), artifact=art)
     rec.apply([ev("u", "i3")])
     default = items_of(rec, "u")
-    rec.scorer = reverse
-    assert items_of(rec, "u")[0] not in default and len(seen) == 1
-    rec.scorer = lambda cs, st: np.zeros(3)
-    with pytest.raises(InputError, match="one finite score per candidate"):
+    rec.scorer = Reverse()
+    assert items_of(rec, "u")[0] not in default and seen == [(1, ("ann", "covisit", "trending", "cold_start"))]
+    rec.scorer = Fixed(0.0, n=3)
+    with pytest.raises(InputError, match="one score per candidate"):
         rec.recommend(["u"])
-    rec.scorer = lambda cs, st: np.full(len(cs.item_ids), np.nan)
-    with pytest.raises(InputError, match="finite"):
-        rec.recommend(["u"])
+    rec.scorer = Fixed(np.nan)            # a NaN never reaches a list, and never fails the batch
+    assert rec.recommend(["u"])[0].items == () and rec.stats()["dropped_non_finite"] > 0
 
 
 def test_memory_is_bounded_with_eviction_counters() -> None:
@@ -203,8 +217,10 @@ def test_memory_is_bounded_with_eviction_counters() -> None:
     rec.apply([ev(f"u{k}", "i1", ts=k) for k in range(20)])
     s = rec.stats()
     assert (s["users"], s["evicted_lru"], s["evicted_ttl"]) == (5, 15, 0)
-    rec.apply([ev("late", "i2", ts=10_000)])           # at the cap: one more LRU eviction, then the TTL
-    s = rec.stats()                                    # (60 s of event time) drops the 4 others
+    # at the cap: one more LRU eviction; once the stream has moved on (most recent event times, not one
+    # outlier: UserStore.watermark), the TTL (60 s of event time) drops the 4 others
+    rec.apply([ev("late", f"i{k}", ts=10_000 + k) for k in range(100)])
+    s = rec.stats()
     assert (s["users"], s["evicted_lru"], s["evicted_ttl"]) == (1, 16, 4) and s["state_bytes"] > 0
 
 
