@@ -14,6 +14,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from streamrec.consumers.reconnect import RECONNECT
 from streamrec.stream import clients
 from streamrec.stream.errors import BrokerError, DecodeError
 from streamrec.stream.serde import codec_for
@@ -27,7 +28,7 @@ def restore(settings: Settings, topic: str, partitions: set[int],
     if not partitions:
         return 0
     codec = codec_for("user_state")
-    consumer = clients.consumer(settings, group=None, max_poll_records=5000, fetch_max_wait_ms=10)
+    consumer = clients.consumer(settings, group=None, max_poll_records=5000, fetch_max_wait_ms=10, **RECONNECT)
     try:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)

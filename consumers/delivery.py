@@ -16,6 +16,7 @@ from typing import Any, Protocol
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
 from kafka.structs import OffsetAndMetadata
 
+from streamrec.consumers.reconnect import RECONNECT
 from streamrec.stream import clients
 from streamrec.stream.errors import BrokerError
 from streamrec.stream.settings import Settings
@@ -41,7 +42,7 @@ class AtLeastOnce:
     guarantee = "at-least-once"
 
     def __init__(self, settings: Settings, consumer: KafkaConsumer) -> None:
-        self.producer = clients.producer(settings)
+        self.producer = clients.producer(settings, **RECONNECT)
         self.consumer = consumer
         self._futures: list[Any] = []
 
@@ -74,7 +75,7 @@ class ExactlyOnce:
 
     def __init__(self, settings: Settings, consumer: KafkaConsumer, transactional_id: str) -> None:
         self.producer: KafkaProducer = clients.producer(settings, transactional_id=transactional_id,
-                                                        transaction_timeout_ms=15000)
+                                                        transaction_timeout_ms=15000, **RECONNECT)
         self.producer.init_transactions()
         self.consumer = consumer
         self._open = False

@@ -27,6 +27,7 @@ import time
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from typing import Any
 
 import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
@@ -91,6 +92,7 @@ class WorkerMetrics:
         self._last_beat = clock()
         self._model_updated_at: float | None = None
         self._evicted_seen = 0
+        self._published: dict[str, int] = {}
         self._lag_partitions: set[str] = set()
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
@@ -137,6 +139,28 @@ class WorkerMetrics:
         self.dead_letters.inc(dead_letters)
         self.duplicates.inc(duplicates)
         self.recommendations.inc(len(latencies_ms))
+        self.batch_ms.observe([batch_seconds * 1000.0])
+        self.latency_ms.observe(latencies_ms)
+
+    def publish(self, snapshot: Mapping[str, Any]) -> None:
+        """Counters and gauges from one ``WorkerStats.snapshot`` (the same dict as the ``stats`` log line):
+        each counter follows the snapshot's cumulative total, lag and state gauges take its values."""
+        for counter, key in ((self.events, "events"), (self.dead_letters, "dead_letters"),
+                             (self.duplicates, "duplicates"), (self.recommendations, "emitted"),
+                             (self.rebalances, "rebalances")):
+            value, seen = int(snapshot.get(key, 0)), self._published.get(key, 0)
+            delta = value - seen if value >= seen else value   # a lower total: a restart from zero
+            if delta > 0:
+                counter.inc(delta)
+            self._published[key] = value
+        if "lag" in snapshot:
+            self.set_lag(snapshot["lag"])
+        if "users" in snapshot:
+            self.set_state(int(snapshot["users"]),
+                           int(snapshot.get("evicted_lru", 0)) + int(snapshot.get("evicted_ttl", 0)))
+
+    def observe_timings(self, batch_seconds: float, latencies_ms: np.ndarray | Sequence[float]) -> None:
+        """The histograms of one batch (its duration, one latency per list); counts come from :meth:`publish`."""
         self.batch_ms.observe([batch_seconds * 1000.0])
         self.latency_ms.observe(latencies_ms)
 

@@ -51,12 +51,17 @@ class RebalanceTracker(ConsumerRebalanceListener):
         since = self.awaiting_since
         return since is not None and time.monotonic() - since > after_s
 
-    def take_changes(self) -> tuple[set[int], set[int], set[int]]:
-        """(to_restore, to_drop, lost): partitions newly ours, partitions no longer ours, partitions lost."""
+    def take_assignment(self) -> tuple[set[int], set[int]]:
+        """(assigned, lost): the group's latest assignment and the partitions lost since the last call."""
         with self._lock:
             self.changed = False
             assigned, lost = set(self._assigned), set(self._lost)
             self._lost.clear()
+        return assigned, lost
+
+    def take_changes(self) -> tuple[set[int], set[int], set[int]]:
+        """(to_restore, to_drop, lost): partitions newly ours, partitions no longer ours, partitions lost."""
+        assigned, lost = self.take_assignment()
         to_restore = assigned - self.owned
         to_drop = (self.owned - assigned) | lost
         return to_restore, to_drop, lost

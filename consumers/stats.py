@@ -1,5 +1,7 @@
 """Worker statistics: throughput, batch sizes, time per stage, event-to-emit latency percentiles, lag,
-state size and dead letters; logged every ``stats_interval_s`` and readable by the metrics endpoint."""
+state size and dead letters. The single source of the worker's figures: the loop records into
+:class:`WorkerStats` only, and one :meth:`WorkerStats.snapshot` feeds both the ``stats`` log line (every
+``stats_interval_s``) and Prometheus (``WorkerMetrics.publish``, every second), so the two always agree."""
 
 from __future__ import annotations
 
@@ -40,6 +42,7 @@ class WorkerStats:
     dead_letters: int = 0
     duplicates: int = 0
     restored_records: int = 0
+    rebalances: int = 0
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     lag: dict[int, int] = field(default_factory=dict)
@@ -50,18 +53,33 @@ class WorkerStats:
     def add_stage(self, name: str, seconds: float) -> None:
         self.stage_s[name] += seconds
 
-    def snapshot(self, extra: dict[str, Any] | None = None) -> dict[str, Any]:
+    def record_batch(self, events: int, emitted: int, dead_letters: int, latencies_ms: np.ndarray,
+                     stages: dict[str, float]) -> None:
+        """One processed batch (duplicates are counted as the engine reports them, in ``duplicates``)."""
+        self.events += events
+        self.batches += 1
+        self.emitted += emitted
+        self.dead_letters += dead_letters
+        self.latency.extend(latencies_ms)
+        for name, secs in stages.items():
+            self.stage_s[name] += secs
+
+    def snapshot(self, extra: dict[str, Any] | None = None, reset_rate: bool = True) -> dict[str, Any]:
+        """Every figure as one dict; ``events_per_s`` is over the time since the last snapshot taken with
+        ``reset_rate`` (the log line's interval)."""
         now = time.monotonic()
         window = max(now - self._last_report, 1e-9)
         out: dict[str, Any] = {
             "events": self.events, "batches": self.batches, "emitted": self.emitted,
             "events_per_s": round((self.events - self._last_events) / window, 1),
             "avg_batch": round(self.events / self.batches, 1) if self.batches else 0,
-            "dead_letters": self.dead_letters, "duplicates": self.duplicates,
+            "dead_letters": self.dead_letters, "duplicates": self.duplicates, "rebalances": self.rebalances,
+            "restored_records": self.restored_records,
             "stage_ms_per_batch": {k: round(v * 1000 / max(self.batches, 1), 3) for k, v in self.stage_s.items()},
             "latency_ms": self.latency.percentiles(), "lag": dict(self.lag),
         }
         if extra:
             out.update(extra)
-        self._last_report, self._last_events = now, self.events
+        if reset_rate:
+            self._last_report, self._last_events = now, self.events
         return out

@@ -1,0 +1,322 @@
+"""The worker's loop, free of Kafka: a *source* of records in, a *sink* of outputs out.
+
+Per iteration: poll the source, act on assignment changes (restore newly owned partitions from the
+changelog, drop the others), run the between-batch hooks (model swap, online checkpoints), then one batch:
+decode (dead letters to the DLQ with their headers) → ``apply`` per partition (duplicates dropped by the
+engine) → ``recommend`` once per touched user → emit one ``Recommendation`` with lineage per list → one
+changelog record per touched user → commit the processed offsets after their outputs (on the interval in
+at-least-once, every batch in exactly-once). A batch whose outputs or commit fail is aborted and redone
+from the committed offsets and the changelog.
+
+The real source and sink (``consumers/assembly.py``) wrap kafka-python, the rebalance listener and the
+commit protocols of ``consumers/delivery.py``; the in-memory pair of ``consumers/testing.py`` runs this
+same loop in a unit test, crash and resume included. Both raise ``StreamrecError`` (never a Kafka error)
+for a failure the loop recovers from.
+"""
+
+from __future__ import annotations
+
+import gc
+import resource
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any, Protocol
+
+import numpy as np
+
+from streamrec.consumers.decode import Decoded, decode_batch
+from streamrec.consumers.stats import WorkerStats
+from streamrec.models.engine.recommender import Recommender
+from streamrec.models.serving.state import IdWindow
+from streamrec.stream.errors import StreamrecError
+from streamrec.stream.records import Record
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
+
+Apply = Callable[[dict[str, Any] | None, str, int], None]
+Hook = Callable[[], None]
+
+
+class Source(Protocol):
+    """Where the loop's records come from: one events topic, the partitions the group gives this worker."""
+
+    rebalances: int   # assignments received so far (by this source's current membership)
+
+    def poll(self, timeout_ms: int, max_records: int) -> list[Record]: ...
+    def take_assignment(self) -> tuple[set[int], set[int]] | None:
+        """``(assigned, lost)`` when the assignment changed since the last call, else ``None``."""
+    def committed(self, partition: int) -> int | None:
+        """The committed offset (the next to read) of ``partition``; ``None``: nothing committed."""
+    def seek(self, partition: int, offset: int | None) -> None:
+        """Read ``partition`` from ``offset`` next (``None``: from the beginning)."""
+    def lag(self, partitions: set[int]) -> dict[int, int]: ...
+    def stalled(self) -> bool:
+        """The group join is stuck (see ``RebalanceTracker.stalled``)."""
+    def rejoin(self) -> None:
+        """Leave and join the group again with a fresh membership."""
+
+
+class Sink(Protocol):
+    """Where outputs go, and the commit protocol that covers them (``consumers/delivery.py``)."""
+
+    guarantee: str
+
+    def begin(self) -> None: ...
+    def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
+             headers: list[tuple[str, bytes]] | None = None) -> None: ...
+    def commit(self, offsets: dict[int, int]) -> None:
+        """Make every output sent so far durable, then commit ``offsets`` (partition → last processed
+        offset of the events topic)."""
+    def abort(self) -> None:
+        """Forget the outputs not yet committed (a transaction is aborted)."""
+
+
+class Changelog(Protocol):
+    def restore(self, partitions: set[int], apply: Apply) -> int:
+        """Replay the state of ``partitions`` into ``apply(record or None, user_id, partition)``; records read."""
+
+
+class Loop:
+    def __init__(self, settings: Settings, engine: Recommender, source: Source, sink: Sink, changelog: Changelog,
+                 log: Any, stats: WorkerStats | None = None, metrics: Any = None,
+                 hooks: list[Hook] | None = None, on_assigned: list[Hook] | None = None,
+                 clock_ms: Callable[[], int] | None = None) -> None:
+        self.settings, self.engine, self.log = settings, engine, log
+        self.source, self.sink, self.changelog = source, sink, changelog
+        self.stats = stats or WorkerStats()
+        self.metrics = metrics                          # WorkerMetrics or None
+        self.hooks: list[Hook] = list(hooks or [])      # run between two batches (model swaps, checkpoints)
+        self.on_assigned: list[Hook] = list(on_assigned or [])   # after a restore of new partitions
+        self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
+        self.stop_event = threading.Event()
+        self.rec_codec, self.state_codec = codec_for("recommendation"), codec_for("user_state")
+        self.state_topic = settings.state_topic()
+        self.owned: set[int] = set()        # partitions whose state is in memory
+        self.pending: dict[int, int] = {}   # processed, not yet committed (last offset per partition)
+        self.ready = False
+        self.rejoins = 0
+        self._rebalances_seen = 0
+        self._last_commit = time.monotonic()
+
+    # --- running -----------------------------------------------------------------------------------
+    def run(self, max_events: int | None = None, idle_timeout_s: float | None = None,
+            max_batches: int | None = None) -> WorkerStats:
+        """Turn until stopped: ``stop_event``, ``max_events`` or ``max_batches`` processed, or
+        ``idle_timeout_s`` without input. Does not commit or close anything on the way out (see :meth:`finish`)."""
+        last_input, next_stats = time.monotonic(), time.monotonic() + self.settings.stats_interval_s
+        next_metrics = time.monotonic()
+        while not self.stop_event.is_set():
+            if self.step():
+                last_input = time.monotonic()
+            elif idle_timeout_s is not None and time.monotonic() - last_input > idle_timeout_s:
+                break
+            if max_events is not None and self.stats.events >= max_events:
+                break
+            if max_batches is not None and self.stats.batches >= max_batches:
+                break
+            if time.monotonic() >= next_metrics:
+                self.publish()
+                next_metrics = time.monotonic() + 1.0
+            if time.monotonic() >= next_stats:
+                self.log.info("stats", **self.report())
+                next_stats = time.monotonic() + self.settings.stats_interval_s
+        return self.stats
+
+    def step(self) -> bool:
+        """One iteration; True when a batch of input was processed."""
+        if self.metrics is not None:
+            self.metrics.beat()
+        polled = self.source.poll(timeout_ms=self.settings.poll_ms, max_records=self.settings.max_batch)
+        self.apply_rebalance()
+        if self.source.stalled():
+            self.rejoin()
+            return False
+        records = [r for r in polled if r.partition in self.owned]
+        for hook in self.hooks:
+            hook()
+        if records:
+            self.process(records)
+            if self.stats.batches % 20 == 1:
+                gc.freeze()  # long-lived state leaves the collector's generations: less GC time
+            return True
+        if self.pending and time.monotonic() - self._last_commit >= self.settings.commit_interval_ms / 1000:
+            try:
+                self.commit()
+            except StreamrecError as exc:
+                self.recover(exc)
+        return False
+
+    def commit(self) -> None:
+        """Flush outputs and commit the processed offsets (at-least-once: on an interval, exactly-once: the
+        batch's transaction). Processed-but-uncommitted offsets are redone after a crash; state updates are
+        idempotent by offset, so only a subscriber may see a list twice (at-least-once)."""
+        self.sink.commit(self.pending)
+        self.pending = {}
+        self._last_commit = time.monotonic()
+
+    def finish(self) -> None:
+        """Commit what was processed (on a clean stop)."""
+        try:
+            if self.pending:
+                self.commit()
+        except StreamrecError as exc:
+            self.log.warning("final commit failed; the last batches will be redone", error=str(exc))
+
+    def report(self) -> dict[str, Any]:
+        """The stats snapshot of the log line (resets the events/s window)."""
+        return self.snapshot(reset_rate=True)
+
+    def snapshot(self, reset_rate: bool = False) -> dict[str, Any]:
+        self.stats.lag = self.source.lag(set(self.owned))
+        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        return self.stats.snapshot({"partitions": sorted(self.owned), "rss_mb": round(rss_mb, 1),
+                                    **self.engine.stats()}, reset_rate=reset_rate)
+
+    def publish(self) -> None:
+        """Feed Prometheus from the same snapshot as the log line."""
+        if self.metrics is not None:
+            self.metrics.publish(self.snapshot())
+
+    # --- assignment --------------------------------------------------------------------------------
+    def apply_rebalance(self) -> None:
+        change = self.source.take_assignment()
+        if change is None:
+            return
+        assigned, lost = change
+        to_restore, to_drop = assigned - self.owned, (self.owned - assigned) | lost
+        self.pending = {p: off for p, off in self.pending.items() if p not in to_drop}
+        for p in to_drop:
+            self.engine.drop_partition(p)
+            self.owned.discard(p)
+        if lost:
+            self.log.warning("partitions lost", partitions=sorted(lost))
+        if to_restore:
+            started = time.monotonic()
+            n = self.changelog.restore(to_restore, self._restore_one)
+            self.owned |= to_restore
+            self.stats.restored_records += n
+            for hook in self.on_assigned:
+                hook()
+            gc.freeze()
+            self.log.info("partitions restored", partitions=sorted(to_restore), records=n,
+                          seconds=round(time.monotonic() - started, 3))
+        self.ready = bool(self.owned)
+        self.log.info("assignment", owned=sorted(self.owned), dropped=sorted(to_drop),
+                      rebalances=self.source.rebalances)
+        self.stats.rebalances += self.source.rebalances - self._rebalances_seen
+        self._rebalances_seen = self.source.rebalances
+
+    def rejoin(self) -> None:
+        """The group join is stuck: drop what this member held and join again. Uncommitted work is redone
+        by whoever gets the partitions."""
+        self.log.warning("group join stalled; rejoining with a new consumer", owned=sorted(self.owned))
+        self.sink.abort()
+        self.pending = {}
+        for p in list(self.owned):
+            self.engine.drop_partition(p)
+        self.owned = set()
+        self.source.rejoin()
+        self.ready = False
+        self.rejoins += 1
+        self._rebalances_seen = 0
+
+    def _restore_one(self, record: dict[str, Any] | None, user_id: str, partition: int) -> None:
+        if record is None:
+            self.engine.forget_user(user_id)
+        else:
+            self.engine.restore_user(record, partition)
+
+    # --- one batch ---------------------------------------------------------------------------------
+    def process(self, records: list[Record]) -> None:
+        t0 = time.perf_counter()
+        good, bad = decode_batch(records)
+        t1 = time.perf_counter()
+        offsets: dict[int, int] = {}
+        for rec in records:
+            offsets[rec.partition] = max(offsets.get(rec.partition, -1), rec.offset)
+        settings, sink = self.settings, self.sink
+        try:
+            sink.begin()
+            for dl in bad:
+                self.log.warning("dead letter", topic=dl.record.topic, partition=dl.record.partition,
+                                 offset=dl.record.offset, error_type=dl.error_type, error=dl.message[:200])
+                sink.send(settings.dlq_topic, dl.record.key, dl.record.value, headers=dl.headers())
+            touched, triggers = self._apply(good)
+            t2 = time.perf_counter()
+            lists = self.engine.recommend(touched, now_ms=self.clock_ms())
+            t3 = time.perf_counter()
+            emitted_at = self.clock_ms()
+            latencies = np.empty(len(lists))
+            for i, rl in enumerate(lists):
+                trig = triggers[rl.user_id]
+                key = rl.user_id.encode()
+                sink.send(settings.recommendations_topic, key, self.rec_codec.encode({
+                    "user_id": rl.user_id,
+                    "items": [{"item_id": it.item_id, "score": float(it.score), "source": it.source}
+                              for it in rl.items],
+                    "trigger_event_id": trig.event.event_id, "trigger_timestamp": trig.event.timestamp_ms,
+                    "trigger_partition": trig.record.partition, "trigger_offset": trig.record.offset,
+                    "emitted_at": emitted_at, "model_version": rl.model_version,
+                    "index_version": rl.index_version,
+                }))
+                state = self.engine.export_user(rl.user_id)
+                if state is not None:
+                    sink.send(self.state_topic, key, self.state_codec.encode(state), partition=trig.record.partition)
+                latencies[i] = emitted_at - trig.record.timestamp_ms
+            t4 = time.perf_counter()
+            for p, off in offsets.items():
+                self.pending[p] = max(self.pending.get(p, -1), off)
+            if sink.guarantee == "exactly-once" or \
+                    time.monotonic() - self._last_commit >= settings.commit_interval_ms / 1000:
+                self.commit()
+        except StreamrecError as exc:
+            self.recover(exc)
+            return
+        t5 = time.perf_counter()
+        self.stats.record_batch(events=len(records), emitted=len(lists), dead_letters=len(bad),
+                                latencies_ms=latencies,
+                                stages={"decode": t1 - t0, "update": t2 - t1, "recommend": t3 - t2,
+                                        "produce": t4 - t3, "commit": t5 - t4})
+        if self.metrics is not None:
+            self.metrics.observe_timings(t5 - t0, latencies)
+
+    def _apply(self, good: list[Decoded]) -> tuple[list[str], dict[str, Decoded]]:
+        by_partition: dict[int, list[Decoded]] = defaultdict(list)
+        for d in good:
+            by_partition[d.record.partition].append(d)
+        touched: dict[str, None] = {}
+        triggers: dict[str, Decoded] = {}
+        for p, items in by_partition.items():
+            applied = self.engine.apply([d.event for d in items], partition=p,
+                                        offsets=[d.record.offset for d in items])
+            self.stats.duplicates += len(items) - self.engine.last_applied_count
+            for user in applied:
+                touched[user] = None
+            for d in items:
+                triggers[d.event.user_id] = d
+        return list(touched), triggers
+
+    def recover(self, exc: Exception) -> None:
+        """A batch could not be committed: abort, rewind to the committed offsets and rebuild state."""
+        self.log.error("batch failed; rewinding to the last commit", error=str(exc))
+        self.sink.abort()
+        self.pending = {}
+        owned = set(self.owned)
+        for p in owned:
+            self.engine.drop_partition(p)
+            self.source.seek(p, self.source.committed(p))
+        self._forget_event_ids()
+        self.stats.restored_records += self.changelog.restore(owned, self._restore_one)
+
+    def _forget_event_ids(self) -> None:
+        """The events about to be redone were applied once, so their ids are in the engine's duplicate
+        window and would be dropped as duplicates (state lost). The redone range is guarded by the
+        per-user offsets restored from the changelog instead, so the id window starts empty. The engine has
+        no public call for this yet (``forget_event_ids`` is used when it has one)."""
+        forget = getattr(self.engine, "forget_event_ids", None)
+        if callable(forget):
+            forget()
+        elif isinstance(getattr(self.engine, "_ids", None), IdWindow):
+            self.engine._ids = IdWindow(self.engine.config.dedup_window)
