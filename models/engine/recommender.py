@@ -203,7 +203,8 @@ class Recommender:
 
     def __init__(self, config: EngineConfig | None = None, artifact: Artifact | None = None,
                  scorer: Scorer | None = None) -> None:
-        self.config = cfg = config or EngineConfig()
+        cfg = config or EngineConfig()
+        self.config: EngineConfig = cfg
         self.limits = StateLimits(cfg.recent_items, cfg.seen_cap, cfg.purchased_cap)
         self.store = UserStore(self.limits, cfg.max_users, cfg.user_ttl_ms)
         self._ids = IdWindow(cfg.dedup_window)

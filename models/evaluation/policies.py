@@ -36,6 +36,7 @@ import numpy as np
 
 from streamrec.models.base.artifact import Artifact, build_manifest, decode_artifact, encode_payload
 from streamrec.models.base.encoder import TYPE_INDEX, UserEncoder, event_strength
+from streamrec.models.decay import ForwardDecay
 from streamrec.models.evaluation.policy import Request
 from streamrec.models.events import Event
 from streamrec.models.online.river_mf import RiverMF, RiverMFConfig, top_k
@@ -46,7 +47,8 @@ class PopularityPolicy:
 
     ``half_life_ms=None`` never forgets (plain popularity). ``weighting="strength"`` weighs each event by
     :func:`models.base.encoder.event_strength` instead of 1. Scores are kept relative to an anchor time, so
-    ranking needs no pass over all items per event; the anchor moves forward before values overflow.
+    ranking needs no pass over all items per event (:class:`models.decay.ForwardDecay`, the clock of the
+    engine's trending and co-visitation counts).
     """
 
     def __init__(self, half_life_ms: float | None = 7 * 24 * 3600 * 1000.0,
@@ -57,7 +59,7 @@ class PopularityPolicy:
         self._row: dict[str, int] = {}
         self._ids: list[str] = []
         self._score = np.zeros(1024, dtype=np.float64)
-        self._anchor_ms: int | None = None
+        self._clock = ForwardDecay(half_life_ms) if half_life_ms is not None else None
 
     def learn(self, event: Event) -> None:
         row = self._row.get(event.item_id)
@@ -68,14 +70,11 @@ class PopularityPolicy:
             self._row[event.item_id] = row
             self._ids.append(event.item_id)
         w = 1.0 if self.weighting == "count" else event_strength(event.event_type.value, event.value)
-        if self.half_life_ms is not None:
-            if self._anchor_ms is None:
-                self._anchor_ms = event.timestamp_ms
-            exponent = (event.timestamp_ms - self._anchor_ms) / self.half_life_ms
-            if exponent > 512:  # re-anchor before 2 ** exponent overflows
-                self._score[: len(self._ids)] *= 2.0 ** -exponent
-                self._anchor_ms, exponent = event.timestamp_ms, 0.0
-            w *= 2.0 ** exponent
+        if self._clock is not None:       # forward decay (models/decay.py): the same clock as trending
+            growth, rescale = self._clock.growth(event.timestamp_ms)
+            if rescale is not None:
+                self._score[: len(self._ids)] *= rescale
+            w *= growth
         self._score[row] += w
 
     def learn_many(self, events: Sequence[Event]) -> None:

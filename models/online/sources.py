@@ -7,7 +7,7 @@ already listed, not blocked) into every list at a random position of its second 
 ``explore``, so that new items are shown and earn feedback.
 
 >>> from streamrec.models.serving.candidates import CodeSpace
->>> from streamrec.models.serving.ranking import RecItem
+>>> from streamrec.models.serving.ranking import RecItem, blocked_items
 >>> space, rng = CodeSpace(), np.random.default_rng(0)
 >>> block, drawn = explore_block(rng, 1, space, ["n1", "n2", "n3"], slots=1)
 >>> len(block[0]), drawn.shape
@@ -30,7 +30,7 @@ import numpy as np
 from streamrec.models.online.river_mf import RiverMF
 from streamrec.models.serving import candidates as cand
 from streamrec.models.serving.contract import Block
-from streamrec.models.serving.ranking import RecItem
+from streamrec.models.serving.ranking import RecItem, blocked_items
 from streamrec.models.serving.state import UserState
 
 
@@ -47,10 +47,7 @@ def mf_block(mf: RiverMF, user_ids: Sequence[str], states: Sequence[UserState | 
     for r, (uid, st) in enumerate(zip(user_ids, states, strict=True)):
         if uid not in known:
             continue
-        exclude: AbstractSet[str] | Sequence[str] = ()
-        if st is not None and filter_seen != "none":
-            exclude = set(st.seen).union(st.purchased) if filter_seen == "all" else st.purchased
-        top = mf.rank(uid, k, exclude)
+        top = mf.rank(uid, k, blocked_items(st, filter_seen) or ())   # the filter the selection applies
         if top:
             rows.extend([r] * len(top))
             items.extend(top)
