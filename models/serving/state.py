@@ -11,7 +11,8 @@ not part of the record nor of the state: it is computed from the recent items wh
 (``models.serving.candidates.encode_users``), which is also what moves users into a new model's space.
 
 :class:`UserStore` holds users per partition (one ``OrderedDict`` each, least recently touched first),
-with a global cap on users (LRU eviction) and a TTL on the last event time (``expire``).
+with a global cap on users (LRU eviction) and a TTL on the last event time (``expire``), measured against
+a :class:`Watermark` that a few outlying event times cannot drag forward.
 
 >>> from streamrec.models.base.encoder import TYPE_INDEX
 >>> st = UserState("u1")
@@ -32,9 +33,10 @@ from __future__ import annotations
 
 import struct
 import sys
+import time
 from array import array
 from collections import OrderedDict
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -188,18 +190,21 @@ class UserState:
 
 class UserStore:
     """Users per partition, at most ``max_users`` in all (least recently touched evicted first) and
-    none whose last event is older than ``ttl_ms`` before the newest event seen (``expire``).
+    none whose last event is older than ``ttl_ms`` before the watermark (``expire``).
 
-    TTL runs on event time, so replaying an old log behaves like live traffic. Both evictions are
-    counted (``evicted_lru``, ``evicted_ttl``). ``ttl_ms=0`` turns the TTL off.
+    TTL runs on event time, so replaying an old log behaves like live traffic; the engine passes the
+    partition's :class:`Watermark`, not the newest event time, so a few events dated far ahead cannot
+    evict everyone. Both evictions are counted (``evicted_lru``, ``evicted_ttl``). ``ttl_ms=0`` turns
+    the TTL off.
     """
 
     def __init__(self, limits: StateLimits | None = None, max_users: int = 1_000_000,
-                 ttl_ms: int = 30 * DAY_MS) -> None:
+                 ttl_ms: int = 30 * DAY_MS, watermark: Watermark | None = None) -> None:
         if max_users < 1 or ttl_ms < 0:
             raise ConfigError(f"UserStore needs max_users >= 1 and ttl_ms >= 0 (got {max_users}, {ttl_ms})")
         self.limits = limits or StateLimits()
         self.max_users, self.ttl_ms = max_users, ttl_ms
+        self.watermark = watermark or Watermark()
         self._parts: dict[int, OrderedDict[str, UserState]] = {}
         self._n = 0
         self.evicted_lru = 0
@@ -273,16 +278,18 @@ class UserStore:
         self._n -= 1
         self.evicted_lru += 1
 
-    def expire(self, now_ms: int) -> int:
-        """Drop users whose last event is older than ``now_ms - ttl_ms``; returns how many.
+    def expire(self, now_ms: int, partition: int | None = None) -> int:
+        """Drop users whose last event is older than ``now_ms - ttl_ms`` (in ``partition`` only, when
+        given); returns how many. ``now_ms <= 0`` (no watermark yet) drops nobody.
 
         Walks each partition from its least recently touched end and stops at the first fresh user,
         so the cost is proportional to the users dropped (touch order follows event time closely).
         """
-        if not self.ttl_ms:
+        if not self.ttl_ms or now_ms <= 0:
             return 0
         cutoff, dropped = now_ms - self.ttl_ms, 0
-        for part in self._parts.values():
+        parts = self._parts.values() if partition is None else [self._parts.get(partition, OrderedDict())]
+        for part in parts:
             while part and next(iter(part.values())).last_ts < cutoff:
                 part.popitem(last=False)
                 dropped += 1
@@ -290,8 +297,14 @@ class UserStore:
         self.evicted_ttl += dropped
         return dropped
 
+    def expire_partition(self, partition: int, timestamps: Iterable[int]) -> int:
+        """Advance the partition's :attr:`watermark` with a batch's event times and drop the partition's
+        users idle for longer than the TTL before it; returns how many were dropped."""
+        return self.expire(self.watermark.advance(partition, timestamps), partition)
+
     def drop_partition(self, partition: int) -> int:
-        """Forget every user of a partition (revoked or lost); returns how many."""
+        """Forget every user of a partition (revoked or lost) and its watermark; returns how many users."""
+        self.watermark.forget(partition)
         part = self._parts.pop(partition, None)
         n = len(part) if part else 0
         self._n -= n
@@ -315,6 +328,78 @@ class UserStore:
             if len(sizes) >= sample:
                 break
         return int(np.mean(sizes) * self._n)
+
+
+class Watermark:
+    """The event time the user TTL measures idleness against: per partition, a time that a few outlying
+    event times cannot drag forward.
+
+    Each partition keeps its last ``window`` event times. Its watermark is their ``quantile`` (the
+    median by default), capped at the wall clock (``clock``, ms) so that a future-dated event can never
+    advance it past now, and it never goes back. Until a partition has seen ``min_events`` event times
+    (since this process started) its watermark is 0, which expires nobody: right after a restart or an
+    assignment, the first few events are no evidence of where the stream is.
+
+    So a user is dropped when their own last event is more than the TTL older than where *most* of their
+    partition's recent events are. Five events dated a year after a replayed log are five of the last
+    thousand: the median does not move and nobody is evicted. A stream that really moved on (live traffic
+    after a replay) moves it within ``window / 2`` events. With the median, the watermark trails the newest
+    event by half a window's worth of time (seconds at live rates), nothing next to a TTL of days.
+
+    >>> wm = Watermark(window=100, min_events=10, clock=lambda: 10**13)
+    >>> wm.advance(0, range(1_000, 1_005))           # too few events: no watermark yet
+    0
+    >>> wm.advance(0, range(1_005, 1_100))           # 100 event times from 1000 to 1099 ms
+    1049
+    >>> wm.advance(0, [10**12] * 5)                  # five far in the future: the median hardly moves
+    1054
+    >>> wm.advance(0, [10**12] * 60)                 # most of the window: the stream has moved on
+    1000000000000
+    >>> wm.advance(0, [2 * 10**13] * 100), wm.get(1) # capped at the clock; partition 1 has none
+    (10000000000000, 0)
+    """
+
+    def __init__(self, window: int = 1_000, quantile: float = 0.5, min_events: int = 100,
+                 clock: Callable[[], int] | None = None) -> None:
+        if window < 1 or not 0.0 <= quantile <= 1.0 or not 1 <= min_events <= window:
+            raise ConfigError(f"Watermark needs window >= 1, 0 <= quantile <= 1 and 1 <= min_events <= window "
+                              f"(got {window}, {quantile}, {min_events})")
+        self.window, self.quantile, self.min_events = window, quantile, min_events
+        self._clock = clock or (lambda: int(time.time() * 1000))
+        self._ring: dict[int, np.ndarray] = {}
+        self._seen: dict[int, int] = {}
+        self._mark: dict[int, int] = {}
+
+    def get(self, partition: int) -> int:
+        """The partition's watermark in ms (0: none yet)."""
+        return self._mark.get(partition, 0)
+
+    def advance(self, partition: int, timestamps: Iterable[int]) -> int:
+        """Add a batch of one partition's event times (ms); returns its watermark (0: none yet)."""
+        ts = np.fromiter(timestamps, dtype=np.int64)
+        if not len(ts):
+            return self.get(partition)
+        ring = self._ring.get(partition)
+        if ring is None:
+            ring = self._ring[partition] = np.zeros(self.window, dtype=np.int64)
+        seen = self._seen.get(partition, 0)
+        ts = ts[-self.window:]
+        pos = (seen + np.arange(len(ts))) % self.window
+        ring[pos] = ts
+        seen = self._seen[partition] = seen + len(ts)
+        mark = self._mark.get(partition, 0)
+        if seen >= self.min_events:
+            filled = ring if seen >= self.window else ring[:seen]
+            q = int(np.quantile(filled, self.quantile, method="lower"))
+            mark = max(mark, min(q, self._clock()))
+            self._mark[partition] = mark
+        return mark
+
+    def forget(self, partition: int) -> None:
+        """Drop a partition's history (it was revoked); it starts again from no watermark."""
+        self._ring.pop(partition, None)
+        self._seen.pop(partition, None)
+        self._mark.pop(partition, None)
 
 
 class IdWindow:
