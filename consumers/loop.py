@@ -26,7 +26,8 @@ from typing import Any, Protocol
 
 import numpy as np
 
-from streamrec.consumers.decode import Decoded, decode_batch
+from streamrec.consumers.decode import Decoded, decode_batch, event_limits
+from streamrec.consumers.lists import FiniteScores
 from streamrec.consumers.stats import WorkerStats
 from streamrec.models.engine.recommender import Recommender
 from streamrec.models.serving.state import IdWindow
@@ -92,6 +93,8 @@ class Loop:
         self.clock_ms = clock_ms or (lambda: int(time.time() * 1000))
         self.stop_event = threading.Event()
         self.rec_codec, self.state_codec = codec_for("recommendation"), codec_for("user_state")
+        self.limits = event_limits(settings.max_id_bytes)   # the event rules of models.events
+        self.finite = FiniteScores(log)                      # a non-finite score never reaches a list
         self.state_topic = settings.state_topic()
         self.owned: set[int] = set()        # partitions whose state is in memory
         self.pending: dict[int, int] = {}   # processed, not yet committed (last offset per partition)
@@ -172,6 +175,7 @@ class Loop:
         self.stats.lag = self.source.lag(set(self.owned))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
         return self.stats.snapshot({"partitions": sorted(self.owned), "rss_mb": round(rss_mb, 1),
+                                    "nonfinite_scores_dropped": self.finite.dropped,
                                     **self.engine.stats()}, reset_rate=reset_rate)
 
     def publish(self) -> None:
@@ -231,7 +235,7 @@ class Loop:
     # --- one batch ---------------------------------------------------------------------------------
     def process(self, records: list[Record]) -> None:
         t0 = time.perf_counter()
-        good, bad = decode_batch(records)
+        good, bad = decode_batch(records, limits=self.limits)
         t1 = time.perf_counter()
         offsets: dict[int, int] = {}
         for rec in records:
@@ -254,8 +258,7 @@ class Loop:
                 key = rl.user_id.encode()
                 sink.send(settings.recommendations_topic, key, self.rec_codec.encode({
                     "user_id": rl.user_id,
-                    "items": [{"item_id": it.item_id, "score": float(it.score), "source": it.source}
-                              for it in rl.items],
+                    "items": self.finite.items(rl),
                     "trigger_event_id": trig.event.event_id, "trigger_timestamp": trig.event.timestamp_ms,
                     "trigger_partition": trig.record.partition, "trigger_offset": trig.record.offset,
                     "emitted_at": emitted_at, "model_version": rl.model_version,

@@ -71,6 +71,7 @@ class Settings:
     max_users: int = 1_000_000           # users kept in memory per worker (LRU beyond)
     user_ttl_s: float = 30 * 24 * 3600.0 # users idle longer are evicted
     restore_timeout_s: float = 120.0
+    max_id_bytes: int = 256              # longest event/user/item/session id (UTF-8 bytes); longer: DLQ
     metrics_port: int = 0                # 0: no HTTP endpoint
     # --- online learning (docs/online-learning.md, models/online.py, consumers/online.py) ----------
     reranker: bool = True                # a river model learned from feedback replaces the blend (see docs)
@@ -128,6 +129,8 @@ class Settings:
         for name in ("events_partitions", "recommendations_partitions", "max_batch", "top_n", "poll_ms"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+        if not 16 <= self.max_id_bytes <= 65536:
+            raise ConfigError(f"{PREFIX}MAX_ID_BYTES={self.max_id_bytes} must be from 16 to 65536 (bytes)")
         return self
 
     @staticmethod

@@ -24,6 +24,7 @@ Items are plain strings, so items the base model has never seen work from their 
 from __future__ import annotations
 
 import heapq
+import math
 import sys
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -52,6 +53,7 @@ class CoVisitation:
         self.evicted = 0
         self.pruned = 0
         self.rebases = 0
+        self.refused = 0     # updates with a strength that is negative, NaN or infinite (never stored)
 
     def __len__(self) -> int:
         return len(self._nb)
@@ -94,8 +96,12 @@ class CoVisitation:
     def update(self, previous: Sequence[str], item: str, strength: float, ts_ms: int) -> None:
         """Record that a user touched ``item`` after ``previous`` (their recent items, most recent first).
 
-        A repeat of the most recent item (a refresh, a second view) adds nothing.
+        A repeat of the most recent item (a refresh, a second view) adds nothing, and so does a strength
+        that is negative or not finite (counted in ``refused``): one bad value must not poison the pairs.
         """
+        if not 0.0 <= strength < math.inf:   # also false for NaN
+            self.refused += 1
+            return
         if not previous or previous[0] == item:
             if item in self._nb:
                 self._nb.move_to_end(item)

@@ -21,6 +21,7 @@ needs no model).
 
 from __future__ import annotations
 
+import math
 from collections import deque
 
 import numpy as np
@@ -50,6 +51,7 @@ class Trending:
         self._since = 0                       # events since the cached list was built
         self._built_at: int | None = None
         self.evicted = 0
+        self.refused = 0     # updates with a strength that is negative, NaN or infinite (never counted)
 
     def __len__(self) -> int:
         return len(self._counts)
@@ -59,6 +61,10 @@ class Trending:
         return self._clock.now_ms
 
     def update(self, item: str, strength: float, ts_ms: int) -> None:
+        """Count one event of ``item``; a negative or non-finite strength is refused (``refused``)."""
+        if not 0.0 <= strength < math.inf:   # also false for NaN
+            self.refused += 1
+            return
         g, rescale = self._clock.growth(ts_ms)
         if rescale is not None:
             self._rescale(rescale)

@@ -86,12 +86,9 @@ def _event(rec: dict[str, Any], bounds: TimeBounds) -> Event:
     ts = rec["timestamp"]
     ts_ms = datetime_to_ms(ts) if isinstance(ts, datetime) else int(ts)
     bounds.check(ts_ms, ts_ms)
-    event_id, user, item = rec["event_id"], rec["user_id"], rec["item_id"]
-    for text, what in ((event_id, "event_id"), (user, "user"), (item, "item")):
-        if not text.strip():
-            raise RowError(f"empty {what}")
-    return Event(event_id, user, item, _TYPES.get(rec["event_type"], EventType.OTHER), ts_ms,
-                 rec.get("session_id"), rec.get("value"), dict(rec.get("context") or {}))
+    return bounds.event(Event(rec["event_id"], rec["user_id"], rec["item_id"],
+                              _TYPES.get(rec["event_type"], EventType.OTHER), ts_ms, rec.get("session_id"),
+                              rec.get("value"), dict(rec.get("context") or {})))
 
 
 def write(events: Iterable[Event], path: Path) -> int:

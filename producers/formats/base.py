@@ -14,7 +14,10 @@ Timestamps (``parse_timestamp``):
   is parsed as ISO 8601.
 
 A timestamp before 1990-01-01 or more than a day after the time of reading is a bad row: it almost
-always means a wrong unit or a broken export.
+always means a wrong unit or a broken export. Every event a parser builds then passes the shared event
+rules (``models.events.check_event`` through :meth:`TimeBounds.event`, the same rules the stream's decoder
+applies): an id over 256 bytes, a value that is not finite or out of range, an oversized context is a bad
+row with its line number.
 
 >>> parse_timestamp("881250949", None)
 881250949000
@@ -36,11 +39,11 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from streamrec.models.events import MIN_TIMESTAMP_MS as MIN_TIMESTAMP_MS  # re-exported for the generators
+from streamrec.models.events import Event, EventLimits, check_event
+
 TimestampUnit = Literal["ms", "s", "iso"]
 TIMESTAMP_UNITS: tuple[str, ...] = ("ms", "s", "iso")
-
-MIN_TIMESTAMP_MS = 631_152_000_000  # 1990-01-01T00:00:00Z
-FUTURE_SLACK_MS = 86_400_000  # one day
 _MS_THRESHOLD = 100_000_000_000  # 1e11: numbers at or above are milliseconds
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 _ONE_MS = timedelta(milliseconds=1)
@@ -65,14 +68,20 @@ class RowError(ValueError):
 
 @dataclass(frozen=True, slots=True)
 class TimeBounds:
-    """The accepted event-time range in ms: from 1990-01-01 to a day after ``now``."""
+    """The rules a row must pass, as of the time of reading: the shared :class:`EventLimits` (event
+    time from 1990-01-01 to a day after ``now_ms``, ids, value, context). ``check`` explains a bad
+    timestamp in terms of units; ``event`` applies every other rule to a built event."""
 
     min_ms: int
     max_ms: int
+    limits: EventLimits = EventLimits()
+    now_ms: int | None = None
 
     @classmethod
-    def now(cls) -> TimeBounds:
-        return cls(MIN_TIMESTAMP_MS, int(time.time() * 1000) + FUTURE_SLACK_MS)
+    def now(cls, limits: EventLimits | None = None) -> TimeBounds:
+        lim = limits or EventLimits()
+        now = int(time.time() * 1000)
+        return cls(lim.min_timestamp_ms, lim.max_timestamp_ms(now), lim, now)
 
     def check(self, ts_ms: int, raw: object) -> int:
         if ts_ms < self.min_ms:
@@ -82,6 +91,14 @@ class TimeBounds:
             raise RowError(f"timestamp {raw!r} is {_iso(ts_ms)}, more than a day in the future "
                            "(wrong unit? set unit=s|ms|iso)")
         return ts_ms
+
+    def event(self, event: Event) -> Event:
+        """``event`` itself when it passes the shared event rules; otherwise :class:`RowError` with the reason."""
+        now = self.now_ms if self.now_ms is not None else self.max_ms - self.limits.max_future_ms
+        reason = check_event(event, self.limits, now)
+        if reason is not None:
+            raise RowError(reason)
+        return event
 
 
 def _iso(ts_ms: int) -> str:

@@ -44,7 +44,9 @@ def _int_id(raw: str, what: str) -> str:
     if not text:
         raise RowError(f"missing {what}")
     if not text.isdigit():
-        raise RowError(f"{what} {raw!r} is not an integer id")
+        raise RowError(f"{what} {clip(raw)!r} is not an integer id")
+    if text.isascii():  # without int(): a 5,000-digit id is a bad row (too long), not a ValueError
+        return text.lstrip("0") or "0"
     return str(int(text))
 
 
@@ -67,7 +69,7 @@ def parse(path: Path, bounds: TimeBounds) -> Iterator[Event | BadRow]:
                 if rating is None:
                     raise RowError("missing rating")
                 ts = bounds.check(parse_timestamp(parts[3], "s"), parts[3].strip())
-                yield Event(f"ml-{line}", user, item, EventType.RATING, ts, None, rating)
+                yield bounds.event(Event(f"ml-{line}", user, item, EventType.RATING, ts, None, rating))
             except RowError as exc:
                 yield BadRow(line, str(exc), clip(text))
 

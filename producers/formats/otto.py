@@ -55,6 +55,7 @@ def parse(path: Path, bounds: TimeBounds) -> Iterator[Event | BadRow]:
                         raise RowError(f"type {raw_type!r} is not an event type")
                     etype = EventType.parse(raw_type)
                     context = {"raw_event_type": raw_type} if etype is EventType.OTHER else {}
-                    yield Event(f"otto-{session}-{k}", session, item, etype, ts, session, None, context)
+                    yield bounds.event(Event(f"otto-{session}-{k}", session, item, etype, ts, session, None,
+                                             context))
                 except RowError as exc:
                     yield BadRow(line, f"event {k}: {exc}", clip(json.dumps(raw)))

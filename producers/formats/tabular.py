@@ -102,7 +102,7 @@ class RowBuilder:
         event_id = optional_text(get(m.event_id)) if m.event_id else None
         if not event_id:
             event_id = f"{self.file_name}:{line}"
-        return Event(event_id, user, item, etype, ts, session, value, context)
+        return self.bounds.event(Event(event_id, user, item, etype, ts, session, value, context))
 
 
 def parse_csv(path: Path, mapping: ColumnMapping, bounds: TimeBounds) -> Iterator[Event | BadRow]:

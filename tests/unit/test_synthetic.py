@@ -168,7 +168,7 @@ _events = st.builds(
     event_id=_ids, user_id=_ids, item_id=_ids, event_type=st.sampled_from(EventType),
     timestamp_ms=st.integers(631_152_000_000, 1_767_225_600_000),  # 1990 .. 2026
     session_id=st.none() | st.text(max_size=8),
-    value=st.none() | st.floats(allow_nan=False, allow_infinity=False),
+    value=st.none() | st.floats(0.0, 10.0),   # valid for every type (models.events.EventLimits)
     context=st.dictionaries(st.text(max_size=8), st.text(max_size=8), max_size=3),
 )
 
