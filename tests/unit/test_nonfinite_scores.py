@@ -5,19 +5,24 @@ strengths; the worker's last check drops any non-finite score from a list before
 from __future__ import annotations
 
 import math
-from pathlib import Path
+import time
 
 import numpy as np
 import pytest
 import structlog
 
+from streamrec.consumers.engine import engine_config
 from streamrec.consumers.lists import FiniteScores
+from streamrec.consumers.loop import Loop
+from streamrec.consumers.testing import MemoryCluster
 from streamrec.models.base.artifact import Artifact, load_artifact, random_artifact
 from streamrec.models.engine.recommender import EngineConfig, Recommender
 from streamrec.models.events import Event, EventType
 from streamrec.models.serving.covisit import CoVisitation
 from streamrec.models.serving.ranking import RecItem, RecList
 from streamrec.models.serving.trending import Trending
+from streamrec.stream.serde import codec_for
+from streamrec.stream.settings import Settings
 
 T0 = 1_700_000_000_000
 
@@ -72,7 +77,7 @@ def test_covisitation_and_trending_refuse_non_finite_strengths() -> None:
     assert tr.refused == 4 and items == ["a"] and np.isfinite(scores).all() and tr.score("x") == 0.0
 
 
-def test_the_worker_drops_non_finite_scores_before_a_list_is_emitted(tmp_path: Path) -> None:
+def test_the_worker_drops_non_finite_scores_before_a_list_is_emitted() -> None:
     guard = FiniteScores(structlog.get_logger("test"))
     rl = RecList("u", (RecItem("a", 1.0, "ann"), RecItem("b", math.nan, "covisit"),
                        RecItem("c", math.inf, "trending"), RecItem("d", 0.5, "ann")), "v1", "v1")
@@ -80,3 +85,49 @@ def test_the_worker_drops_non_finite_scores_before_a_list_is_emitted(tmp_path: P
     assert [i["item_id"] for i in items] == ["a", "d"] and all(math.isfinite(i["score"]) for i in items)
     assert (guard.dropped, guard.lists) == (2, 1)
     assert len(guard.items(RecList("v", (RecItem("a", 0.1, "ann"),), None, None))) == 1 and guard.lists == 1
+
+
+def _drain(loop: Loop) -> None:
+    while loop.step() or any(loop.source.lag(loop.owned).values()):
+        pass
+    loop.finish()
+
+
+@pytest.mark.parametrize(("max_id_bytes", "dead"), [(256, 1), (20_000, 0)])
+def test_the_loop_applies_the_id_limit_setting(max_id_bytes: int, dead: int) -> None:
+    s = Settings().replace(poll_ms=1, max_batch=50, commit_interval_ms=0, max_id_bytes=max_id_bytes)
+    now = int(time.time() * 1000)
+    cluster = MemoryCluster(partitions=1, settings=s)
+    cluster.produce([Event("e1", "u" * 10_240, "i1", EventType.CLICK, now - 2_000),
+                     Event("e2", "bob", "i1", EventType.CLICK, now - 1_000)])
+    loop = Loop(s, Recommender(engine_config(s)), cluster.source(), cluster.sink(), cluster.changelog(),
+                structlog.get_logger("test"), clock_ms=lambda: now)
+    _drain(loop)
+    dlq = cluster.outputs(s.dlq_topic)
+    assert len(dlq) == dead
+    if dead:
+        assert b"user_id is 10240 bytes" in dict(dlq[0].headers or ())["error.message"]
+    assert len(cluster.outputs(s.recommendations_topic)) == 2 - dead
+
+
+def test_the_loop_never_emits_a_non_finite_score() -> None:
+    s = Settings().replace(poll_ms=1, max_batch=50, commit_interval_ms=0)
+    now = int(time.time() * 1000)
+    cluster = MemoryCluster(partitions=1, settings=s)
+    cluster.produce([Event(f"e{k}", f"u{k}", "i1", EventType.CLICK, now - 1_000 + k) for k in range(3)])
+    engine = Recommender(engine_config(s))
+    real = engine.recommend
+
+    def poisoned(users: list[str], now_ms: int | None = None) -> list[RecList]:   # an engine bug, simulated
+        return [RecList(rl.user_id, (RecItem("x", math.nan, "ann"), *rl.items, RecItem("y", math.inf, "ann")),
+                        rl.model_version, rl.index_version, rl.trigger) for rl in real(users, now_ms)]
+
+    engine.recommend = poisoned  # type: ignore[method-assign]
+    loop = Loop(s, engine, cluster.source(), cluster.sink(), cluster.changelog(), structlog.get_logger("test"),
+                clock_ms=lambda: now)
+    _drain(loop)
+    codec = codec_for("recommendation")
+    emitted = [codec.decode(o.value) for o in cluster.outputs(s.recommendations_topic) if o.value is not None]
+    assert len(emitted) == 3
+    assert all(math.isfinite(i["score"]) and i["item_id"] not in ("x", "y") for r in emitted for i in r["items"])
+    assert loop.snapshot()["nonfinite_scores_dropped"] == 6
