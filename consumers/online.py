@@ -10,11 +10,14 @@ shared), so with several workers a restarted worker relearns some users' factors
 
 * **Write**: every ``online_checkpoint_s`` seconds, between two batches, and once more on close. The
   value is the ``online_state`` Avro envelope (``stream/schemas/online_state.avsc``): writer, time, river
-  version and the parts of ``models.online.checkpoint``. Checkpoints are best effort and outside the
-  exactly-once transaction: losing one costs the learning since the previous one, never correctness.
+  version and the parts of ``models.online.checkpoint``, each the plain-data state of one learner (JSON or
+  ``.npz``, never pickle). Checkpoints are best effort and outside the exactly-once transaction: losing one
+  costs the learning since the previous one, never correctness.
 * **Restore**: when the worker starts, and when it takes over partitions before it has learned anything
-  (a worker that has been learning keeps its own, newer model). Parts written by another river version
-  that are pickles are refused with a log line; the rest is restored.
+  (a worker that has been learning keeps its own, newer model). Nothing read from the topic is unpickled
+  or executed: each learner checks every field of its part, and a part that is not plain data (the pickled
+  ``river`` part of checkpoints written by earlier versions, or anything malformed) is refused with a
+  warning naming it and the reason; that learner starts fresh, the other parts are restored.
 * **Retrain requests**: the engine's drift monitor reports a drop in online quality through a callback;
   the request is published on the model topic (``RETRAIN_REQUEST``) between batches, after the cool-down
   the monitor applies, so one shift makes one request.
@@ -131,13 +134,14 @@ class OnlineState:
         except DecodeError as exc:
             self.log.error("online checkpoint unreadable; online learners start fresh", error=str(exc))
             return False
-        self.restored = self.layer.restore(parts, meta["river_version"])
-        refused = {k: v for k, v in self.restored.items() if v != "restored"}
+        self.restored = self.layer.restore(parts)
+        refused = {k[:64]: v for k, v in self.restored.items() if not v.startswith("restored")}
         if refused:
-            self.log.warning("online checkpoint parts refused", parts=refused, written_by=meta["worker_id"],
-                             written_with_river=meta["river_version"], running_river=river.__version__)
-        self.log.info("online state restored", written_by=meta["worker_id"], written_at=meta["written_at"],
-                      parts=sorted(k for k, v in self.restored.items() if v == "restored"))
+            self.log.warning("online checkpoint parts refused", parts=refused, written_by=meta["worker_id"][:128],
+                             written_with_river=meta["river_version"][:32], running_river=river.__version__,
+                             format=meta["format"])
+        self.log.info("online state restored", written_by=meta["worker_id"][:128], written_at=meta["written_at"],
+                      parts=sorted(k for k, v in self.restored.items() if v.startswith("restored")))
         return True
 
     def on_assigned(self) -> None:

@@ -27,6 +27,8 @@ from collections.abc import Callable, Mapping, Sequence
 
 import numpy as np
 
+from streamrec.models.online.plainstate import StateError, load_npz, unique
+
 MODEL_CATEGORY = 1 << 32       # model categories live above the event-context ones
 
 
@@ -155,17 +157,53 @@ class ItemTable:
 
     @classmethod
     def from_bytes(cls, data: bytes, max_items: int | None = None) -> ItemTable:
-        """A table from :meth:`to_bytes` (unbound: bind it to the model in service)."""
-        with np.load(io.BytesIO(data), allow_pickle=False) as z:
-            meta = z["meta"]
-            table = cls(int(meta[0]) if max_items is None else max_items)
-            table._codes = {c: k for k, c in enumerate(unpack_strings(z["cat_len"], z["cat_blob"]))}
-            ids = unpack_strings(z["ids_len"], z["ids_blob"])
-            for item, first, cat in zip(ids, z["first"].tolist(), z["cat"].tolist(), strict=True):
-                slot = table._take_slot(item)
-                table._first[slot], table._cat[slot] = first, cat
-            table.evicted = int(meta[1])
+        """A table from :meth:`to_bytes` (unbound: bind it to the model in service). Every array is checked
+        (dtype, shape, lengths, UTF-8, unique ids, category codes in range; no pickle is ever read): raises
+        :class:`~models.online.plainstate.StateError` on anything else."""
+        z = load_npz(data, _SPEC, "items")
+        meta = z["meta"]
+        if meta.shape != (2,) or meta[0] < 1 or meta[1] < 0:
+            raise StateError("items.meta must be [max_items >= 1, evicted >= 0]")
+        n = len(z["ids_len"])
+        if len(z["first"]) != n or len(z["cat"]) != n:
+            raise StateError(f"items: {n} ids but {len(z['first'])} first-seen times and {len(z['cat'])} categories")
+        ids = unique(_strings(z["ids_len"], z["ids_blob"], "items.ids"), "items.ids")
+        cats = unique(_strings(z["cat_len"], z["cat_blob"], "items.categories"), "items.categories")
+        codes = z["cat"]
+        if n and (codes.min() < -1 or codes.max() >= len(cats)):
+            raise StateError(f"items.cat holds codes outside -1 .. {len(cats) - 1}")
+        table = cls(int(meta[0]) if max_items is None else max_items)
+        table._codes = {c: k for k, c in enumerate(cats)}
+        for item, first, cat in zip(ids, z["first"].tolist(), codes.tolist(), strict=True):
+            slot = table._take_slot(item)
+            table._first[slot], table._cat[slot] = first, cat
+        table.evicted = int(meta[1])
         return table
+
+    STATE_ENCODING = "npz"
+
+    def to_state(self) -> bytes:
+        """The table as plain ``.npz`` bytes (:meth:`to_bytes`)."""
+        return self.to_bytes()
+
+    def load_state(self, data: bytes) -> None:
+        """Replace the table's contents by a checked :meth:`to_bytes` state (this table's ``max_items``
+        stays; the oldest items are dropped if the state holds more). Nothing changes when it is refused."""
+        fresh = ItemTable.from_bytes(data, self.max_items)
+        self.__dict__.update(fresh.__dict__)
+
+
+_SPEC = {"ids_len": ("i", 1), "ids_blob": ("u", 1), "first": ("i", 1), "cat": ("i", 1), "cat_len": ("i", 1),
+         "cat_blob": ("u", 1), "meta": ("i", 1)}
+
+
+def _strings(lengths: np.ndarray, blob: np.ndarray, where: str) -> list[str]:
+    if (lengths < 0).any() or int(lengths.sum()) != len(blob) or blob.dtype != np.uint8:
+        raise StateError(f"{where}: the lengths do not add up to the {len(blob)} bytes of text")
+    try:
+        return unpack_strings(lengths, blob)
+    except UnicodeDecodeError as exc:
+        raise StateError(f"{where} is not UTF-8 text") from exc
 
 
 def pack_strings(values: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:

@@ -17,9 +17,9 @@ on in its :class:`~models.engine.recommender.EngineConfig` (``reranker``, ``drif
   the second half of the list, source ``explore``) and the feature log of the emitted lists.
 
 State that survives restarts: :meth:`OnlineLayer.checkpoint` returns named parts (reranker weights and
-scaler statistics as JSON, river metrics and drift detector pickled, the item table and river MF as
-``.npz``), :meth:`OnlineLayer.restore` takes them back and refuses pickled parts written by another river
-version. ``consumers/online.py`` wraps the parts in the ``online_state`` Avro envelope.
+scaler statistics, online metrics and the drift detector as JSON, the item table and river MF as
+``.npz``: plain data, never pickle), :meth:`OnlineLayer.restore` hands them back to the learners, which
+check every field. ``consumers/online.py`` wraps the parts in the ``online_state`` Avro envelope.
 
 >>> from streamrec.models.events import Event, EventType
 >>> from streamrec.models.engine.recommender import EngineConfig, Recommender
@@ -33,7 +33,7 @@ version. ``consumers/online.py`` wraps the parts in the ``online_state`` Avro en
 >>> st["reranker_recent_auc"], st["blend_recent_auc"], st["reranker_active"]   # the better ranker serves
 (0.7159, 0.5667, True)
 >>> [name for name, _, _ in rec.online.checkpoint()]
-['items', 'reranker', 'drift', 'river']
+['items', 'reranker', 'drift']
 """
 
 from __future__ import annotations
@@ -329,12 +329,27 @@ class OnlineLayer:
         return bool((self.reranker is not None and self.reranker.pairs) or (self.drift and self.drift.evaluated)
                     or (self.mf is not None and self.mf.n_users))
 
+    def learners(self) -> dict[str, Any]:
+        """The learners this engine runs, by checkpoint part name (see :mod:`models.online.checkpoint`)."""
+        out: dict[str, Any] = {}
+        if self.reranker is not None:
+            out.update(items=self.items, reranker=self.reranker)
+        if self.drift is not None:
+            out["drift"] = self.drift
+        if self.mf is not None:
+            out["mf"] = self.mf
+        return out
+
     def checkpoint(self) -> list[tuple[str, str, bytes]]:
-        """The state worth keeping, as ``(name, encoding, bytes)`` parts (see :mod:`models.online.checkpoint`)."""
-        return dump_parts(self)
+        """The state worth keeping, as ``(name, encoding, bytes)`` parts of plain data (see
+        :mod:`models.online.checkpoint`)."""
+        return dump_parts(self.learners())
 
-    def restore(self, parts: Sequence[tuple[str, str, bytes]], river_version: str) -> dict[str, str]:
-        """Install checkpoint parts; returns ``{part: "restored" | reason refused}``. Pickled parts
-        written by another river version are refused (the learners they hold start fresh)."""
-        return load_parts(self, parts, river_version)
-
+    def restore(self, parts: Sequence[tuple[str, str, bytes]]) -> dict[str, str]:
+        """Install checkpoint parts; returns ``{part: "restored" | reason refused}``. Each learner checks
+        its own state; parts that are not plain data (an old pickled part) are refused, never decoded."""
+        outcome = load_parts(self.learners(), parts)
+        self._serve = self._reranker_wins()
+        if self.reranker is not None:
+            self._next_gate = max(self.config.warmup_pairs, self.reranker.pairs + 1_000)
+        return outcome

@@ -32,9 +32,10 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
-from river import compose, facto, linear_model, metrics, optim, preprocessing
+from river import compose, facto, linear_model, optim, preprocessing
 
 from streamrec.models.errors import ConfigError
+from streamrec.models.online.plainstate import Fields, StateError, check_int
 
 MODELS = ("logreg", "fm")
 
@@ -85,9 +86,9 @@ class OnlineReranker:
         self.config = config or RerankerConfig()
         self.names = tuple(names)
         self.pipeline = pipeline if pipeline is not None else make_pipeline(self.config)
-        self.auc = metrics.ROCAUC()
+        self.auc = ThresholdAUC()
         self.recent = RecentAUC()
-        self.logloss = metrics.LogLoss()
+        self.logloss = LogLoss()
         self.pairs = 0
         self.positives = 0
 
@@ -118,7 +119,7 @@ class OnlineReranker:
             zv = z @ V
             inter = 0.5 * (zv * zv - (z * z) @ (V * V)).sum(axis=1)
             return np.asarray(clf.intercept + z @ w + inter)
-        weights = clf._weights
+        weights = clf.weights
         w = np.array([weights.get(n, 0.0) for n in self.names])
         return np.asarray(clf.intercept + z @ w)
 
@@ -127,7 +128,8 @@ class OnlineReranker:
         sc, clf = self.scaler, self.classifier
         mean = np.array([sc.means.get(n, 0.0) for n in self.names])
         var = np.array([sc.vars.get(n, 0.0) for n in self.names])
-        w = np.array([clf._weights.get(n, 0.0) for n in self.names])
+        weights = clf.weights                 # river's public copy of the weights
+        w = np.array([weights.get(n, 0.0) for n in self.names])
         a = np.where(var > 0, w / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
         return a.astype(np.float32), float(clf.intercept - a @ mean)
 
@@ -170,9 +172,171 @@ class OnlineReranker:
 
     def weights(self) -> dict[str, float]:
         """The classifier's linear weight per feature (on standardised features), for inspection."""
-        clf = self.classifier
-        src = clf.weights if isinstance(clf, facto.FMClassifier) else clf._weights
+        src = self.classifier.weights
         return {n: float(src.get(n, 0.0)) if n in src else 0.0 for n in self.names}
+
+    # --- checkpoints -----------------------------------------------------------------------------
+    STATE_ENCODING = "json"
+
+    def to_state(self) -> dict[str, Any]:
+        """The whole learner as plain JSON data: the scaler's counts, means and variances, the classifier's
+        intercept, weights (and FM latents) and optimiser step counts, the pair counters, the online AUC and
+        log loss, and the window of recent pairs that decides whether the reranker serves."""
+        sc, clf = self.scaler, self.classifier
+        fm = isinstance(clf, facto.FMClassifier)
+        state: dict[str, Any] = {
+            "format": STATE_FORMAT, "model": self.config.model, "names": list(self.names), "pairs": self.pairs,
+            "positives": self.positives,
+            "scaler": {"counts": {str(k): int(v) for k, v in sc.counts.items()}, "means": _floats(sc.means),
+                       "vars": _floats(sc.vars)},
+            "intercept": float(clf.intercept), "weights": _floats(clf.weights),
+            "steps": ([clf.weight_optimizer.n_iterations, clf.latent_optimizer.n_iterations] if fm
+                      else [clf.optimizer.n_iterations]),
+            "auc": self.auc.to_state(), "logloss": self.logloss.to_state(), "recent": self.recent.to_state()}
+        if fm:
+            state["latents"] = {str(k): [float(x) for x in np.asarray(v)] for k, v in clf.latents.items()}
+        return state
+
+    def load_state(self, state: dict[str, Any]) -> str | None:
+        """Install a :meth:`to_state` state; every field is checked first, and nothing changes when one is
+        wrong (raises :class:`StateError`). A state of format 1 (weights only) restores the model and starts
+        the online metrics fresh."""
+        f = Fields(state, "reranker")
+        fmt = f.integer("format", 1, STATE_FORMAT)
+        model = f.text("model")
+        if model != self.config.model:
+            raise StateError(f"the checkpoint holds a {model!r} model; this engine runs {self.config.model!r}")
+        names = f.strings("names", 1_000)
+        if tuple(names) != self.names:
+            raise StateError(f"the checkpoint's features are {names[:6]}...; this reranker uses "
+                             f"{list(self.names)[:6]}...")
+        fm = model == "fm"
+        f.only(["format", "model", "names", "pairs", "positives", "scaler", "intercept", "weights", "steps",
+                *(["latents"] if fm else []), *(["auc", "logloss", "recent"] if fmt >= 2 else [])])
+        pairs = f.integer("pairs")
+        positives = f.integer("positives", 0, pairs)
+        scf = f.obj("scaler").only(["counts", "means", "vars"])
+        cf = scf.obj("counts").only(names)
+        counts = {k: cf.integer(k) for k in cf.data}
+        means, variances = scf.float_map("means", names), scf.float_map("vars", names, lo=0.0)
+        intercept, weights = f.number("intercept"), f.float_map("weights", names)
+        steps = f.ints("steps", 2, 2 if fm else 1)
+        latents: dict[str, np.ndarray] = {}
+        if fm:
+            lf = f.obj("latents").only(names)
+            latents = {k: np.array(lf.floats(k, self.config.fm_factors, self.config.fm_factors), dtype=np.float64)
+                       for k in lf.data}
+        auc, logloss, recent = ThresholdAUC(), LogLoss(), RecentAUC(len(self.recent.y))
+        note: str | None = "the online AUC, log loss and recent pairs start fresh (the checkpoint predates them)"
+        if fmt >= 2:
+            auc, logloss = ThresholdAUC.from_state(f.obj("auc")), LogLoss.from_state(f.obj("logloss"))
+            recent, note = RecentAUC.from_state(f.obj("recent"), len(self.recent.y)), None
+        pipeline = make_pipeline(self.config)           # a fresh pipeline, filled, then swapped in
+        sc = pipeline.steps["StandardScaler"]
+        sc.counts.update(counts)
+        sc.means.update(means)
+        sc.vars.update(variances)
+        clf = list(pipeline.steps.values())[-1]
+        clf.intercept = intercept
+        if fm:
+            clf.weights.update(weights)
+            clf.latents.update(latents)
+            clf.weight_optimizer.n_iterations, clf.latent_optimizer.n_iterations = steps
+        else:
+            _set_glm_weights(clf, weights)
+            clf.optimizer.n_iterations = steps[0]
+        self.pipeline, self.auc, self.logloss, self.recent = pipeline, auc, logloss, recent
+        self.pairs, self.positives = pairs, positives
+        return note
+
+
+STATE_FORMAT = 2
+
+
+def _floats(d: Any) -> dict[str, float]:
+    return {str(k): float(v) for k, v in d.items()}
+
+
+def _set_glm_weights(clf: linear_model.LogisticRegression, weights: dict[str, float]) -> None:
+    """Install weights into a fresh river ``LogisticRegression``. river exposes the weights read-only (its
+    ``weights`` property is a copy), so this writes its weight vector, the one place streamrec writes a river
+    internal; ``tests/unit/test_reranker.py`` checks the restored model's probabilities against river's own
+    ``predict_proba_one``, so a river release that changes it fails there."""
+    vector = clf._weights
+    for name, value in weights.items():
+        vector[name] = value
+
+
+class ThresholdAUC:
+    """Online ROC AUC over ``n_thresholds`` probability thresholds: river's ``metrics.ROCAUC`` (same
+    thresholds, same trapezoid; tested equal), with its counts as plain data.
+
+    >>> auc = ThresholdAUC()
+    >>> for y, p in zip([0, 0, 1, 1], [0.1, 0.4, 0.35, 0.8]):
+    ...     auc.update(bool(y), p)
+    >>> auc.get()
+    0.875
+    """
+
+    def __init__(self, n_thresholds: int = 10) -> None:
+        self.n_thresholds = n_thresholds
+        self.thresholds = [i / (n_thresholds - 1) for i in range(n_thresholds)]
+        self.thresholds[0] -= 1e-7
+        self.thresholds[-1] += 1e-7
+        self.tp, self.fp = [0] * n_thresholds, [0] * n_thresholds
+        self.fn, self.tn = [0] * n_thresholds, [0] * n_thresholds
+
+    def update(self, y: bool, p: float) -> None:
+        for i, t in enumerate(self.thresholds):
+            if p > t:
+                (self.tp if y else self.fp)[i] += 1
+            else:
+                (self.fn if y else self.tn)[i] += 1
+
+    def get(self) -> float:
+        tpr = np.array([tp / (tp + fn) if tp + fn else 0.0 for tp, fn in zip(self.tp, self.fn, strict=True)])
+        fpr = np.array([fp / (fp + tn) if fp + tn else 0.0 for fp, tn in zip(self.fp, self.tn, strict=True)])
+        return -float(np.add.reduce(np.diff(fpr) * (tpr[1:] + tpr[:-1]) / 2.0))   # scipy's trapezoid
+
+    def to_state(self) -> dict[str, Any]:
+        return {"n_thresholds": self.n_thresholds, "tp": self.tp, "fp": self.fp, "fn": self.fn, "tn": self.tn}
+
+    @classmethod
+    def from_state(cls, f: Fields) -> ThresholdAUC:
+        f.only(["n_thresholds", "tp", "fp", "fn", "tn"])
+        out = cls(f.integer("n_thresholds", 2, 1_000))
+        n = out.n_thresholds
+        out.tp, out.fp, out.fn, out.tn = (f.ints(k, n, n) for k in ("tp", "fp", "fn", "tn"))
+        if len({a + b for a, b in zip(out.tp, out.fn, strict=True)}) > 1 or len(
+                {a + b for a, b in zip(out.fp, out.tn, strict=True)}) > 1:
+            raise StateError(f"{f.where}: every threshold must count the same positives and negatives")
+        return out
+
+
+class LogLoss:
+    """Mean binary log loss: river's ``metrics.LogLoss`` (same clamp, same running mean), as plain data."""
+
+    def __init__(self) -> None:
+        self.n = 0.0
+        self.mean = 0.0
+
+    def update(self, y: bool, p: float) -> None:
+        p = min(max(p, 1e-15), 1 - 1e-15)
+        self.n += 1.0
+        self.mean += (1.0 / self.n) * ((-math.log(p) if y else -math.log(1 - p)) - self.mean)
+
+    def get(self) -> float:
+        return self.mean
+
+    def to_state(self) -> dict[str, Any]:
+        return {"n": self.n, "mean": self.mean}
+
+    @classmethod
+    def from_state(cls, f: Fields) -> LogLoss:
+        f.only(["n", "mean"])
+        out = cls()
+        out.n, out.mean = f.number("n", 0.0), f.number("mean", 0.0)
+        return out
 
 
 def _round(v: float | None) -> float | None:
@@ -220,3 +384,23 @@ class RecentAUC:
     def get(self) -> tuple[float | None, float | None]:
         k = min(self.n, len(self.y))
         return roc_auc(self.y[:k], self.model[:k]), roc_auc(self.y[:k], self.base[:k])
+
+    def to_state(self) -> dict[str, Any]:
+        k = min(self.n, len(self.y))
+        return {"size": len(self.y), "n": self.n, "y": self.y[:k].astype(int).tolist(),
+                "model": self.model[:k].tolist(), "base": self.base[:k].tolist()}
+
+    @classmethod
+    def from_state(cls, f: Fields, size: int) -> RecentAUC:
+        f.only(["size", "n", "y", "model", "base"])
+        if f.integer("size") != size:
+            raise StateError(f"{f.where}.size is {f.data['size']}; this reranker keeps the last {size} pairs")
+        out = cls(size)
+        out.n = f.integer("n")
+        k = min(out.n, size)
+        ys = [check_int(v, f"{f.where}.y", 0, 1) for v in f.array("y", k, k)]
+        lim = float(np.finfo(np.float32).max)
+        out.y[:k] = np.array(ys, dtype=bool)
+        out.model[:k] = np.array(f.floats("model", k, k, -lim, lim), dtype=np.float32)
+        out.base[:k] = np.array(f.floats("base", k, k, -lim, lim), dtype=np.float32)
+        return out

@@ -46,8 +46,18 @@ import river
 from river import optim, reco
 
 from streamrec.models.base.encoder import event_strength
-from streamrec.models.errors import ArtifactError, ConfigError
+from streamrec.models.errors import ConfigError
 from streamrec.models.events import Event, EventType
+from streamrec.models.online.plainstate import (
+    MAX_INT,
+    Fields,
+    StateError,
+    check_float,
+    check_int,
+    load_npz,
+    loads_json,
+    unique,
+)
 
 STATE_FORMAT = "streamrec-river-mf/1"
 
@@ -336,42 +346,123 @@ class RiverMF:
 
     @classmethod
     def from_bytes(cls, data: bytes) -> RiverMF:
-        """Restore a model written by :meth:`to_bytes` (raises :class:`ArtifactError` when it cannot)."""
-        try:
-            with np.load(io.BytesIO(data), allow_pickle=False) as z:
-                a = {name: z[name] for name in z.files}
-            meta: dict[str, Any] = json.loads(a["meta"].tobytes().decode())
-        except (ValueError, OSError, KeyError) as exc:
-            raise ArtifactError(f"river_mf state cannot be decoded: {exc}") from exc
-        if meta.get("format") != STATE_FORMAT:
-            raise ArtifactError(f"river_mf state has format {meta.get('format')!r}, "
-                                f"expected {STATE_FORMAT!r}")
-        mf = cls(RiverMFConfig(**meta["config"]))
-        mf.written_by_river = str(meta["river_version"])
+        """Restore a model written by :meth:`to_bytes`. The arrays are read with ``allow_pickle=False``
+        after their headers were checked, and every field is validated (dtypes, shapes, finite numbers,
+        unique ids, sizes within the configured bounds, random generator states): raises
+        :class:`ArtifactError` (a :class:`~models.online.plainstate.StateError`) when it cannot be used."""
+        a = load_npz(data, _SPEC, "mf")
+        if a["meta"].ndim != 1:
+            raise StateError("mf.meta must be a byte string")
+        f = Fields(loads_json(a["meta"].tobytes()), "mf.meta")
+        fmt = f.text("format")
+        if fmt != STATE_FORMAT:
+            raise StateError(f"river_mf state has format {fmt!r}, expected {STATE_FORMAT!r}")
+        f.only(["format", "river_version", "numpy_version", "config", "global_mean", "optimizer_steps",
+                "init_rng", "neg_rng", "evicted_users", "evicted_items"])
+        config = _config(f.obj("config"))
+        mf = cls(config)
+        mf.written_by_river = f.text("river_version", max_len=64)
+        f.text("numpy_version", max_len=64)
+        n_seen, mean = f.floats("global_mean", 2, 2)
+        if n_seen < 0:
+            raise StateError("mf.meta.global_mean: the count must not be negative")
+        steps = f.ints("optimizer_steps", 4, 4)
+        algo, pos, has_gauss, cached = f.array("init_rng", 4, 4)
+        keys = a["init_rng_keys"]
+        if algo != "MT19937" or keys.shape != (624,) or keys.dtype != np.uint32:
+            raise StateError("mf.init_rng must be an MT19937 state of 624 uint32 keys")
+        init_state = ("MT19937", keys, check_int(pos, "mf.init_rng[1]", 0, 624),
+                      check_int(has_gauss, "mf.init_rng[2]", 0, 1), check_float(cached, "mf.init_rng[3]"))
+        neg = f.obj("neg_rng").only(["bit_generator", "state", "has_uint32", "uinteger"])
+        neg.text("bit_generator", ("PCG64",))
+        inner = neg.obj("state").only(["state", "inc"])
+        neg_state = {"bit_generator": "PCG64",
+                     "state": {k: inner.integer(k, 0, (1 << 128) - 1) for k in ("state", "inc")},
+                     "has_uint32": neg.integer("has_uint32", 0, 1),
+                     "uinteger": neg.integer("uinteger", 0, (1 << 32) - 1)}
+        evicted = f.integer("evicted_users"), f.integer("evicted_items")
+        users = unique(a["user_ids"].tolist(), "mf.user_ids")
+        items = unique(a["item_ids"].tolist(), "mf.item_ids")
+        lru = a["item_lru"].tolist()
+        nf, nu, ni = config.n_factors, len(users), len(items)
+        has = a["user_has_latent"]
+        shapes = {"user_ts": (nu,), "user_bias": (nu,), "user_has_latent": (nu,),
+                  "user_latents": (int(has.sum()) if has.shape == (nu,) else -1, nf), "item_bias": (ni,),
+                  "item_latents": (ni, nf), "item_lru": (ni,), "item_ts": (ni,)}
+        for name, shape in shapes.items():
+            if a[name].shape != shape:
+                raise StateError(f"mf.{name} has shape {a[name].shape}; expected {shape}")
+        if set(lru) != set(items) or len(set(lru)) != ni:
+            raise StateError("mf.item_lru must list every item exactly once")
+        if config.max_users is not None and nu > config.max_users:
+            raise StateError(f"mf holds {nu} users, more than its max_users {config.max_users}")
+        if config.max_items is not None and ni > config.max_items:
+            raise StateError(f"mf holds {ni} items, more than its max_items {config.max_items}")
         m = mf.model
-        m.global_mean.n, m.global_mean._mean = meta["global_mean"]
-        for opt, steps in zip((m.u_bias_optimizer, m.i_bias_optimizer, m.u_latent_optimizer,
-                               m.i_latent_optimizer), meta["optimizer_steps"], strict=True):
-            opt.n_iterations = steps
-        algo, pos, has_gauss, cached = meta["init_rng"]
-        mf._init._rng.set_state((algo, a["init_rng_keys"], pos, has_gauss, cached))
-        mf._neg_rng.bit_generator.state = meta["neg_rng"]
-        latents = iter(a["user_latents"])
-        for u, ts, b, has in zip(a["user_ids"].tolist(), a["user_ts"].tolist(), a["user_bias"].tolist(),
-                                 a["user_has_latent"].tolist(), strict=True):
+        try:
+            mf._init._rng.set_state(init_state)
+            mf._neg_rng.bit_generator.state = neg_state
+        except (ValueError, TypeError) as exc:
+            raise StateError(f"mf random generator state refused: {exc}") from exc
+        m.global_mean.n, m.global_mean._mean = n_seen, mean
+        for opt, n in zip((m.u_bias_optimizer, m.i_bias_optimizer, m.u_latent_optimizer,
+                           m.i_latent_optimizer), steps, strict=True):
+            opt.n_iterations = n
+        latents = iter(a["user_latents"].astype(np.float64))
+        for u, ts, b, h in zip(users, a["user_ts"].tolist(), a["user_bias"].tolist(), has.tolist(), strict=True):
             mf._users[u] = ts
             m.u_biases[u] = b
-            if has:
+            if h:
                 m.u_latents[u] = np.array(next(latents), dtype=np.float64)
-        items = zip(a["item_ids"].tolist(), a["item_bias"].tolist(), a["item_latents"], strict=True)
-        for item, b, vec in items:
+        for item, b, vec in zip(items, a["item_bias"].tolist(), a["item_latents"].astype(np.float64), strict=True):
             row = mf._add_item(item)
             m.i_biases[item] = b
             m.i_latents[item] = np.array(vec, dtype=np.float64)
             mf._V[row] = vec
             mf._bi[row] = b
-        for item, ts in zip(a["item_lru"].tolist(), a["item_ts"].tolist(), strict=True):
+        for item, ts in zip(lru, a["item_ts"].tolist(), strict=True):
             mf._item_seen[item] = ts
-        mf.evicted_users = int(meta["evicted_users"])
-        mf.evicted_items = int(meta["evicted_items"])
+        mf.evicted_users, mf.evicted_items = evicted
         return mf
+
+    STATE_ENCODING = "npz"
+
+    def to_state(self) -> bytes:
+        """The whole model as plain ``.npz`` bytes (:meth:`to_bytes`)."""
+        return self.to_bytes()
+
+    def load_state(self, data: bytes) -> None:
+        """Become the checked model of a :meth:`to_bytes` state (its settings included); refused (nothing
+        changes) when it cannot be used or has another number of factors than this model."""
+        mf = RiverMF.from_bytes(data)
+        if mf.config.n_factors != self.config.n_factors:
+            raise StateError(f"river MF with {mf.config.n_factors} factors, this engine uses {self.config.n_factors}")
+        self.__dict__.update(mf.__dict__)
+
+
+_SPEC = {"meta": ("u", 1), "init_rng_keys": ("u", 1), "user_ids": ("U", 1), "user_ts": ("i", 1),
+         "user_bias": ("f", 1), "user_latents": ("f", 2), "user_has_latent": ("b", 1), "item_ids": ("U", 1),
+         "item_bias": ("f", 1), "item_latents": ("f", 2), "item_lru": ("U", 1), "item_ts": ("i", 1)}
+
+
+def _config(f: Fields) -> RiverMFConfig:
+    """A :class:`RiverMFConfig` from checkpointed settings, every field type-checked."""
+    fields = RiverMFConfig.__dataclass_fields__
+    f.only(fields)
+    missing = sorted(set(fields) - set(f.data))
+    if missing:
+        raise StateError(f"{f.where} lacks {missing}")
+    kw: dict[str, Any] = {}
+    for name in fields:
+        if name == "target":
+            kw[name] = f.text(name, ("auto", "strength"))
+        elif name in ("n_factors", "seed", "negatives"):
+            kw[name] = f.integer(name, 0, 1 << 20 if name != "seed" else MAX_INT)
+        elif name in ("max_users", "user_ttl_ms", "max_items"):
+            kw[name] = None if f.data[name] is None else f.integer(name, 1)
+        else:
+            kw[name] = f.number(name)
+    try:
+        return RiverMFConfig(**kw)
+    except ConfigError as exc:
+        raise StateError(f"{f.where}: {exc}") from exc

@@ -1,19 +1,31 @@
-"""Online learning on a real broker: a drift makes exactly one retrain request on the model topic, and the
-reranker survives a restart through the ``<group>.online`` checkpoint topic."""
+"""Online learning on a real broker: a drift makes exactly one retrain request on the model topic, the
+reranker survives a restart through the ``<group>.online`` checkpoint topic, and a crafted pickle on that
+topic is refused, never run."""
 
 from __future__ import annotations
 
 import json
+import pickle
+from pathlib import Path
+from typing import Any
 
 import numpy as np
+import pytest
 import river
 
-from streamrec.consumers.online import decode_checkpoint, online_topic, read_latest
+from streamrec.consumers.online import (
+    decode_checkpoint,
+    encode_checkpoint,
+    ensure_online_topic,
+    online_topic,
+    read_latest,
+)
 from streamrec.consumers.worker import Worker
 from streamrec.models.engine.recommender import EngineConfig, Recommender
 from streamrec.models.online.features import FEATURES
 from streamrec.models.online.layer import OnlineConfig
 from streamrec.producers.replay import replay
+from streamrec.stream import clients
 from streamrec.stream.settings import Settings
 from tests.integration.workers import ThreadWorker, read_all, wait_until
 from tests.unit.test_drift import taste_shift
@@ -67,7 +79,7 @@ def test_a_new_worker_restores_the_reranker_from_kafka(settings: Settings) -> No
         assert meta["worker_id"] == first.worker.worker_id and meta["events_applied"] == 3_000
         killed = Recommender(config)
         assert killed.online is not None and killed.online.reranker is not None
-        assert set(killed.online.restore(parts, meta["river_version"]).values()) == {"restored"}
+        assert set(killed.online.restore(parts).values()) == {"restored"}
         layer = first.worker.engine.online
         assert layer is not None and layer.reranker is not None and layer.reranker.pairs > 100
         expected = layer.reranker.score(probe)
@@ -77,7 +89,7 @@ def test_a_new_worker_restores_the_reranker_from_kafka(settings: Settings) -> No
     second = Worker(s, engine=Recommender(config), model_sync=False)  # restores when it starts
     try:
         assert second.online is not None and second.online.restored == {
-            "items": "restored", "reranker": "restored", "river": "restored"}
+            "items": "restored", "reranker": "restored"}
         restored = second.engine.online
         assert restored is not None and restored.reranker is not None
         np.testing.assert_array_equal(restored.reranker.score(probe), expected)
@@ -86,3 +98,49 @@ def test_a_new_worker_restores_the_reranker_from_kafka(settings: Settings) -> No
         second.close()
     records = read_all(s, online_topic(s), None)
     assert {r.key for r, _ in records} == {s.group.encode()}           # one key per group
+
+
+class _Plant:
+    """A pickle that creates the file ``path`` when it is loaded: what a crafted checkpoint would run."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+
+    def __reduce__(self) -> tuple[Any, tuple[Any, ...]]:
+        return (Path.touch, (self.path,))
+
+
+def test_a_pickled_checkpoint_on_the_topic_is_never_executed(settings: Settings, tmp_path: Path,
+                                                             capfd: pytest.CaptureFixture[str]) -> None:
+    """A record on ``<group>.online`` whose parts are a crafted pickle (labelled pickle, json and npz, and
+    written with this process's river version, which earlier versions trusted) is refused at worker start
+    and on a second restore (as on assignment) without running it; the log says refused."""
+    s = settings.replace(online_checkpoint_s=0.0)
+    probe = tmp_path / "probe"
+    pickle.loads(pickle.dumps(_Plant(probe)))  # noqa: S301 - proves the payload runs when unpickled
+    assert probe.exists()
+    marker = tmp_path / "executed"
+    payload = pickle.dumps(_Plant(marker))
+    ensure_online_topic(s)
+    record = encode_checkpoint(s, "intruder", [("river", "pickle", payload), ("reranker", "json", payload),
+                                                ("items", "npz", payload), ("drift", "pickle", payload)])
+    producer = clients.producer(s)
+    try:
+        producer.send(online_topic(s), key=s.group.encode(), value=record, partition=0).get(timeout=30)
+    finally:
+        producer.close()
+    worker = Worker(s, engine=Recommender(EngineConfig(reranker=True, drift_detector="adwin")), model_sync=False)
+    try:
+        assert worker.online is not None
+        restored = dict(worker.online.restored)
+        assert worker.online.restore()                                 # again, as when partitions are taken over
+    finally:
+        worker.close()
+    assert not marker.exists(), "a pickle read from the online topic was executed"
+    assert restored["river"].startswith("refused: encoding 'pickle'"), restored
+    assert restored["drift"].startswith("refused: encoding 'pickle'"), restored
+    assert restored["reranker"].startswith("refused: not plain JSON"), restored
+    assert restored["items"].startswith("refused: items is not an .npz archive"), restored
+    logged = capfd.readouterr()
+    text = logged.out + logged.err
+    assert "online checkpoint parts refused" in text and "never decoded" in text
