@@ -43,7 +43,9 @@ Hook = Callable[[], None]
 class Source(Protocol):
     """Where the loop's records come from: one events topic, the partitions the group gives this worker."""
 
-    rebalances: int   # assignments received so far (by this source's current membership)
+    @property
+    def rebalances(self) -> int:
+        """Assignments received so far (by this source's current membership)."""
 
     def poll(self, timeout_ms: int, max_records: int) -> list[Record]: ...
     def take_assignment(self) -> tuple[set[int], set[int]] | None:

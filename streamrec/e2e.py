@@ -18,6 +18,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from streamrec.consumers.reconnect import RECONNECT
 from streamrec.stream import clients
 from streamrec.stream.serde import codec_for
 from streamrec.stream.settings import Settings
@@ -95,7 +96,8 @@ class Subscriber(threading.Thread):
 
     def run(self) -> None:
         codec = codec_for("recommendation")
-        consumer = clients.consumer(self.settings, group=None, fetch_max_wait_ms=5, max_poll_records=5000)
+        consumer = clients.consumer(self.settings, group=None, fetch_max_wait_ms=5, max_poll_records=5000,
+                                    **RECONNECT)   # back within a second of a broker restart, like the workers
         try:
             parts = consumer.partitions_for_topic(self.settings.recommendations_topic) or set()
             tps = [TopicPartition(self.settings.recommendations_topic, p) for p in sorted(parts)]

@@ -70,6 +70,10 @@ def register(app: typer.Typer) -> None:
                                                 help="at-least-once | exactly-once."),
                   kill: bool = typer.Option(False, "--kill", help="SIGKILL one worker half-way through "
                                                                   "the latency phase and restart it."),
+                  broker_restart: bool = typer.Option(False, "--broker-restart",
+                                                      help="Stop the embedded broker half-way through the "
+                                                           "latency phase and start it again; reports how long "
+                                                           "the workers took to resume and lost lists."),
                   users: int = typer.Option(None, "--users", help="Distinct users (default: events/4, "
                                                                   "at most 5,000)."),
                   items: int = typer.Option(10_000, "--items", help="Items in the random base model."),
@@ -85,7 +89,7 @@ def register(app: typer.Typer) -> None:
 
         counts = e2e.parse_counts(workers)
         result = e2e.run_with_progress(ctx.obj, counts, rate, seconds, events, guarantee, kill, users, items,
-                                       partitions)
+                                       partitions, broker_restart=broker_restart)
         if plot_path:
             from streamrec.bench.plots import plot_e2e
 

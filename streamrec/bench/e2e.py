@@ -14,11 +14,18 @@ sync), a paced producer, and a monitor thread (``/metrics``, ``/proc``, the grou
    (last list for a backlog event - resume time).
 4. Lists: every user's final event must produce a list (else *lost*); a (user, trigger event) pair that
    arrives twice is *duplicated* (expected after a kill in at-least-once, never in exactly-once).
+
+With ``broker_restart``, the offered phase is cut in two: after the first half the embedded broker is
+stopped, kept down ``down_s`` seconds and started again on the same data directory and ports (the workers
+keep running), then the second half is produced. *resume* = the broker being back (answering admin
+requests) until the first list for an event produced after it arrives; *lost* counts every user whose last
+event of the first half (produced before the stop) has no list, as well as the final ones.
 """
 
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import shutil
 import signal
 import tempfile
@@ -37,6 +44,7 @@ from streamrec.e2e import Arrival, Subscriber
 from streamrec.models.base.artifact import random_artifact
 from streamrec.models.errors import InputError, StreamrecError
 from streamrec.producers.replay import Pacing, replay
+from streamrec.stream import broker
 from streamrec.stream.settings import Settings
 
 Step = Callable[[str], None]
@@ -147,8 +155,33 @@ class _Killer(threading.Thread):
                 "recovery_s": None if recovery is None else round(recovery, 2)}
 
 
+class _BrokerRestart:
+    """Stops the embedded broker, waits ``down_s``, starts it again (same data directory and ports)."""
+
+    def __init__(self, settings: Settings, down_s: float) -> None:
+        self.settings, self.down_s = settings, down_s
+        self.stopped_ms = self.back_ms = 0.0
+        self.before: dict[str, str] = {}
+
+    def restart(self) -> None:
+        self.stopped_ms = time.time() * 1000
+        broker.stop(self.settings)
+        time.sleep(self.down_s)
+        broker.start(self.settings, quiet=True)   # returns once the broker answers admin requests
+        self.back_ms = time.time() * 1000
+
+    def report(self, arrivals: list[Arrival], sent_at: dict[str, float], t0_ms: float) -> dict[str, Any]:
+        after = [a.arrival_ms for a in arrivals if sent_at.get(a.trigger_event_id, 0.0) >= self.back_ms]
+        pairs = {(a.user_id, a.trigger_event_id) for a in arrivals}
+        return {"stopped_at_s": round((self.stopped_ms - t0_ms) / 1000, 2), "down_s": self.down_s,
+                "back_after_s": round((self.back_ms - self.stopped_ms) / 1000, 2),
+                "resume_s": round((min(after) - self.back_ms) / 1000, 2) if after else None,
+                "users_before": len(self.before),
+                "lost_before": sum(1 for u, e in self.before.items() if (u, e) not in pairs)}
+
+
 def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, seconds: float, backlog: int,
-         users: int, items: int, kill: bool, step: Step) -> dict[str, Any]:
+         users: int, items: int, kill: bool, step: Step, restart_down_s: float | None = None) -> dict[str, Any]:
     partitions = s.events_partitions
     sub = Subscriber(s)
     sub.start()
@@ -164,14 +197,27 @@ def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, se
         startup_s = time.time() - t0
         monitor.start()
         # offered rate (with an optional kill half-way)
-        step(f"{n} worker(s): {rate:g} events/s for {seconds:g} s" + (" with a kill" if kill else ""))
+        restart = _BrokerRestart(s, restart_down_s) if restart_down_s is not None else None
+        step(f"{n} worker(s): {rate:g} events/s for {seconds:g} s" + (" with a kill" if kill else "")
+             + (" with a broker restart" if restart else ""))
         paced = synthetic_events(int(rate * seconds), users, items, seed=100 + n)
         sent_at: dict[str, float] = {}
         killer = _Killer(workers[-1], seconds / 2) if kill else None
         phase_ms = time.time() * 1000
         if killer is not None:
             killer.start()
-        offered = replay(paced, s, Pacing("rate", rate), sent_at=sent_at)
+        if restart is not None:
+            half = len(paced) // 2
+            first = replay(paced[:half], s, Pacing("rate", rate), sent_at=sent_at)
+            restart.before = {e.user_id: e.event_id for e in paced[:half]}
+            # the first half's lists are in (so each is known to be a trigger); its offsets may not be committed
+            _wait(_Pending(sub, restart.before).empty, timeout_s=60, every_s=0.1)
+            restart.restart()
+            second = replay(paced[half:], s, Pacing("rate", rate), sent_at=sent_at)
+            offered = dataclasses.replace(second, events=first.events + second.events,
+                                          seconds=first.seconds + second.seconds)
+        else:
+            offered = replay(paced, s, Pacing("rate", rate), sent_at=sent_at)
         if killer is not None:
             killer.join()
         produced = time.time()
@@ -220,6 +266,7 @@ def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, se
                        "rebalances_during_drain": int(rebalances), "all_lists_arrived": done},
         "lists": _lists(arrivals, final), "lists_in_offered_phase": len(processed),
         "kill": killer.report(arrivals, sent_at, phase_ms) if killer is not None else None,
+        "broker_restart": restart.report(arrivals, sent_at, phase_ms) if restart is not None else None,
         "lag_over_time": [{"t": x["t"], "committed_lag": x["committed_lag"],
                            "worker_lag": {k: v["lag"] for k, v in x["workers"].items()}}
                           for x in monitor.samples],
@@ -229,9 +276,16 @@ def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, se
 
 def run(settings: Settings, workers: list[int], rate: float, seconds: float, events: int, guarantee: str,
         kill: bool = False, users: int | None = None, items: int = 10_000, dim: int = 32,
-        partitions: int | None = None, step: Step | None = None) -> dict[str, Any]:
-    """Run the end-to-end benchmark for each worker count in ``workers``; returns the JSON result."""
+        partitions: int | None = None, step: Step | None = None, broker_restart: bool = False,
+        down_s: float = 3.0) -> dict[str, Any]:
+    """Run the end-to-end benchmark for each worker count in ``workers``; returns the JSON result.
+    ``broker_restart``: stop the embedded broker half-way through the offered phase for ``down_s`` seconds."""
     say: Step = step or (lambda _msg: None)
+    if broker_restart and not settings.embedded:
+        raise InputError("--broker-restart stops and starts the embedded broker; it cannot restart an external "
+                         "cluster (unset STREAMREC_BOOTSTRAP_SERVERS)")
+    if broker_restart and kill:
+        raise InputError("--broker-restart and --kill measure different recoveries; choose one per run")
     users = users or max(1, min(5000, (int(rate * seconds) + events) // 4))
     partitions = partitions or max(settings.events_partitions, max(workers))
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-e2e-"))
@@ -245,7 +299,8 @@ def run(settings: Settings, workers: list[int], rate: float, seconds: float, eve
                 # a fresh set of topics and a fresh group per worker count, on the same broker
                 ctx = broker_session(first, partitions) if i else contextlib.nullcontext(first)
                 with ctx as s:
-                    runs.append(_one(s, n, args, work, rate, seconds, events, users, items, kill, say))
+                    runs.append(_one(s, n, args, work, rate, seconds, events, users, items, kill, say,
+                                     restart_down_s=down_s if broker_restart else None))
     except StreamrecError:
         raise
     except Exception as exc:
@@ -254,6 +309,7 @@ def run(settings: Settings, workers: list[int], rate: float, seconds: float, eve
     return {
         "benchmark": "e2e", "guarantee": guarantee, "partitions": partitions, "users": users, "items": items,
         "dim": dim, "rate": rate, "seconds": seconds, "backlog_events": events, "kill": kill,
+        "broker_restart": broker_restart,
         "runs": runs, "scaling": {str(r["workers"]): r["throughput"]["events_per_s"] for r in runs},
         "machine": machine(),
         "note": "the producer, subscriber, broker and every worker share this machine's CPUs; once the "
@@ -274,7 +330,7 @@ def parse_counts(text: str) -> list[int]:
 
 def run_with_progress(settings: Settings, counts: list[int], rate: float, seconds: float, events: int,
                       guarantee: str, kill: bool, users: int | None, items: int,
-                      partitions: int | None) -> dict[str, Any]:
+                      partitions: int | None, broker_restart: bool = False) -> dict[str, Any]:
     """:func:`run` with a rich progress bar on stderr (four steps per worker count)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -291,6 +347,6 @@ def run_with_progress(settings: Settings, counts: list[int], rate: float, second
             bar.update(task, description=f"bench e2e: {message}")
 
         result = run(settings, counts, rate, seconds, events, guarantee, kill, users, items,
-                     partitions=partitions, step=step)
+                     partitions=partitions, step=step, broker_restart=broker_restart)
         bar.update(task, completed=4 * len(counts), description="bench e2e: done")
     return result

@@ -41,3 +41,27 @@ def test_worker_counts_are_checked() -> None:
     assert e2e.parse_counts("1, 2,3") == [1, 2, 3]
     with pytest.raises(InputError, match="worker counts"):
         e2e.parse_counts("one")
+
+
+def test_workers_resume_after_a_broker_restart_and_lose_nothing(kafka: Settings, tmp_path: Path) -> None:
+    if not kafka.embedded:
+        pytest.skip("restarts the embedded broker")
+    from streamrec.e2e import free_port
+
+    # a broker of its own (the session's broker is shared with the other tests)
+    own = kafka.replace(broker_port=free_port(), controller_port=free_port(), broker_dir=str(tmp_path / "broker"))
+    result = e2e.run(own, [1], rate=300.0, seconds=4.0, events=600, guarantee="at-least-once", items=2000,
+                     dim=16, broker_restart=True, down_s=2.0)
+    (run,) = result["runs"]
+    restart = run["broker_restart"]
+    assert result["broker_restart"] and restart["back_after_s"] >= 2.0
+    assert restart["resume_s"] is not None and restart["resume_s"] >= 0
+    assert restart["users_before"] > 0 and restart["lost_before"] == 0
+    assert run["lists"]["lost"] == 0 and run["throughput"]["all_lists_arrived"]
+    assert run["exit_codes"] == [0]
+
+
+def test_broker_restart_needs_the_embedded_broker() -> None:
+    with pytest.raises(InputError, match="embedded broker"):
+        e2e.run(Settings(bootstrap_servers="example.invalid:9092"), [1], rate=1.0, seconds=1.0, events=1,
+                guarantee="at-least-once", broker_restart=True)
