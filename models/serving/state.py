@@ -338,7 +338,8 @@ class Watermark:
     median by default), capped at the wall clock (``clock``, ms) so that a future-dated event can never
     advance it past now, and it never goes back. Until a partition has seen ``min_events`` event times
     (since this process started) its watermark is 0, which expires nobody: right after a restart or an
-    assignment, the first few events are no evidence of where the stream is.
+    assignment, the first few events are no evidence of where the stream is. The quantile is recomputed
+    once ``refresh`` new event times have arrived (default ``window // 50``), not on every call.
 
     So a user is dropped when their own last event is more than the TTL older than where *most* of their
     partition's recent events are. Five events dated a year after a replayed log are five of the last
@@ -346,7 +347,7 @@ class Watermark:
     after a replay) moves it within ``window / 2`` events. With the median, the watermark trails the newest
     event by half a window's worth of time (seconds at live rates), nothing next to a TTL of days.
 
-    >>> wm = Watermark(window=100, min_events=10, clock=lambda: 10**13)
+    >>> wm = Watermark(window=100, min_events=10, refresh=1, clock=lambda: 10**13)
     >>> wm.advance(0, range(1_000, 1_005))           # too few events: no watermark yet
     0
     >>> wm.advance(0, range(1_005, 1_100))           # 100 event times from 1000 to 1099 ms
@@ -360,14 +361,16 @@ class Watermark:
     """
 
     def __init__(self, window: int = 1_000, quantile: float = 0.5, min_events: int = 100,
-                 clock: Callable[[], int] | None = None) -> None:
-        if window < 1 or not 0.0 <= quantile <= 1.0 or not 1 <= min_events <= window:
-            raise ConfigError(f"Watermark needs window >= 1, 0 <= quantile <= 1 and 1 <= min_events <= window "
-                              f"(got {window}, {quantile}, {min_events})")
-        self.window, self.quantile, self.min_events = window, quantile, min_events
+                 clock: Callable[[], int] | None = None, refresh: int | None = None) -> None:
+        refresh = max(1, window // 50) if refresh is None else refresh
+        if window < 1 or not 0.0 <= quantile <= 1.0 or not 1 <= min_events <= window or refresh < 1:
+            raise ConfigError(f"Watermark needs window >= 1, 0 <= quantile <= 1, 1 <= min_events <= window and "
+                              f"refresh >= 1 (got {window}, {quantile}, {min_events}, {refresh})")
+        self.window, self.quantile, self.min_events, self.refresh = window, quantile, min_events, refresh
         self._clock = clock or (lambda: int(time.time() * 1000))
         self._ring: dict[int, np.ndarray] = {}
         self._seen: dict[int, int] = {}
+        self._done: dict[int, int] = {}      # events seen when the quantile was last computed
         self._mark: dict[int, int] = {}
 
     def get(self, partition: int) -> int:
@@ -388,17 +391,19 @@ class Watermark:
         ring[pos] = ts
         seen = self._seen[partition] = seen + len(ts)
         mark = self._mark.get(partition, 0)
-        if seen >= self.min_events:
+        if seen >= self.min_events and seen - self._done.get(partition, 0) >= self.refresh:
             filled = ring if seen >= self.window else ring[:seen]
-            q = int(np.quantile(filled, self.quantile, method="lower"))
+            k = int(self.quantile * (len(filled) - 1))       # the "lower" quantile: an observed time
+            q = int(np.partition(filled, k)[k])
             mark = max(mark, min(q, self._clock()))
-            self._mark[partition] = mark
+            self._mark[partition], self._done[partition] = mark, seen
         return mark
 
     def forget(self, partition: int) -> None:
         """Drop a partition's history (it was revoked); it starts again from no watermark."""
         self._ring.pop(partition, None)
         self._seen.pop(partition, None)
+        self._done.pop(partition, None)
         self._mark.pop(partition, None)
 
 
