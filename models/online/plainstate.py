@@ -140,11 +140,14 @@ class Fields:
     def obj(self, name: str) -> Fields:
         return Fields(self._get(name), f"{self.where}.{name}")
 
-    def float_map(self, name: str, keys: Iterable[str], lo: float = -math.inf) -> dict[str, float]:
-        """An object of finite numbers whose keys are among ``keys``."""
+    def float_map(self, name: str, keys: Iterable[str], bound: float = math.inf,
+                  hi: float | None = None) -> dict[str, float]:
+        """An object of finite numbers whose keys are among ``keys``: each in ``[-bound, bound]``, or in
+        ``[bound, hi]`` when ``hi`` is given."""
         f = self.obj(name)
         f.only(keys)
-        return {k: f.number(k, lo) for k in f.data}
+        lo, up = (-bound, bound) if hi is None else (bound, hi)
+        return {k: f.number(k, lo, up) for k in f.data}
 
 
 def check_int(v: Any, where: str, lo: int = 0, hi: int = MAX_INT) -> int:

@@ -218,13 +218,14 @@ class OnlineReranker:
         scf = f.obj("scaler").only(["counts", "means", "vars"])
         cf = scf.obj("counts").only(names)
         counts = {k: cf.integer(k) for k in cf.data}
-        means, variances = scf.float_map("means", names), scf.float_map("vars", names, lo=0.0)
-        intercept, weights = f.number("intercept"), f.float_map("weights", names)
+        means, variances = scf.float_map("means", names, BOUND), scf.float_map("vars", names, 0.0, BOUND * BOUND)
+        intercept, weights = f.number("intercept", -BOUND, BOUND), f.float_map("weights", names, BOUND)
         steps = f.ints("steps", 2, 2 if fm else 1)
         latents: dict[str, np.ndarray] = {}
         if fm:
             lf = f.obj("latents").only(names)
-            latents = {k: np.array(lf.floats(k, self.config.fm_factors, self.config.fm_factors), dtype=np.float64)
+            latents = {k: np.array(lf.floats(k, self.config.fm_factors, self.config.fm_factors, -BOUND, BOUND),
+                                   dtype=np.float64)
                        for k in lf.data}
         auc, logloss, recent = ThresholdAUC(), LogLoss(), RecentAUC(len(self.recent.y))
         note: str | None = "the online AUC, log loss and recent pairs start fresh (the checkpoint predates them)"
@@ -251,6 +252,7 @@ class OnlineReranker:
 
 
 STATE_FORMAT = 2
+BOUND = 1e12          # the largest magnitude a checkpointed weight, intercept, latent or feature mean may have
 
 
 def _floats(d: Any) -> dict[str, float]:
