@@ -21,6 +21,7 @@ True
 
 from __future__ import annotations
 
+import errno
 import math
 import threading
 import time
@@ -33,6 +34,8 @@ import numpy as np
 from prometheus_client import CollectorRegistry, Counter, Gauge, Info
 from prometheus_client.exposition import choose_encoder
 from prometheus_client.metrics_core import HistogramMetricFamily, Metric
+
+from streamrec.models.errors import ConfigError
 
 # Bucket upper bounds in ms: fine where a streaming recommender lives (1-500 ms), coarse beyond it.
 LATENCY_BUCKETS_MS: tuple[float, ...] = (1, 2, 5, 10, 15, 20, 30, 50, 75, 100, 150, 200, 300, 500, 1000, 2500,
@@ -224,7 +227,12 @@ class WorkerMetrics:
         only calls this when ``STREAMREC_METRICS_PORT`` is set. The bound port is ``server.server_address[1]``."""
         if self._server is not None:
             raise RuntimeError("the health server is already running")
-        server = ThreadingHTTPServer((host, port), _handler_for(self))
+        try:
+            server = ThreadingHTTPServer((host, port), _handler_for(self))
+        except OSError as exc:
+            why = "is in use by another process" if exc.errno == errno.EADDRINUSE else f"cannot be bound ({exc})"
+            raise ConfigError(f"metrics endpoint {host}:{port} {why}; choose another STREAMREC_METRICS_PORT "
+                              "(--metrics-port) or STREAMREC_METRICS_HOST") from exc
         server.daemon_threads = True
         thread = threading.Thread(target=server.serve_forever, kwargs={"poll_interval": 0.05},
                                   name="streamrec-health", daemon=True)   # short poll: prompt shutdown

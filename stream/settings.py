@@ -13,7 +13,9 @@ False
 from __future__ import annotations
 
 import dataclasses
+import math
 import os
+import re
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -23,6 +25,19 @@ from streamrec.models.errors import ConfigError
 
 PREFIX = "STREAMREC_"
 GUARANTEES = ("at-least-once", "exactly-once")
+COMPRESSIONS = ("none", "gzip", "lz4", "zstd", "snappy")
+LOG_LEVELS = ("debug", "info", "warning", "error", "critical")
+LOG_FORMATS = ("auto", "json", "console")
+SECURITY_PROTOCOLS = ("PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL")
+SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
+# the engine's choices (models/online/reranker.py MODELS, drift.py DETECTORS, layer.py MF_PRESETS; a unit
+# test keeps them equal), checked here so that `streamrec config` refuses what the worker would refuse
+RERANKER_MODELS = ("logreg", "fm")
+DRIFT_DETECTORS = ("none", "adwin", "page_hinkley")
+MF_PRESETS = ("none", "rating", "ranking")
+SECRETS = frozenset({"sasl_password", "ssl_key_password", "broker_sasl_users"})
+MASK = "********"
+_USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
 
 def _default_home() -> str:
@@ -36,6 +51,16 @@ class Settings:
     bootstrap_servers: str = ""          # empty: use the embedded broker below
     client_id: str = "streamrec"
     compression: str = "lz4"             # none | gzip | lz4 | zstd | snappy
+    # --- security (README "Secured clusters"; every producer, consumer and admin client) ------------
+    security_protocol: str = "PLAINTEXT" # PLAINTEXT | SSL | SASL_PLAINTEXT | SASL_SSL
+    sasl_mechanism: str = ""             # PLAIN | SCRAM-SHA-256 | SCRAM-SHA-512 (the SASL_* protocols)
+    sasl_username: str = ""
+    sasl_password: str = ""              # secret (masked); or read from sasl_password_file
+    sasl_password_file: str = ""         # a file holding the password (a mounted secret); trailing newline dropped
+    ssl_cafile: str = ""                 # PEM bundle of the CA(s) that signed the brokers' certificates
+    ssl_certfile: str = ""               # client certificate (PEM), for clusters that require one
+    ssl_keyfile: str = ""                # its private key (PEM)
+    ssl_key_password: str = ""           # secret (masked): the password of an encrypted ssl_keyfile
     # --- the embedded broker ------------------------------------------------------------------------
     home: str = dataclasses.field(default_factory=_default_home)   # jar cache and broker data
     kafka_version: str = "4.3.1"
@@ -46,6 +71,8 @@ class Settings:
     broker_dir: str = ""                 # data + logs; default <home>/broker-<port>
     broker_heap: str = "512m"
     broker_start_timeout_s: float = 60.0
+    broker_sasl_users: str = ""          # secret (masked): "name:password,..." for a SASL listener, set at format time
+    broker_ssl_keystore: str = ""        # PEM file: the broker's private key + certificate chain (SSL listeners)
     # --- topics -----------------------------------------------------------------------------------
     events_topic: str = "events"
     recommendations_topic: str = "recommendations"
@@ -73,6 +100,7 @@ class Settings:
     restore_timeout_s: float = 120.0
     max_id_bytes: int = 256              # longest event/user/item/session id (UTF-8 bytes); longer: DLQ
     metrics_port: int = 0                # 0: no HTTP endpoint
+    metrics_host: str = "127.0.0.1"      # address the endpoint binds; the Docker images set 0.0.0.0
     # --- online learning (docs/online-learning.md, models/online.py, consumers/online.py) ----------
     reranker: bool = True                # a river model learned from feedback replaces the blend (see docs)
     reranker_model: str = "logreg"       # logreg | fm
@@ -123,15 +151,127 @@ class Settings:
             values[name] = _parse(key, raw, known[name].type)
         return cls(**values).replace(**overrides)
 
+    def __repr__(self) -> str:
+        """Every field, secrets masked: a Settings object may be logged or printed safely."""
+        return "Settings(" + ", ".join(f"{k}={v!r}" for k, v in self.redacted().items()) + ")"
+
+    def redacted(self) -> dict[str, Any]:
+        """{field: value} with every secret that is set replaced by a mask (``streamrec config``)."""
+        return {f.name: MASK if f.name in SECRETS and getattr(self, f.name) else getattr(self, f.name)
+                for f in fields(self)}
+
+    @property
+    def sasl(self) -> bool:
+        return self.security_protocol.startswith("SASL_")
+
+    @property
+    def tls(self) -> bool:
+        return self.security_protocol in ("SSL", "SASL_SSL")
+
+    def sasl_secret(self) -> str:
+        """The SASL password: ``sasl_password``, or the content of ``sasl_password_file`` (read now)."""
+        if not self.sasl_password_file:
+            return self.sasl_password
+        try:
+            return Path(self.sasl_password_file).read_text().rstrip("\r\n")
+        except OSError as exc:
+            raise ConfigError(f"{PREFIX}SASL_PASSWORD_FILE={self.sasl_password_file}: cannot read it "
+                              f"({exc.strerror or exc})") from exc
+
+    def broker_users(self) -> list[tuple[str, str]]:
+        """``broker_sasl_users`` as (name, password) pairs."""
+        users: list[tuple[str, str]] = []
+        for entry in filter(None, (e.strip() for e in self.broker_sasl_users.split(","))):
+            name, sep, password = entry.partition(":")
+            if not sep or not _USER_NAME.fullmatch(name) or not password or any(c in password for c in '"]\\'):
+                raise ConfigError(f"{PREFIX}BROKER_SASL_USERS: each entry is name:password (name of letters, "
+                                  "digits, ._@-; a password without , \" ] or \\); entry "
+                                  f"{name if _USER_NAME.fullmatch(name) else '#' + str(len(users) + 1)} is not")
+            users.append((name, password))
+        return users
+
     def _validated(self) -> Settings:
-        if self.guarantee not in GUARANTEES:
-            raise ConfigError(f"guarantee must be one of {GUARANTEES}, got {self.guarantee!r}")
-        for name in ("events_partitions", "recommendations_partitions", "max_batch", "top_n", "poll_ms"):
+        def one_of(name: str, allowed: tuple[str, ...]) -> None:
+            value = getattr(self, name)
+            if value not in allowed:
+                raise ConfigError(f"{PREFIX}{name.upper()}={value!r} is not one of {', '.join(allowed)}")
+
+        for f in fields(self):
+            value = getattr(self, f.name)
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ConfigError(f"{PREFIX}{f.name.upper()}={value!r}: a finite number is needed")
+        one_of("guarantee", GUARANTEES)
+        one_of("compression", COMPRESSIONS)
+        one_of("log_format", LOG_FORMATS)
+        one_of("reranker_model", RERANKER_MODELS)
+        one_of("drift_detector", DRIFT_DETECTORS)
+        one_of("mf", MF_PRESETS)
+        if self.log_level.lower() not in LOG_LEVELS:
+            raise ConfigError(f"{PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
+        for name in ("events_partitions", "recommendations_partitions", "max_batch", "top_n", "poll_ms",
+                     "max_users"):
             if getattr(self, name) < 1:
-                raise ConfigError(f"{PREFIX}{name.upper()} must be at least 1")
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be at least 1")
+        for name in ("commit_interval_ms", "explore_slots", "user_ttl_s", "drift_cooldown_s",
+                     "online_checkpoint_s"):
+            if getattr(self, name) < 0:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must not be negative")
+        for name in ("stats_interval_s", "restore_timeout_s", "broker_start_timeout_s"):
+            if getattr(self, name) <= 0:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be positive")
+        for name in ("events_retention_ms", "recommendations_retention_ms", "dlq_retention_ms",
+                     "model_retention_ms"):
+            if getattr(self, name) < 1 and getattr(self, name) != -1:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)}: milliseconds, or -1 for ever")
+        if not 0 <= self.metrics_port <= 65535:
+            raise ConfigError(f"{PREFIX}METRICS_PORT={self.metrics_port} is not a port (1-65535, or 0 for none)")
+        for name in ("broker_port", "controller_port"):
+            if not 1 <= getattr(self, name) <= 65535:
+                raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} is not a port (1-65535)")
+        if self.broker_port == self.controller_port:
+            raise ConfigError(f"{PREFIX}BROKER_PORT and {PREFIX}CONTROLLER_PORT are both {self.broker_port}; "
+                              "the broker needs two different ports")
         if not 16 <= self.max_id_bytes <= 65536:
             raise ConfigError(f"{PREFIX}MAX_ID_BYTES={self.max_id_bytes} must be from 16 to 65536 (bytes)")
+        if not self.metrics_host:
+            raise ConfigError(f"{PREFIX}METRICS_HOST is empty; use e.g. 127.0.0.1, or 0.0.0.0 for every interface")
+        self._check_security()
         return self
+
+    def _check_security(self) -> None:
+        if self.security_protocol not in SECURITY_PROTOCOLS:
+            raise ConfigError(f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol!r} is not one of "
+                              + ", ".join(SECURITY_PROTOCOLS))
+        protocol = f"{PREFIX}SECURITY_PROTOCOL={self.security_protocol}"
+        sasl_set = [n for n in ("sasl_mechanism", "sasl_username", "sasl_password", "sasl_password_file",
+                                "broker_sasl_users") if getattr(self, n)]
+        if sasl_set and not self.sasl:
+            raise ConfigError(f"{PREFIX}{sasl_set[0].upper()} is set but {protocol} sends no credentials; "
+                              "use SASL_SSL (or SASL_PLAINTEXT)")
+        if self.sasl:
+            if self.sasl_mechanism not in SASL_MECHANISMS:
+                raise ConfigError(f"{protocol} needs {PREFIX}SASL_MECHANISM, one of {', '.join(SASL_MECHANISMS)}"
+                                  + (f" (got {self.sasl_mechanism!r})" if self.sasl_mechanism else ""))
+            if not self.sasl_username:
+                raise ConfigError(f"{protocol} needs {PREFIX}SASL_USERNAME")
+            if self.sasl_password and self.sasl_password_file:
+                raise ConfigError(f"set one of {PREFIX}SASL_PASSWORD and {PREFIX}SASL_PASSWORD_FILE, not both")
+            if not (self.sasl_password or self.sasl_password_file):
+                raise ConfigError(f"{protocol} needs {PREFIX}SASL_PASSWORD or {PREFIX}SASL_PASSWORD_FILE")
+            self.broker_users()
+        ssl_set = [n for n in ("ssl_cafile", "ssl_certfile", "ssl_keyfile", "ssl_key_password",
+                               "broker_ssl_keystore") if getattr(self, n)]
+        if ssl_set and not self.tls:
+            raise ConfigError(f"{PREFIX}{ssl_set[0].upper()} is set but {protocol} does not use TLS; "
+                              "use SSL or SASL_SSL")
+        if self.ssl_keyfile and not self.ssl_certfile:
+            raise ConfigError(f"{PREFIX}SSL_KEYFILE is set without {PREFIX}SSL_CERTFILE")
+        if self.ssl_key_password and not (self.ssl_keyfile or self.ssl_certfile):
+            raise ConfigError(f"{PREFIX}SSL_KEY_PASSWORD is set without {PREFIX}SSL_KEYFILE")
+        for name in ("sasl_password_file", "ssl_cafile", "ssl_certfile", "ssl_keyfile", "broker_ssl_keystore"):
+            path = getattr(self, name)
+            if path and not Path(path).is_file():
+                raise ConfigError(f"{PREFIX}{name.upper()}={path}: no such file")
 
     @staticmethod
     def env_names() -> list[str]:

@@ -9,6 +9,7 @@ from kafka import KafkaAdminClient
 from kafka.admin import NewTopic
 from kafka.errors import TopicAlreadyExistsError
 
+from streamrec.stream import clients
 from streamrec.stream.errors import BrokerError
 from streamrec.stream.settings import Settings
 
@@ -77,12 +78,8 @@ def _wait_for_leaders(admin: KafkaAdminClient, names: list[str], bootstrap: str,
 
 
 def admin_client(settings: Settings) -> KafkaAdminClient:
-    try:
-        return KafkaAdminClient(bootstrap_servers=settings.bootstrap, client_id=settings.client_id,
-                                request_timeout_ms=10000)
-    except Exception as exc:
-        raise BrokerError(f"cannot reach Kafka at {settings.bootstrap}: {exc}. Start the embedded broker with "
-                          "`streamrec broker start`, or set STREAMREC_BOOTSTRAP_SERVERS.") from exc
+    """An admin client from :func:`streamrec.stream.clients.admin` (security settings included)."""
+    return clients.admin(settings)
 
 
 def partitions_for(settings: Settings, topic: str) -> int:

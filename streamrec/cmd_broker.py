@@ -88,12 +88,11 @@ def register(app: typer.Typer) -> None:
 def register_config(app: typer.Typer) -> None:
     @app.command("config")
     def config_cmd(ctx: typer.Context, fmt: str = typer.Option("text", "--format", help="text | json | env")) -> None:
-        """Show the effective settings and the STREAMREC_* variable behind each."""
-        import dataclasses
+        """Show the effective settings and the STREAMREC_* variable behind each (secrets masked)."""
         import json
 
         s: Settings = ctx.obj
-        values = {f"STREAMREC_{f.name.upper()}": getattr(s, f.name) for f in dataclasses.fields(s)}
+        values = {f"STREAMREC_{name.upper()}": value for name, value in s.redacted().items()}
         if fmt == "json":
             print(json.dumps(values, indent=2))
         elif fmt == "env":

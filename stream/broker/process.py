@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import hashlib
 import os
 import signal
 import socket
@@ -13,8 +14,9 @@ import uuid
 from dataclasses import dataclass
 from pathlib import Path
 
+from streamrec.stream import clients
 from streamrec.stream.broker.provision import HERE, classpath, java_binary
-from streamrec.stream.errors import BrokerError
+from streamrec.stream.errors import BrokerError, ConfigError
 from streamrec.stream.settings import Settings
 
 READY_LINE = "Kafka Server started"
@@ -29,17 +31,54 @@ class BrokerStatus:
     note: str = ""
 
 
+def _listener_properties(settings: Settings) -> dict[str, str]:
+    """The client listener: PLAINTEXT, or ``security_protocol`` with TLS (``broker_ssl_keystore``, a PEM key +
+    certificate chain) and/or SASL (``sasl_mechanism``; users from ``broker_sasl_users``). A secured broker
+    talks to itself (inter-broker traffic) over a PLAINTEXT listener on an ephemeral loopback port."""
+    host, port, cport = settings.broker_host, settings.broker_port, settings.controller_port
+    protocol = settings.security_protocol
+    if protocol == "PLAINTEXT":
+        return {"listeners": f"PLAINTEXT://{host}:{port},CONTROLLER://{host}:{cport}",
+                "advertised.listeners": f"PLAINTEXT://{host}:{port}",
+                "inter.broker.listener.name": "PLAINTEXT",
+                "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT"}
+    props = {"listeners": f"{protocol}://{host}:{port},INTERNAL://127.0.0.1:0,CONTROLLER://{host}:{cport}",
+             "advertised.listeners": f"{protocol}://{host}:{port},INTERNAL://127.0.0.1:0",
+             "inter.broker.listener.name": "INTERNAL",
+             "listener.security.protocol.map": f"{protocol}:{protocol},INTERNAL:PLAINTEXT,CONTROLLER:PLAINTEXT"}
+    if settings.tls:
+        if not settings.broker_ssl_keystore:
+            raise ConfigError(f"the embedded broker with STREAMREC_SECURITY_PROTOCOL={protocol} needs "
+                              "STREAMREC_BROKER_SSL_KEYSTORE: a PEM file with its private key and certificate chain")
+        props.update({"ssl.keystore.type": "PEM", "ssl.keystore.location": settings.broker_ssl_keystore,
+                      "ssl.client.auth": "none"})
+    if settings.sasl:
+        users = settings.broker_users()
+        if not users:
+            raise ConfigError(f"the embedded broker with STREAMREC_SECURITY_PROTOCOL={protocol} needs "
+                              "STREAMREC_BROKER_SASL_USERS (name:password,...)")
+        mechanism = settings.sasl_mechanism
+        prefix = f"listener.name.{protocol.lower()}.{mechanism.lower()}"
+        if mechanism == "PLAIN":
+            module = "org.apache.kafka.common.security.plain.PlainLoginModule required " + " ".join(
+                f'user_{name}="{password}"' for name, password in users) + ";"
+        else:
+            module = "org.apache.kafka.common.security.scram.ScramLoginModule required;"
+        # a failed login is answered at once (the default delays it 100 ms, and under load kafka-python can
+        # then see the connection closed without the broker's "authentication failed" answer)
+        props.update({"sasl.enabled.mechanisms": mechanism, f"{prefix}.sasl.jaas.config": module,
+                      "connection.failed.authentication.delay.ms": "0"})
+    return props
+
+
 def server_properties(settings: Settings) -> str:
     host, path = settings.broker_host, settings.broker_path
     props = {
         "process.roles": "broker,controller",
         "node.id": "1",
         "controller.quorum.bootstrap.servers": f"{host}:{settings.controller_port}",
-        "listeners": f"PLAINTEXT://{host}:{settings.broker_port},CONTROLLER://{host}:{settings.controller_port}",
-        "advertised.listeners": f"PLAINTEXT://{host}:{settings.broker_port}",
+        **_listener_properties(settings),
         "controller.listener.names": "CONTROLLER",
-        "inter.broker.listener.name": "PLAINTEXT",
-        "listener.security.protocol.map": "PLAINTEXT:PLAINTEXT,CONTROLLER:PLAINTEXT",
         "log.dirs": str(path / "data"),
         "auto.create.topics.enable": "false",
         "num.partitions": "1",
@@ -118,14 +157,37 @@ def _cluster_id() -> str:
             return cid
 
 
+def _users_digest(settings: Settings) -> str:
+    """What the SCRAM users given at format time were (a digest: no password is written in clear)."""
+    if not (settings.sasl and settings.sasl_mechanism.startswith("SCRAM-")):
+        return ""
+    return hashlib.sha256(settings.broker_sasl_users.encode()).hexdigest()
+
+
 def _format(settings: Settings, java: str, cp: str, props: Path) -> None:
+    """Format the storage once. SCRAM users are created here (``--add-scram``), so they are fixed from then
+    on: a later start with other users is refused rather than silently keeping the old ones."""
+    marker = settings.broker_path / "scram-users.sha256"
     if (settings.broker_path / "data" / "meta.properties").exists():
+        before = marker.read_text().strip() if marker.exists() else ""
+        if before != _users_digest(settings):
+            raise BrokerError(f"the embedded broker in {settings.broker_path} was formatted with other SCRAM users "
+                              "(STREAMREC_BROKER_SASL_USERS); they are set at format time. Use the same users, or "
+                              "stop the broker and delete that folder to start afresh.")
         return
     cmd = [java, "-cp", cp, "kafka.tools.StorageTool", "format", "--standalone", "-t", _cluster_id(),
            "-c", str(props)]
+    if digest := _users_digest(settings):
+        for name, password in settings.broker_users():
+            for mechanism in ("SCRAM-SHA-256", "SCRAM-SHA-512"):
+                cmd += ["--add-scram", f'{mechanism}=[name={name},password="{password}"]']
     proc = subprocess.run(cmd, capture_output=True, text=True, check=False)
     if proc.returncode != 0:
         raise BrokerError(f"formatting the broker's storage failed:\n{(proc.stdout + proc.stderr)[-2000:]}")
+    if digest:
+        marker.write_text(digest + "\n")
+    else:
+        marker.unlink(missing_ok=True)
 
 
 def start(settings: Settings, quiet: bool = False) -> BrokerStatus:
@@ -174,10 +236,8 @@ def _wait_ready(settings: Settings, proc: subprocess.Popen[bytes], log: Path) ->
 
 
 def _admin_ok(settings: Settings) -> bool:
-    from kafka import KafkaAdminClient
-
     try:
-        admin = KafkaAdminClient(bootstrap_servers=settings.bootstrap, request_timeout_ms=3000)
+        admin = clients.admin(settings, request_timeout_ms=3000)
     except Exception:  # noqa: BLE001 - readiness probe: any failure means not ready yet
         return False
     try:
