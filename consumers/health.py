@@ -5,7 +5,9 @@ test process do not collide) and small methods the worker calls after each batch
 starts a ``ThreadingHTTPServer`` in a daemon thread; the worker loop never blocks on it.
 
 - ``/healthz``: 200 while the loop turns (the worker calls :meth:`WorkerMetrics.beat` every iteration);
-  503 once no beat arrived for ``stale_after_s`` seconds (a wedged loop: restart the container).
+  503 once no beat arrived for ``stale_after_s`` seconds (a wedged loop: restart the container), or while
+  a liveness check registered with :meth:`WorkerMetrics.add_liveness_check` reports a problem (a dead
+  model sync thread, say).
 - ``/readyz``: 200 only when the ``ready`` callable says so (partitions assigned and their state restored).
 - ``/metrics``: the Prometheus text format (OpenMetrics when the scraper asks for it).
 
@@ -97,6 +99,7 @@ class WorkerMetrics:
         self._evicted_seen = 0
         self._published: dict[str, int] = {}
         self._lag_partitions: set[str] = set()
+        self._liveness: dict[str, Callable[[], str | None]] = {}
         self._server: ThreadingHTTPServer | None = None
         self._thread: threading.Thread | None = None
 
@@ -193,12 +196,29 @@ class WorkerMetrics:
     def rebalanced(self, n: int = 1) -> None:
         self.rebalances.inc(n)
 
+    def add_liveness_check(self, name: str, check: Callable[[], str | None]) -> None:
+        """``/healthz`` also fails while ``check()`` returns a problem (a string; ``None`` means fine) or
+        raises. Checks run on each probe, on the server's thread: keep them cheap and non-blocking."""
+        self._liveness[name] = check
+
     # --- what the endpoints answer -------------------------------------------------------------------
     def seconds_since_beat(self) -> float:
         return max(0.0, self._clock() - self._last_beat)
 
+    def liveness_problems(self) -> list[str]:
+        """What the registered liveness checks report, as ``"<name>: <problem>"``."""
+        problems = []
+        for name, check in list(self._liveness.items()):
+            try:
+                problem = check()
+            except Exception as exc:  # noqa: BLE001 - a failing check is a problem, never a crashed endpoint
+                problem = f"check failed: {type(exc).__name__}: {exc}"
+            if problem:
+                problems.append(f"{name}: {problem}")
+        return problems
+
     def is_alive(self) -> bool:
-        return self.seconds_since_beat() <= self.stale_after_s
+        return self.seconds_since_beat() <= self.stale_after_s and not self.liveness_problems()
 
     def is_ready(self) -> bool:
         if self.ready_check is None:
@@ -262,7 +282,10 @@ def _handler_for(metrics: WorkerMetrics) -> type[BaseHTTPRequestHandler]:
                 self._reply(HTTPStatus.OK, body, ctype)
             elif path == "/healthz":
                 age = metrics.seconds_since_beat()
-                if metrics.is_alive():
+                problems = metrics.liveness_problems()
+                if age <= metrics.stale_after_s and problems:
+                    self._reply(HTTPStatus.SERVICE_UNAVAILABLE, ("unhealthy: " + "; ".join(problems) + "\n").encode())
+                elif metrics.is_alive():
                     self._reply(HTTPStatus.OK, f"ok: loop turned {age:.1f}s ago\n".encode())
                 else:
                     self._reply(HTTPStatus.SERVICE_UNAVAILABLE,

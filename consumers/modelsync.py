@@ -4,119 +4,287 @@ batches. A corrupt or partial artifact is refused with a clear log line and the 
 
 On start the thread reads the topic from the beginning and, once caught up, loads only the version in
 service (the newest manifest, or the target of the newest rollback): intermediate versions cost nothing.
+When that version is refused, the worker serves the one before it (the newest it still holds).
+
+No record can stop the thread: a malformed message (bad Avro, wrong fields, out-of-range indexes,
+contradicting chunks, absurd sizes, a manifest or rollback that fails its checks or signature) is logged
+with its offset and skipped; an artifact that fails to decode or prepare is refused. An unexpected error
+of the loop itself (the broker, a bug) is logged and the loop resumes at the same offset after a short
+backoff. Should the thread die anyway, :meth:`ModelSync.health_problem` says so (``/healthz`` fails) and
+:meth:`ModelSync.ensure_running`, called by the worker between batches, starts it again.
+
+After each swap, refusal and on stop the thread reports what this worker serves to the model topic (a
+small ``serving`` record keyed by worker; ``streamrec model list`` shows them).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import os
+import socket
 import threading
 import time
-from typing import Any
-
-from kafka import TopicPartition
+from collections import OrderedDict, deque
+from collections.abc import Callable
+from typing import Any, Protocol
 
 from streamrec.models.base.artifact import decode_artifact
 from streamrec.models.errors import ArtifactError
 from streamrec.stream.errors import DecodeError
-from streamrec.stream.modelbus import Assembler, follow
-from streamrec.stream.serde import codec_for
+from streamrec.stream.modelbus import Assembler, KafkaModelSource, ServingReporter, check_rollback, parse_record
 from streamrec.stream.settings import Settings
 
+#: crash loop: this many thread deaths within CRASH_WINDOW_S keep /healthz failing after the restart
+CRASH_LIMIT = 3
+CRASH_WINDOW_S = 600.0
 
-class ModelSync(threading.Thread):
-    def __init__(self, settings: Settings, engine: Any, log: Any) -> None:
-        super().__init__(name="model-sync", daemon=True)
+
+class ModelSource(Protocol):
+    """The model topic from some offset on (:class:`streamrec.stream.modelbus.KafkaModelSource`)."""
+
+    def end_offset(self) -> int: ...
+    def position(self) -> int: ...
+    def poll(self, timeout_ms: int = 200) -> list[tuple[int, bytes | None]]: ...
+    def close(self) -> None: ...
+
+
+class ModelSync:
+    """The sync thread's state and loop. ``start()``/``stop()`` like a thread; ``ensure_running()`` starts
+    a new thread when the last one died (the state, and the topic offset, carry over)."""
+
+    def __init__(self, settings: Settings, engine: Any, log: Any, worker_id: str | None = None, *,
+                 source: Callable[[int], ModelSource] | None = None,
+                 reporter: Callable[[dict[str, Any]], None] | None = None,
+                 backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
         self.settings, self.engine, self.log = settings, engine, log.bind(component="model-sync")
-        self.assembler = Assembler()
+        self.worker_id = worker_id or settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
+        self.assembler = Assembler.for_settings(settings)
+        self._source = source or (lambda offset: KafkaModelSource(settings, offset))
+        self._reporter = reporter if reporter is not None else ServingReporter(settings)
+        self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.stop_event = threading.Event()
         self.caught_up = threading.Event()
         self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
         self._pending: tuple[str, Any] | None = None
+        self.position = 0                        # the next offset to read
+        self._end: int | None = None             # the topic's end when first opened: caught up there
         self.target: str | None = None           # the version that should be in service
         self.loaded: str | None = None           # the last version prepared (pending or serving)
         self.serving: str | None = None          # the version swapped in
-        self.refused: dict[str, str] = {}
+        self.refused: OrderedDict[str, str] = OrderedDict()
+        self._history: deque[str] = deque(maxlen=16)   # targets in topic order: the fallback chain
         self.last_swap_at: float | None = None
         self.window_open_at: float | None = None  # monotonic time a model started to be prepared
         self.swaps = 0
+        self.skipped = 0                         # malformed records skipped
+        self.failures = 0                        # loop errors recovered from
+        self.deaths: deque[float] = deque(maxlen=CRASH_LIMIT)   # monotonic times the thread died
+        self.death_reason: str | None = None
+        self._report_asked = 0                   # bumped by whoever wants a report (any thread) ...
+        self._report_sent = 0                    # ... and the number it had when the last one went out
+        self._next_report_at = 0.0
+        self._report_failures = 0
 
+    # --- lifecycle (the worker's thread) -----------------------------------------------------------
+    def start(self) -> None:
+        self.stop_event.clear()
+        self._thread = threading.Thread(target=self._thread_main, name="model-sync", daemon=True)
+        self._thread.start()
+
+    def is_alive(self) -> bool:
+        return self._thread is not None and self._thread.is_alive()
+
+    def join(self, timeout: float | None = None) -> None:
+        if self._thread is not None:
+            self._thread.join(timeout)
+
+    def stop(self, timeout_s: float = 2.0) -> None:
+        """Stop the thread (it sends a last "stopped" report); waits up to ``timeout_s`` for it."""
+        self.stop_event.set()
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(timeout_s)
+
+    def health_problem(self) -> str | None:
+        """None while the thread runs (or was stopped on purpose), else why ``/healthz`` must fail."""
+        if self.stop_event.is_set() or self._thread is None:
+            return None
+        if not self._thread.is_alive():
+            return f"model sync thread died ({self.death_reason}); the worker restarts it between batches"
+        recent = [t for t in self.deaths if time.monotonic() - t < CRASH_WINDOW_S]
+        if len(recent) >= CRASH_LIMIT:
+            return (f"model sync thread died {len(recent)} times in {CRASH_WINDOW_S:.0f} s, last: "
+                    f"{self.death_reason}")
+        return None
+
+    def ensure_running(self) -> None:
+        """Called by the worker between batches: start a new sync thread when the last one died (in a crash
+        loop, at most one restart every 10 s)."""
+        thread = self._thread
+        if thread is None or thread.is_alive() or self.stop_event.is_set():
+            return
+        now = time.monotonic()
+        recent = [t for t in self.deaths if now - t < CRASH_WINDOW_S]
+        if len(recent) >= CRASH_LIMIT and now - recent[-1] < 10.0:
+            return
+        self.log.error("model sync thread died; restarting it", reason=self.death_reason, offset=self.position,
+                       deaths=len(recent))
+        self.start()
+
+    def _thread_main(self) -> None:
+        try:
+            self.run()
+        except BaseException as exc:
+            self.death_reason = f"{type(exc).__name__}: {exc}"
+            self.deaths.append(time.monotonic())
+            self.log.critical("model sync thread died", reason=self.death_reason, offset=self.position)
+            raise
+
+    # --- the loop (the sync thread) ----------------------------------------------------------------
     def run(self) -> None:
         # below the worker's own priority: preparing a model must not take the core from the hot path
         with contextlib.suppress(OSError, AttributeError):
             os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
-        codec = codec_for("model_chunk")
-        consumer = follow(self.settings)
-        tp = TopicPartition(self.settings.model_topic, 0)
-        end = consumer.end_offsets([tp])[tp]
-        if end == 0:
-            self.caught_up.set()
-        try:
-            while not self.stop_event.is_set():
-                for recs in consumer.poll(timeout_ms=200).values():
-                    for raw in recs:
-                        self._handle(codec, raw.value)
-                if not self.caught_up.is_set() and consumer.position(tp) >= end:
-                    self.caught_up.set()
-                if self.caught_up.is_set() and self.target and self.target != self.loaded \
-                        and self.target not in self.refused:
-                    self._load(self.target)
-        except Exception as exc:  # noqa: BLE001 - the sync thread must never take the worker down
-            self.log.error("model sync stopped", error=str(exc))
-        finally:
-            consumer.close()
+        failures = 0
+        while not self.stop_event.is_set():
+            source: ModelSource | None = None
+            try:
+                source = self._source(self.position)
+                if self._end is None:
+                    self._end = source.end_offset()
+                while not self.stop_event.is_set():
+                    self._step(source)
+                    failures = 0
+            except Exception as exc:  # the loop resumes where it was; only a record at fault is skipped
+                failures += 1
+                self.failures += 1
+                wait = min(self.max_backoff_s, self.backoff_s * 2 ** min(failures - 1, 10))
+                self.log.error("model sync failed; resuming", error=f"{type(exc).__name__}: {exc}",
+                               offset=self.position, retry_in_s=wait, exc_info=True)
+                self.stop_event.wait(wait)
+            finally:
+                if source is not None:
+                    with contextlib.suppress(Exception):
+                        source.close()
+        self._report(state="stopped")
+        close = getattr(self._reporter, "close", None)
+        if close is not None:
+            with contextlib.suppress(Exception):
+                close()
 
-    def _handle(self, codec: Any, value: bytes | None) -> None:
-        if value is None:
-            return
+    def _step(self, source: ModelSource) -> None:
+        for offset, value in source.poll(200):
+            self._handle_safely(offset, value)
+            self.position = offset + 1
+        self.position = max(self.position, source.position())
+        if not self.caught_up.is_set() and self._end is not None and self.position >= self._end:
+            self.caught_up.set()
+            self._report_asked += 1
+            self.log.info("model topic caught up", offset=self.position, target=self.target)
+        if self.caught_up.is_set() and self.target and self.target != self.loaded \
+                and self.target not in self.refused:
+            self._load(self.target)
+        if self._report_asked != self._report_sent and time.monotonic() >= self._next_report_at:
+            self._report()
+
+    def _handle_safely(self, offset: int, value: bytes | None) -> None:
         try:
-            rec = codec.decode(value)
-        except DecodeError as exc:
-            self.log.warning("unreadable model-updates message skipped", error=str(exc))
-            return
+            self._handle(offset, value)
+        except (DecodeError, ArtifactError) as exc:
+            self.skipped += 1
+            self.log.warning("model-updates record skipped", offset=offset, reason=str(exc))
+        except Exception as exc:  # no record may stop the sync thread
+            self.skipped += 1
+            self.log.error("model-updates record skipped after an unexpected error", offset=offset,
+                           error=f"{type(exc).__name__}: {exc}", exc_info=True)
+
+    def _handle(self, offset: int, value: bytes | None) -> None:
+        rec = parse_record(value)
         kind = rec["kind"]
         if kind in ("CHUNK", "MANIFEST"):
-            try:
-                done = self.assembler.add(rec)
-            except ArtifactError as exc:
-                self.refused[rec["version"]] = str(exc)
-                self.log.error("model refused", version=rec["version"], reason=str(exc))
+            done = self.assembler.add(rec)
+            if done is None:
                 return
-            if done is not None:
-                self.target = done
+            if done in self.assembler.refused:
+                self._refuse(done, self.assembler.refused[done], offset)
+            else:
+                self._set_target(done)
+                self.log.info("model assembled", version=done, offset=offset)
         elif kind == "ROLLBACK":
-            self.target = rec["version"]
-            self.refused.pop(rec["version"], None)
-            self.log.info("rollback requested", version=rec["version"],
-                          reason=json.loads(rec["data"] or b"{}").get("reason"))
+            check_rollback(rec, self.assembler.signing_key)
+            version = rec["version"]
+            self.refused.pop(version, None)
+            self._set_target(version)
+            reason = rec["payload"].get("reason")
+            self.log.info("rollback requested", version=version, offset=offset,
+                          reason=reason if isinstance(reason, str) else None)
+
+    def _set_target(self, version: str) -> None:
+        self.target = version
+        if not self._history or self._history[-1] != version:
+            self._history.append(version)
+
+    def _refuse(self, version: str, reason: str, offset: int | None = None) -> None:
+        self.refused.pop(version, None)
+        self.refused[version] = reason
+        while len(self.refused) > 64:
+            self.refused.popitem(last=False)
+        self.window_open_at = None
+        self._report_asked += 1
+        self.log.error("model refused; the current model keeps serving", version=version, reason=reason,
+                       offset=offset)
+        if version == self.target or self.target is None:
+            self.target = self._fallback()
+
+    def _fallback(self) -> str | None:
+        """The newest earlier target that is still good: served already, or held and not refused."""
+        for version in reversed(self._history):
+            if version not in self.refused and (version == self.loaded or version in self.assembler.complete):
+                return version
+        return self.loaded
 
     def _load(self, version: str) -> None:
         files = self.assembler.complete.get(version)
         manifest = self.assembler.manifests.get(version)
         if files is None or manifest is None:
-            reason = "artifact is incomplete or no longer held (chunks missing)"
-            self.refused[version] = reason
-            self.window_open_at = None
-            self.log.error("model refused; the current model keeps serving", version=version, reason=reason)
+            self._refuse(version, "artifact is incomplete or no longer held (chunks missing)")
             return
         started = time.monotonic()
         self.window_open_at = started  # the worker measures its loop gaps from here (see GapWatch)
         try:
             artifact = decode_artifact(manifest, files)
             prepared = self.engine.prepare_model(artifact)
-        except ArtifactError as exc:
-            self.refused[version] = str(exc)
-            self.window_open_at = None
-            self.log.error("model refused; the current model keeps serving", version=version, reason=str(exc))
+        except Exception as exc:  # noqa: BLE001 - whatever fails to decode or prepare is refused, not fatal
+            reason = str(exc) if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
+            self.assembler.forget(version, reason)
+            self._refuse(version, reason)
             return
         with self._lock:
             self._pending = (version, prepared)
         self.loaded = version
         self.log.info("model prepared", version=version, items=manifest.item_count, dim=manifest.dim,
-                      index=prepared.index_source, index_version=prepared.index_version,
+                      index=getattr(prepared, "index_source", None),
+                      index_version=getattr(prepared, "index_version", None),
                       seconds=round(time.monotonic() - started, 3))
 
+    def _report(self, state: str = "running") -> None:
+        asked = self._report_asked   # read first: a swap meanwhile asks again and gets its own report
+        model = getattr(self.engine, "model", None)
+        serving = None if state == "stopped" else (self.serving or getattr(model, "version", None))
+        report = {"worker": self.worker_id, "group": self.settings.group, "serving": serving, "state": state,
+                  "refused": {v: r[:200] for v, r in list(self.refused.items())[-8:]}, "at": int(time.time() * 1000)}
+        try:
+            self._reporter(report)
+        except Exception as exc:  # noqa: BLE001 - a report is informational; serving goes on without it
+            self._report_failures += 1
+            wait = min(300.0, 5.0 * 2 ** min(self._report_failures - 1, 6))
+            self._next_report_at = time.monotonic() + wait
+            self.log.warning("serving report not sent; retrying later", error=f"{type(exc).__name__}: {exc}",
+                             retry_in_s=wait)
+            return
+        self._report_sent, self._report_failures = asked, 0
+
+    # --- the worker's thread ---------------------------------------------------------------------
     def swap_if_ready(self) -> None:
         """Called by the worker between two batches."""
         if self._pending is None:
@@ -131,8 +299,6 @@ class ModelSync(threading.Thread):
         self.serving = version
         self.swaps += 1
         self.last_swap_at = time.time()
+        self._report_asked += 1   # the sync thread sends it: no network call on the hot path
         self.log.info("model swapped", version=version, swap_ms=round((time.perf_counter() - started) * 1000, 2),
                       sync_s=round(time.monotonic() - (self.window_open_at or time.monotonic()), 3))
-
-    def stop(self) -> None:
-        self.stop_event.set()

@@ -35,7 +35,7 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 RERANKER_MODELS = ("logreg", "fm")
 DRIFT_DETECTORS = ("none", "adwin", "page_hinkley")
 MF_PRESETS = ("none", "rating", "ranking")
-SECRETS = frozenset({"sasl_password", "ssl_key_password", "broker_sasl_users"})
+SECRETS = frozenset({"sasl_password", "ssl_key_password", "broker_sasl_users", "model_signing_key"})
 MASK = "********"
 _USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
 
@@ -92,6 +92,8 @@ class Settings:
     commit_interval_ms: int = 200
     top_n: int = 20
     model_path: str = ""
+    model_signing_key: str = ""          # secret (masked): HMAC key; publish signs manifests, workers refuse unsigned
+    model_max_bytes: int = 1 << 30       # bytes one model upload may buffer in a worker (larger: refused)
     worker_id: str = ""                  # stable per worker slot; default <hostname>-<pid>
     static_membership: bool = False      # join as group.instance.id=<worker_id> (KIP-345)
     stats_interval_s: float = 10.0
@@ -209,7 +211,7 @@ class Settings:
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(f"{PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         for name in ("events_partitions", "recommendations_partitions", "max_batch", "top_n", "poll_ms",
-                     "max_users"):
+                     "max_users", "model_max_bytes"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be at least 1")
         for name in ("commit_interval_ms", "explore_slots", "user_ttl_s", "drift_cooldown_s",

@@ -40,6 +40,10 @@ class TrainProgress:
         self.progress.update(self.task, info=" ".join(parts))
 
 
+def _cell(value: Any) -> str:
+    return "-" if value is None else str(value)
+
+
 def register(app: typer.Typer) -> None:
     model_app = typer.Typer(help="Publish, list and roll back base models on the model-updates topic.",
                             no_args_is_help=True)
@@ -129,36 +133,50 @@ def register(app: typer.Typer) -> None:
         manifest, files = read_files(directory)
         decode_artifact(manifest, files)  # refuse to publish anything a worker would refuse
         n = publish(ctx.obj, manifest, files)
+        signed = ", signed" if ctx.obj.model_signing_key else ""
         console.print(f"published {manifest.version} ({manifest.item_count:,} items, dim {manifest.dim}) "
-                      f"in {n} messages")
+                      f"in {n} messages{signed}")
 
     @model_app.command("list")
     def list_cmd(ctx: typer.Context, fmt: str = typer.Option("text", "--format", help="text | json")) -> None:
-        """Versions available on model-updates, and the one in service."""
-        from streamrec.stream.modelbus import model_log
+        """Versions on model-updates, each verified as a worker verifies it, and the workers serving each."""
+        from streamrec.stream.modelbus import model_status
 
-        entries, serving = model_log(ctx.obj)
+        st = model_status(ctx.obj)
         if fmt == "json":
-            print(json.dumps({"serving": serving, "versions": entries}, indent=2))
+            print(json.dumps({"serving": st.serving, "versions": st.versions, "workers": st.workers,
+                              "skipped": [{"offset": o, "reason": r} for o, r in st.skipped]}, indent=2))
             return
-        table = Table("version", "created", "items", "dim", "hr@10", "complete", "in service")
-        for e in entries:
-            table.add_row(e["version"], e["created_at"], str(e["item_count"]), str(e["dim"]),
-                          f"{e['hr@10']:.4f}" if isinstance(e.get("hr@10"), float) else "-",
-                          "yes" if e["complete"] else "NO", "*" if e["version"] == serving else "")
-        Console().print(table)
+        table = Table("version", "created", "items", "dim", "hr@10", "status", "served by")
+        for e in st.versions:
+            status = f"refused: {e['reason']}" if e["status"] == "refused" else e["status"]
+            if e["refused_by"]:
+                status += f" (refused by {', '.join(e['refused_by'])})"
+            table.add_row(e["version"], e["created_at"] or "-", _cell(e["item_count"]), _cell(e["dim"]),
+                          f"{e['hr@10']:.4f}" if isinstance(e.get("hr@10"), float) else "-", status,
+                          ", ".join(e["workers"]) or "-")
+        out = Console()
+        out.print(table)
+        now_ms = time.time() * 1000
+        for worker, r in st.workers.items():
+            age = max(0.0, (now_ms - r["at"]) / 1000)
+            what = "stopped" if r["state"] == "stopped" else f"serves {r['serving'] or 'no model'}"
+            out.print(f"worker {worker} ({r['group'] or '-'}): {what}, reported {age:,.0f} s ago")
+        if st.skipped:
+            out.print(f"{len(st.skipped)} malformed record(s) skipped, e.g. offset {st.skipped[-1][0]}: "
+                      f"{st.skipped[-1][1]}")
 
     @model_app.command("rollback")
     def rollback_cmd(ctx: typer.Context, version: str = typer.Argument(..., help="The version to serve."),
                      reason: str = typer.Option("", "--reason", help="Why (logged by every worker).")) -> None:
         """Ask every worker to serve an older version."""
         from streamrec.stream.errors import StreamrecError
-        from streamrec.stream.modelbus import model_log, send_control
+        from streamrec.stream.modelbus import model_status, send_control
 
-        entries, _ = model_log(ctx.obj)
-        known = {e["version"]: e for e in entries}
-        if version not in known or not known[version]["complete"]:
-            raise StreamrecError(f"version {version!r} is not available complete on {ctx.obj.model_topic}; "
+        known = {e["version"]: e for e in model_status(ctx.obj).versions}
+        if version not in known or known[version]["status"] not in ("available", "in service"):
+            why = known[version]["status"] if version in known else "not on the topic"
+            raise StreamrecError(f"version {version!r} cannot be served from {ctx.obj.model_topic} ({why}); "
                                  "see `streamrec model list`")
         send_control(ctx.obj, "ROLLBACK", version, {"reason": reason})
         console.print(f"rollback to {version} sent")
