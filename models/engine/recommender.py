@@ -419,6 +419,11 @@ class Recommender:
             forget(user_id)
         return self.store.remove(user_id)
 
+    def forget_event_ids(self) -> None:
+        """Forget the event ids remembered for duplicate detection: a caller that rewinds to its last commit
+        redoes those events, and they must not be dropped as duplicates (offsets still guard state)."""
+        self._ids = IdWindow(self.config.dedup_window)
+
     def drop_partition(self, partition: int) -> int:
         """Forget every user of a revoked or lost partition; returns how many were dropped."""
         return self.store.drop_partition(partition)

@@ -1,20 +1,18 @@
 """Online learning inside the engine: learned reranker, quality and drift, exploration, river MF source.
 
-:class:`OnlineLayer` is what :class:`~models.engine.recommender.Recommender` calls when any of these is switched
-on in its :class:`~models.engine.recommender.EngineConfig` (``reranker``, ``drift_detector``,
-``explore_slots``, ``mf``):
+:class:`OnlineLayer` holds the online learners of one engine, switched on by :class:`OnlineSwitches`
+(``reranker``, ``drift_detector``, ``explore_slots``, ``mf``, fields of the engine's ``EngineConfig``), and
+:mod:`models.online.plugins` plugs them into the engine's contract (:mod:`models.serving.contract`):
 
-* ``observe(event, item, state)``, per applied event *before* the state learns it (test, then train):
-  the event is scored against the user's last list (drift monitor, labels for the reranker), the item
-  table records the item, and the river MF (if on) takes its SGD step.
+* ``observe(event, item, state, position)``, per applied event *before* the state learns it (test, then
+  train): the event is scored against the user's last list (drift monitor, labels for the reranker) and
+  the item table records the item.
 * ``end_apply()``, once per applied batch: the batch's labelled pairs (:mod:`models.online.feedback`) are
   scored, counted in the online AUC / log loss, then learned (:mod:`models.online.reranker`).
-* ``mf_block`` / ``explore_block``: extra candidate sources ``mf`` and ``explore``, columns 4 and 5 of
-  :data:`ONLINE_SOURCES` (with any of these on, every batch uses the six-column layout).
 * ``rescore``: the feature matrix of the batch (:mod:`models.online.features`) scored by the reranker replaces
   the blend, once the reranker has learned ``warmup_pairs`` pairs (the blend serves until then).
-* ``finish``: exploration (one slot per list by default when on: a new item, at a seeded random position in
-  the second half of the list, source ``explore``) and the feature log of the emitted lists.
+* ``log_lists``: the feature log of the emitted lists, where the labels of later events come from.
+* ``mf`` (the river MF of the ``mf`` source) and the random generator that exploration draws from.
 
 State that survives restarts: :meth:`OnlineLayer.checkpoint` returns named parts (reranker weights and
 scaler statistics, online metrics and the drift detector as JSON, the item table and river MF as
@@ -39,7 +37,6 @@ check every field. ``consumers/online.py`` wraps the parts in the ``online_state
 from __future__ import annotations
 
 from collections.abc import Sequence
-from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
@@ -53,13 +50,11 @@ from streamrec.models.online.features import FEATURES, build_features
 from streamrec.models.online.feedback import FeedbackLog, LabelPolicy, label_pairs
 from streamrec.models.online.itemtable import ItemTable
 from streamrec.models.online.river_mf import RiverMF, RiverMFConfig
-from streamrec.models.online.sources import ONLINE_SOURCES, explore_block, explore_lists, mf_block
 from streamrec.models.serving import candidates as cand
 from streamrec.models.serving.ranking import RecItem
 from streamrec.models.serving.state import UserState
 
 if TYPE_CHECKING:
-    from streamrec.models.engine.recommender import EngineConfig
     from streamrec.models.online.reranker import OnlineReranker
 
 MF_PRESETS = ("none", "rating", "ranking")
@@ -68,7 +63,7 @@ BLEND = FEATURES.index("blend")
 
 @dataclass(frozen=True)
 class OnlineConfig:
-    """The finer knobs of online learning (the switches are fields of ``EngineConfig``)."""
+    """The finer knobs of online learning (the switches are :class:`OnlineSwitches`)."""
 
     reranker_lr: float = 0.01
     reranker_l2: float = 1e-4
@@ -97,56 +92,67 @@ class OnlineConfig:
         return LabelPolicy(self.negatives, self.position_bias, 10.0, self.max_pairs, self.ipw)
 
 
-def wanted(config: EngineConfig) -> bool:
-    """Whether ``config`` switches on any online learner (the engine then builds an :class:`OnlineLayer`)."""
-    return bool(config.reranker or config.drift_detector != "none" or config.explore_slots or config.mf != "none")
+@dataclass(frozen=True)
+class OnlineSwitches:
+    """Which online learners an engine runs, and the few engine settings they need (the engine's
+    :class:`~models.engine.recommender.EngineConfig` builds this with ``online_switches()``)."""
 
+    reranker: bool = False             # a river model learned from feedback replaces the blend
+    reranker_model: str = "logreg"     # logreg | fm (models/online/reranker.py)
+    drift_detector: str = "none"       # none | adwin | page_hinkley
+    explore_slots: int = 0             # items per list from new arrivals, source "explore"
+    mf: str = "none"                   # none | rating | ranking: river BiasedMF as candidate source "mf"
+    k_mf: int = 50
+    top_n: int = 20
+    filter_seen: str = "purchased"
+    seed: int = 0
 
-def check_config(config: EngineConfig) -> None:
-    """Raise :class:`ConfigError` for an unknown reranker model, drift detector or MF preset."""
-    from streamrec.models.online.reranker import MODELS
+    def wanted(self) -> bool:
+        """Whether any online learner is on (the engine then builds an :class:`OnlineLayer`)."""
+        return bool(self.reranker or self.drift_detector != "none" or self.explore_slots or self.mf != "none")
 
-    if config.reranker_model not in MODELS:
-        raise ConfigError(f"reranker_model is {config.reranker_model!r}; use one of {', '.join(MODELS)}")
-    if config.drift_detector not in ("none", *DETECTORS):
-        raise ConfigError(f"drift_detector is {config.drift_detector!r}; use none, {', '.join(DETECTORS)}")
-    if config.mf not in MF_PRESETS:
-        raise ConfigError(f"mf is {config.mf!r}; use one of {', '.join(MF_PRESETS)}")
+    def check(self) -> None:
+        """Raise :class:`ConfigError` for an unknown reranker model, drift detector or MF preset."""
+        from streamrec.models.online.reranker import MODELS
+
+        if self.reranker_model not in MODELS:
+            raise ConfigError(f"reranker_model is {self.reranker_model!r}; use one of {', '.join(MODELS)}")
+        if self.drift_detector not in ("none", *DETECTORS):
+            raise ConfigError(f"drift_detector is {self.drift_detector!r}; use none, {', '.join(DETECTORS)}")
+        if self.mf not in MF_PRESETS:
+            raise ConfigError(f"mf is {self.mf!r}; use one of {', '.join(MF_PRESETS)}")
 
 
 class OnlineLayer:
-    """Online learners of one engine (see the module docstring)."""
+    """Online learners of one engine (see the module docstring); :mod:`models.online.plugins` plugs them
+    into the engine's contract."""
 
-    def __init__(self, config: EngineConfig) -> None:
-        self.engine_config = config
-        oc: OnlineConfig = config.online
-        self.config = oc
-        check_config(config)
-        self._rng = np.random.default_rng(config.seed + 1013)
+    def __init__(self, switches: OnlineSwitches, config: OnlineConfig | None = None) -> None:
+        self.switches = switches
+        oc = self.config = config or OnlineConfig()
+        switches.check()
+        self._rng = np.random.default_rng(switches.seed + 1013)
         self.items = ItemTable(oc.item_table)
         self.policy = oc.labels()
         self.reranker: OnlineReranker | None = None
         self.log: FeedbackLog | None = None
-        if config.reranker:
+        if switches.reranker:
             # imported here: river's linear models and scaler import scipy.stats (seconds, and not needed
             # by an engine without the reranker)
             from streamrec.models.online.reranker import OnlineReranker, RerankerConfig
 
-            self.reranker = OnlineReranker(RerankerConfig(config.reranker_model, oc.reranker_lr, oc.reranker_l2,
-                                                          fm_factors=oc.fm_factors, seed=config.seed), FEATURES)
-            self.log = FeedbackLog(oc.feedback_users, max(oc.log_depth, config.top_n), len(FEATURES))
+            self.reranker = OnlineReranker(RerankerConfig(switches.reranker_model, oc.reranker_lr, oc.reranker_l2,
+                                                          fm_factors=oc.fm_factors, seed=switches.seed), FEATURES)
+            self.log = FeedbackLog(oc.feedback_users, max(oc.log_depth, switches.top_n), len(FEATURES))
         self.drift: DriftMonitor | None = None
-        if config.drift_detector != "none":
-            self.drift = DriftMonitor(DriftConfig(config.drift_detector, oc.drift_delta, oc.drift_threshold,
+        if switches.drift_detector != "none":
+            self.drift = DriftMonitor(DriftConfig(switches.drift_detector, oc.drift_delta, oc.drift_threshold,
                                                   oc.drift_window, cooldown_events=oc.drift_cooldown_events,
                                                   cooldown_ms=oc.drift_cooldown_ms, min_events=oc.drift_min_events))
         self.mf: RiverMF | None = None
-        if config.mf != "none":
-            base: dict[str, Any] = {"n_factors": oc.mf_factors, "max_users": oc.mf_max_users, "seed": config.seed}
-            self.mf = RiverMF(RiverMFConfig.for_ranking(**base) if config.mf == "ranking" else RiverMFConfig(**base))
-        self.n_sources = len(ONLINE_SOURCES)
-        self.weights = np.r_[config.weights(), config.weight_mf, 0.0].astype(np.float32)
-        self._weighted = self.weights > 0
+        if switches.mf != "none":
+            base: dict[str, Any] = {"n_factors": oc.mf_factors, "max_users": oc.mf_max_users, "seed": switches.seed}
+            self.mf = RiverMF(RiverMFConfig.for_ranking(**base) if switches.mf == "ranking" else RiverMFConfig(**base))
         self.now_ms = 0
         self.reranked_batches = 0
         self.explored = 0
@@ -156,7 +162,6 @@ class OnlineLayer:
         self._X: np.ndarray | None = None
         self._serve = False                  # the reranker's scores replace the blend
         self._next_gate = oc.warmup_pairs    # pairs learned when the gate is next decided
-        self._explore: np.ndarray | None = None
 
     # --- events ------------------------------------------------------------------------------------
     def set_on_drift(self, callback: Any) -> None:
@@ -164,8 +169,9 @@ class OnlineLayer:
         if self.drift is not None:
             self.drift.on_drift = callback
 
-    def observe(self, event: Event, item: str, state: UserState) -> DriftSignal | None:
-        """Test, then train, for one applied event: call before ``state`` learns the event."""
+    def observe(self, event: Event, item: str, state: UserState, position: int) -> DriftSignal | None:
+        """Test, then train, for one applied event: call before ``state`` learns the event; ``position`` is
+        the item's place in ``state.shown`` (-1: not there)."""
         ts = event.timestamp_ms
         if ts > self.now_ms:
             self.now_ms = ts
@@ -174,16 +180,13 @@ class OnlineLayer:
             ctx = event.context
             self.items.observe(item, ts, ctx.get("category") if ctx else None)
         signal = None
-        shown = state.shown
-        if shown:
+        if state.shown:
             if self.drift is not None:
-                signal = self.drift.observe(shown.index(item) if item in shown else -1, ts)
+                signal = self.drift.observe(position, ts)
             if self.log is not None:
                 got = self.log.lookup(event.user_id)
                 if got is not None and item in got[1]:
                     self._acted.setdefault(got[0], set()).add(got[1].index(item))
-        if self.mf is not None:
-            self.mf.learn_event(event)
         return signal
 
     def end_apply(self) -> None:
@@ -218,60 +221,31 @@ class OnlineLayer:
         if self.log is not None:
             self.log.forget(user_id)
 
-    # --- candidates --------------------------------------------------------------------------------
-    def mf_block(self, user_ids: Sequence[str], states: Sequence[UserState | None], space: cand.CodeSpace,
-                 k: int, method: str) -> cand.Block | None:
-        """The river MF's top ``k`` items per user (see :func:`models.online.sources.mf_block`)."""
-        if self.mf is None:
-            return None
-        return mf_block(self.mf, user_ids, states, space, k, method, self.engine_config.filter_seen)
-
-    def explore_block(self, n_rows: int, space: cand.CodeSpace, pool: Sequence[str]) -> cand.Block | None:
-        """Random new items per row, candidates for the explore slot (weight 0 in the blend)."""
-        block, self._explore = explore_block(self._rng, n_rows, space, list(pool)[:self.config.explore_pool],
-                                             self.engine_config.explore_slots)
-        return block
-
     # --- ranking -----------------------------------------------------------------------------------
-    def rescore(self, batch: cand.CandidateBatch, blend: np.ndarray, primary: np.ndarray,
+    def rescore(self, batch: cand.CandidateBatch, columns: Sequence[str], blend: np.ndarray,
                 states: Sequence[UserState | None], space: cand.CodeSpace,
                 model: cand.PreparedModel | None) -> np.ndarray:
-        """The reranker's scores of the batch (the blend itself while the reranker warms up).
-
-        Also names the source of candidates that no weighted source scored (``primary``, in place): the
-        source with the largest unweighted score, so an item only exploration proposed is ``explore``.
-        """
-        if len(batch):
-            none = ~(batch.scores[:, self._weighted] != 0).any(axis=1)
-            if none.any():
-                primary[none] = batch.scores[none].argmax(axis=1)
+        """The reranker's scores of the batch (the blend itself while the reranker warms up); the batch's
+        features are kept for the feedback log of the lists that follow."""
         self._X = None
         if self.reranker is None:
             return blend
         ids = () if model is None else model.item_ids
         if self.items.bound is not ids:        # a new model (or a restored table): mirror it by model code
             self.items.bind(ids, {} if model is None else model.index_of, None if model is None else model.categories)
-        self._X = build_features(batch, blend, states, space, self.items, self.now_ms)
+        self._X = build_features(batch, blend, states, space, self.items, self.now_ms, columns)
         if not self._serve:
             return blend
         self.reranked_batches += 1
         return self.reranker.score(self._X)
 
-    def finish(self, user_ids: Sequence[str], states: Sequence[UserState | None], lists: list[list[RecItem]],
-               batch: cand.CandidateBatch, scores: np.ndarray, space: cand.CodeSpace,
-               blocked: Sequence[AbstractSet[str] | None]) -> list[list[RecItem]]:
-        """Exploration slots, then the feature log of the emitted lists; returns the final lists."""
-        if self._explore is None and (self.log is None or self._X is None):
-            return lists
+    def log_lists(self, user_ids: Sequence[str], states: Sequence[UserState | None], lists: list[list[RecItem]],
+                  batch: cand.CandidateBatch, scores: np.ndarray, space: cand.CodeSpace) -> None:
+        """The feature log of the emitted lists (labels for the reranker when the users act on them)."""
+        if self.log is None or self._X is None:
+            return
         width = np.int64(max(space.size, 1))
-        keys = batch.rows * width + batch.codes       # sorted: the batch is ordered by (row, code)
-        if self._explore is not None:
-            lists, added = explore_lists(lists, self._explore, keys, int(width), scores, space, blocked,
-                                         self.engine_config.top_n, self.engine_config.explore_slots, self._rng)
-            self.explored += added
-        if self.log is not None and self._X is not None:
-            self._log_lists(user_ids, states, lists, batch, scores, keys, width, space)
-        return lists
+        self._log_lists(user_ids, states, lists, batch, scores, batch.rows * width + batch.codes, width, space)
 
     def _log_lists(self, user_ids: Sequence[str], states: Sequence[UserState | None], lists: list[list[RecItem]],
                    batch: cand.CandidateBatch, scores: np.ndarray, keys: np.ndarray, width: np.int64,
@@ -293,7 +267,7 @@ class OnlineLayer:
         idx = np.full((len(rows), w), -1, dtype=np.int64)
         idx[jrow, col] = chosen
         best = bj = np.zeros(0, dtype=np.int64)
-        if self.config.log_depth > self.engine_config.top_n:     # the best candidates that missed the lists
+        if self.config.log_depth > self.switches.top_n:     # the best candidates that missed the lists
             order = np.lexsort((-scores, batch.rows))             # by row, best first
             rank = np.arange(len(order)) - batch.starts[batch.rows[order]]
             j_of = np.full(len(lists), -1, dtype=np.int64)
