@@ -9,6 +9,7 @@ from typing import Any
 
 from kafka import TopicPartition
 
+from streamrec.models.errors import InputError
 from streamrec.stream import clients
 from streamrec.stream.errors import BrokerError, DecodeError
 from streamrec.stream.records import Record
@@ -39,6 +40,10 @@ def read(settings: Settings, topic: str, *, from_beginning: bool = False, user: 
          max_messages: int | None = None, timeout_s: float | None = None) -> Iterator[Message]:
     """Yield decoded messages from every partition of ``topic`` (read_committed), until ``max_messages``,
     or ``timeout_s`` seconds without a new message (forever when both are None)."""
+    if max_messages is not None and max_messages < 1:
+        raise InputError(f"max_messages must be at least 1, got {max_messages}")
+    if timeout_s is not None and not timeout_s >= 0:
+        raise InputError(f"timeout_s must be 0 or more seconds, got {timeout_s}")
     consumer = clients.consumer(settings, group=None, enable_auto_commit=False)
     try:
         parts = consumer.partitions_for_topic(topic)

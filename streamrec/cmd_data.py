@@ -2,14 +2,37 @@
 
 from __future__ import annotations
 
+import math
+from pathlib import Path
+from typing import TYPE_CHECKING
+
 import typer
 from rich.console import Console
 
+from streamrec.models.errors import InputError
 from streamrec.stream.serde import to_json
 from streamrec.stream.settings import Settings
 from streamrec.stream.tail import Message, read
 
+if TYPE_CHECKING:
+    from streamrec.producers.replay import NotSent
+
 console = Console(stderr=True)
+
+
+def check_count(option: str, value: int | None, minimum: int = 1) -> None:
+    """A count given on the command line: an :class:`InputError` (one line, exit 2) below ``minimum``."""
+    if value is not None and value < minimum:
+        raise InputError(f"{option} must be at least {minimum}, got {value}")
+
+
+def check_positive(option: str, value: float | None, hint: str = "", allow_zero: bool = False) -> None:
+    """A finite number above zero (or at least zero with ``allow_zero``) given on the command line."""
+    if value is None:
+        return
+    if not math.isfinite(value) or value < 0 or (value == 0 and not allow_zero):
+        what = "0 or more" if allow_zero else "a positive number"
+        raise InputError(f"{option} must be {what}, got {value}{hint}")
 
 
 def _render(msg: Message, fmt: str) -> str:
@@ -40,7 +63,9 @@ def register(app: typer.Typer) -> None:
              ) -> None:
         """Decode and print messages from a topic (read_committed)."""
         if fmt not in ("text", "json"):
-            raise typer.BadParameter("--format must be text or json")
+            raise InputError(f"--format must be text or json, not {fmt!r}")
+        check_count("--max-messages", max_messages)
+        check_positive("--timeout", timeout, allow_zero=True)
         s: Settings = ctx.obj
         for msg in read(s, topic, from_beginning=from_beginning, user=user, max_messages=max_messages,
                         timeout_s=timeout):
@@ -49,7 +74,7 @@ def register(app: typer.Typer) -> None:
 
 def register_replay(app: typer.Typer) -> None:
     from streamrec.producers.readers import FORMATS, PRESETS, parse_mapping, read_events, stream_events
-    from streamrec.producers.replay import Pacing, replay
+    from streamrec.producers.replay import Pacing, RecordRefused, describe_topic, replay
 
     @app.command("replay")
     def replay_cmd(
@@ -66,17 +91,25 @@ def register_replay(app: typer.Typer) -> None:
         limit: int = typer.Option(None, "--limit", help="Replay only the first N events (after sorting)."),
         no_sort: bool = typer.Option(False, "--no-sort", help="Stream in file order with constant memory "
                                                               "(for large logs already in time order)."),
-        strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row."),
+        strict: bool = typer.Option(False, "--strict", help="Stop at the first bad row (in the file, or a record "
+                                                            "the topic refuses)."),
         topic: str = typer.Option(None, "--topic", help="Target topic (default: the events topic)."),
     ) -> None:
         """Replay an event log into Kafka in event-time order, keyed by user, with pacing and a summary."""
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-        if sum(x is not None and x is not False for x in (rate, speedup)) > 1:
-            raise typer.BadParameter("choose one of --max, --rate, --speedup")
-        pacing = Pacing("rate", rate) if rate else Pacing("speedup", speedup) if speedup else Pacing()
+        if sum((max_speed, rate is not None, speedup is not None)) > 1:
+            raise InputError("choose one of --max, --rate, --speedup")
+        full_speed = "; omit it to replay as fast as possible"
+        check_positive("--rate", rate, full_speed)
+        check_positive("--speedup", speedup, full_speed)
+        check_count("--limit", limit)
+        pacing = (Pacing("rate", rate) if rate is not None else Pacing("speedup", speedup)
+                  if speedup is not None else Pacing())
         cmap = parse_mapping(mapping) if mapping else None
         s: Settings = ctx.obj
+        target = topic or s.events_topic
+        describe_topic(s, target)  # a missing topic is a one-line error before the log is read
         total: int | None
         if no_sort:
             stream = stream_events(path, fmt, cmap, preset, strict)
@@ -93,11 +126,28 @@ def register_replay(app: typer.Typer) -> None:
         with Progress(TextColumn("replay"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
                       console=console, transient=not console.is_terminal) as progress:
             task = progress.add_task("replay", total=total)
-            stats = replay(events, s, pacing, topic=topic, progress=lambda n: progress.advance(task, n))
-        console.print(f"replayed {stats.events:,} events to {topic or s.events_topic} in {stats.seconds:.2f}s "
-                      f"({stats.rate:,.0f} events/s); bad rows: {bad.bad_count}")
+            try:
+                stats = replay(events, s, pacing, topic=topic, progress=lambda n: progress.advance(task, n),
+                               strict=strict)
+            except RecordRefused as exc:
+                raise InputError(f"{path}, {_where(exc.record, path, fmt)}: {exc.record.reason}; the replay "
+                                 f"stopped there, {exc.landed:,} events were sent (drop --strict to skip "
+                                 "refused records and report them)") from None
+        handed = stats.events + stats.refused_count + stats.failed_count
+        bad_total = bad.bad_count + stats.refused_count
+        detail = f" ({bad.bad_count} in the file, {stats.refused_count} refused by the topic)" \
+            if stats.refused_count else ""
+        console.print(f"replayed {stats.events:,} of {handed:,} events to {target} in {stats.seconds:.2f}s "
+                      f"({stats.rate:,.0f} events/s); bad rows: {bad_total}{detail}", soft_wrap=True)
         for row in bad.bad_rows[:10]:
-            console.print(f"  bad row {row}")
+            console.print(f"  bad row {row}", soft_wrap=True)
+        for rec in stats.refused[:10]:
+            console.print(f"  bad row {_where(rec, path, fmt)}: {rec.reason}; not sent", soft_wrap=True)
+        if stats.failed_count:
+            first = stats.failed[0]
+            console.print(f"error: {stats.failed_count:,} events did not reach {target}; the first: "
+                          f"{_where(first, path, fmt)}: {first.reason}", soft_wrap=True)
+            raise typer.Exit(1)
         if stats.interrupted:
             console.print(f"interrupted: everything up to event {stats.last_event_id} was sent and flushed")
             raise typer.Exit(130)
@@ -112,6 +162,10 @@ def register_replay(app: typer.Typer) -> None:
     ) -> None:
         """Write a synthetic event log: Zipf popularity, taste clusters, sessions, a funnel, drifting tastes."""
         from streamrec.producers.synthetic import generate, write_log
+
+        for option, value in (("--users", users), ("--items", items), ("--events", events)):
+            check_count(option, value)
+        check_count("--seed", seed, 0)
 
         with console.status(f"generating {events:,} events..."):
             log = generate(users=users, items=items, events=events, seed=seed)
@@ -132,8 +186,21 @@ def register_demo(app: typer.Typer) -> None:
         keep_broker: bool = typer.Option(False, "--keep-broker", help="Leave the broker running afterwards."),
     ) -> None:
         """The whole loop on the embedded broker: generate, train, publish, worker, replay, live lists."""
-        from pathlib import Path
-
         from streamrec import demo
 
+        for option, value in (("--users", users), ("--items", items), ("--events", events), ("--epochs", epochs)):
+            check_count(option, value)
+        check_positive("--rate", rate)
+
         demo.run(ctx.obj, users, items, events, rate, epochs, Path(workdir), keep_broker)
+
+
+def _where(record: NotSent, path: str, fmt: str) -> str:
+    """Where a refused record came from: its line when the event id says it (ids streamrec made from the
+    line: ``<file>:<line>`` for CSV and JSON lines, ``ml-<line>`` for MovieLens), else its position."""
+    eid = record.event.event_id
+    prefix = f"{Path(path).name}:" if fmt not in ("movielens", "otto", "avro") else \
+        "ml-" if fmt == "movielens" else None
+    if prefix and eid.startswith(prefix) and eid[len(prefix):].isdigit():
+        return f"line {int(eid[len(prefix):])}"
+    return f"record {record.number} of the replay (event {eid})"
