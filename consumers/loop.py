@@ -249,27 +249,29 @@ class Loop:
                 self.log.warning("dead letter", topic=dl.record.topic, partition=dl.record.partition,
                                  offset=dl.record.offset, error_type=dl.error_type, error=dl.message[:200])
                 sink.send(settings.dlq_topic, dl.record.key, dl.record.value, headers=dl.headers())
-            touched, triggers = self._apply(good)
+            touched, arrivals = self._apply(good)
             t2 = time.perf_counter()
             lists = self.engine.recommend(touched, now_ms=self.clock_ms())
             t3 = time.perf_counter()
             emitted_at = self.clock_ms()
             latencies = np.empty(len(lists))
             for i, rl in enumerate(lists):
-                trig = triggers[rl.user_id]
+                trig = rl.trigger          # the lineage is the engine's: the user's last event applied
+                if trig is None:           # cannot happen for a touched user; never emit a list without lineage
+                    raise StreamrecError(f"the engine returned a list without lineage for {rl.user_id!r}")
                 key = rl.user_id.encode()
                 sink.send(settings.recommendations_topic, key, self.rec_codec.encode({
                     "user_id": rl.user_id,
                     "items": self.finite.items(rl),
-                    "trigger_event_id": trig.event.event_id, "trigger_timestamp": trig.event.timestamp_ms,
-                    "trigger_partition": trig.record.partition, "trigger_offset": trig.record.offset,
+                    "trigger_event_id": trig.event_id, "trigger_timestamp": trig.timestamp_ms,
+                    "trigger_partition": trig.partition, "trigger_offset": trig.offset,
                     "emitted_at": emitted_at, "model_version": rl.model_version,
                     "index_version": rl.index_version,
                 }))
                 state = self.engine.export_user(rl.user_id)
                 if state is not None:
-                    sink.send(self.state_topic, key, self.state_codec.encode(state), partition=trig.record.partition)
-                latencies[i] = emitted_at - trig.record.timestamp_ms
+                    sink.send(self.state_topic, key, self.state_codec.encode(state), partition=trig.partition)
+                latencies[i] = emitted_at - arrivals[rl.user_id]
             t4 = time.perf_counter()
             for p, off in offsets.items():
                 self.pending[p] = max(self.pending.get(p, -1), off)
@@ -287,12 +289,14 @@ class Loop:
         if self.metrics is not None:
             self.metrics.observe_timings(t5 - t0, latencies)
 
-    def _apply(self, good: list[Decoded]) -> tuple[list[str], dict[str, Decoded]]:
+    def _apply(self, good: list[Decoded]) -> tuple[list[str], dict[str, int]]:
+        """Apply the batch per partition; returns the users touched and, per user, the broker time of the
+        user's last record (what the list's latency is measured from)."""
         by_partition: dict[int, list[Decoded]] = defaultdict(list)
         for d in good:
             by_partition[d.record.partition].append(d)
         touched: dict[str, None] = {}
-        triggers: dict[str, Decoded] = {}
+        arrivals: dict[str, int] = {}
         for p, items in by_partition.items():
             applied = self.engine.apply([d.event for d in items], partition=p,
                                         offsets=[d.record.offset for d in items])
@@ -300,8 +304,8 @@ class Loop:
             for user in applied:
                 touched[user] = None
             for d in items:
-                triggers[d.event.user_id] = d
-        return list(touched), triggers
+                arrivals[d.event.user_id] = d.record.timestamp_ms
+        return list(touched), arrivals
 
     def recover(self, exc: Exception) -> None:
         """A batch could not be committed: abort, rewind to the committed offsets and rebuild state."""
