@@ -21,6 +21,7 @@ from streamrec.e2e import settings_env
 from streamrec.models.errors import InputError
 from streamrec.models.events import Event, EventType
 from streamrec.producers.replay import replay
+from streamrec.stream import clients
 from streamrec.stream.errors import BrokerError
 from streamrec.stream.settings import Settings
 from streamrec.stream.tail import read
@@ -136,3 +137,19 @@ def test_the_cli_says_a_missing_topic_in_one_line(settings: Settings, tmp_path: 
     assert done.returncode == 2
     lines = done.stderr.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: topic") and "does not exist" in lines[0], done.stderr
+
+
+def test_losses_on_a_callers_producer_are_reported_not_hidden(small_topic: Settings) -> None:
+    """A producer the caller owns cannot be replaced: what the broker took down with a refused record is
+    reported as failed (and counted out of ``events``), never as sent."""
+    events = [Event(f"e{k}", "u1", f"i{k}", EventType.VIEW, 1_700_000_000_000 + k,
+                    context=_big_context() if k == 3 else {}) for k in range(20)]
+    producer = clients.producer(small_topic)
+    try:
+        stats = replay(events, small_topic, producer=producer, max_message_bytes=10_000_000)
+    finally:
+        producer.close(timeout=5)
+    landed = len(_on_topic(small_topic))
+    assert stats.failed_count >= 1 and stats.failed[0].event.event_id == "e3"
+    assert stats.events == landed == 20 - stats.failed_count - stats.refused_count
+    assert not stats.complete
