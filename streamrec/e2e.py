@@ -26,9 +26,26 @@ from streamrec.stream.settings import Settings
 
 def free_port() -> int:
     """A free TCP port on the loopback interface."""
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
+    return free_ports(1)[0]
+
+
+def broker_ports() -> dict[str, int]:
+    """Distinct free ports for an embedded broker, as ``Settings`` fields (``broker_port``, ``controller_port``)."""
+    broker, controller = free_ports(2)
+    return {"broker_port": broker, "controller_port": controller}
+
+
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free TCP ports on the loopback interface (all held open while choosing, so two calls
+    in a row can never hand out the same port, e.g. a broker's and its controller's)."""
+    sockets = [socket.socket() for _ in range(n)]
+    try:
+        for s in sockets:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in sockets]
+    finally:
+        for s in sockets:
+            s.close()
 
 
 def wait_until(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:

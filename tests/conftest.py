@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.e2e import free_port
+from streamrec.e2e import broker_ports
 from streamrec.stream import broker
 from streamrec.stream.settings import Settings
 from streamrec.stream.topics import ensure_topics, topic_specs
@@ -27,7 +27,7 @@ def kafka(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     if not base.embedded:
         yield base
         return
-    settings = base.replace(broker_port=free_port(), controller_port=free_port(),
+    settings = base.replace(**broker_ports(),
                             broker_dir=str(tmp_path_factory.mktemp("broker")), broker_start_timeout_s=90.0)
     broker.start(settings, quiet=True)
     try:

@@ -14,7 +14,7 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-from streamrec.e2e import free_port
+from streamrec.e2e import broker_ports
 from streamrec.models.events import Event, EventType
 from streamrec.stream import broker
 from streamrec.stream.settings import Settings
@@ -27,7 +27,7 @@ def broker_session(settings: Settings, partitions: int | None = None) -> Iterato
     broker running, a throwaway broker is started on free ports for the benchmark and stopped after it."""
     started: Settings | None = None
     if settings.embedded and not broker.status(settings).running:
-        started = settings.replace(broker_port=free_port(), controller_port=free_port(),
+        started = settings.replace(**broker_ports(),
                                    broker_dir=tempfile.mkdtemp(prefix="streamrec-bench-broker-"))
         broker.start(started, quiet=True)
         settings = started

@@ -11,7 +11,6 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-import socket
 import threading
 import time
 import urllib.request
@@ -21,18 +20,12 @@ from typing import Any
 
 from kafka import TopicPartition
 
-from streamrec.e2e import start_worker, stop_process
+from streamrec.e2e import free_port, start_worker, stop_process
 from streamrec.stream import clients
 from streamrec.stream.settings import Settings
 from streamrec.stream.topics import admin_client
 
 CLK_TCK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return int(s.getsockname()[1])
 
 
 def proc_usage(pid: int) -> tuple[float, float, float] | None:

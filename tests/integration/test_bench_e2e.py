@@ -46,10 +46,11 @@ def test_worker_counts_are_checked() -> None:
 def test_workers_resume_after_a_broker_restart_and_lose_nothing(kafka: Settings, tmp_path: Path) -> None:
     if not kafka.embedded:
         pytest.skip("restarts the embedded broker")
-    from streamrec.e2e import free_port
+
+    from streamrec.e2e import broker_ports
 
     # a broker of its own (the session's broker is shared with the other tests)
-    own = kafka.replace(broker_port=free_port(), controller_port=free_port(), broker_dir=str(tmp_path / "broker"))
+    own = kafka.replace(**broker_ports(), broker_dir=str(tmp_path / "broker"))
     result = e2e.run(own, [1], rate=300.0, seconds=4.0, events=600, guarantee="at-least-once", items=2000,
                      dim=16, broker_restart=True, down_s=2.0)
     (run,) = result["runs"]

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.e2e import Subscriber, free_port, settings_env
+from streamrec.e2e import Subscriber, broker_ports, settings_env
 from streamrec.producers.replay import replay
 from streamrec.stream import broker, clients
 from streamrec.stream.errors import BrokerError
@@ -58,7 +58,7 @@ def secured(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Settings]:
     env = {k: v for k, v in os.environ.items()
            if k in ("STREAMREC_HOME", "STREAMREC_KAFKA_HOME", "STREAMREC_KAFKA_VERSION")}
     s = Settings.from_env(env).replace(
-        broker_port=free_port(), controller_port=free_port(), broker_dir=str(folder / "broker"),
+        **broker_ports(), broker_dir=str(folder / "broker"),
         broker_start_timeout_s=90.0, security_protocol="SASL_SSL", sasl_mechanism="SCRAM-SHA-256",
         sasl_username="alice", sasl_password=password, ssl_cafile=str(cafile), broker_ssl_keystore=str(keystore),
         broker_sasl_users=f"alice:{password},bob:{secrets.token_urlsafe(12)}",
