@@ -32,7 +32,7 @@ from streamrec.models.errors import ArtifactError, InputError
 from streamrec.models.events import Event
 from streamrec.stream import clients
 from streamrec.stream.errors import DecodeError
-from streamrec.stream.modelbus import follow, in_service, publish, read_to_end
+from streamrec.stream.modelbus import follow, in_service, parse_record, publish, read_to_end
 from streamrec.stream.serde import codec_for
 from streamrec.stream.settings import Settings
 
@@ -129,14 +129,13 @@ class Trainer:
         self.stop_event = threading.Event()
 
     def _watch_requests(self) -> None:
-        codec = codec_for("model_chunk")
         consumer = follow(self.settings, from_beginning=False)
         try:
             while not self.stop_event.is_set():
                 for recs in consumer.poll(timeout_ms=500).values():
                     for rec in recs:
                         try:
-                            value = codec.decode(rec.value)
+                            value = parse_record(rec.value)   # every field checked; None values too
                         except DecodeError:
                             continue
                         if value["kind"] == "RETRAIN_REQUEST":

@@ -168,3 +168,28 @@ def test_jamming_records_on_the_model_topic_neither_stop_sync_nor_hide_from_mode
     finally:
         for w in workers:
             w.stop()
+
+
+def test_a_worker_with_a_signing_key_serves_only_models_signed_with_it(settings: Settings, tmp_path: Path) -> None:
+    signed = settings.replace(model_signing_key="trainer-key")
+    for v, seed in (("v1", 1), ("v2", 2), ("v3", 3)):
+        random_artifact(tmp_path / v, 200, 8, seed=seed, clusters=4, version=v)
+    worker = ThreadWorker(signed)
+    try:
+        _publish_dir(settings, tmp_path / "v1")                                      # unsigned
+        _publish_dir(settings.replace(model_signing_key="someone-else"), tmp_path / "v2")   # wrong key
+        _publish_dir(signed, tmp_path / "v3")
+        assert wait_until(lambda: worker.worker.engine.model is not None
+                          and worker.worker.engine.model.version == "v3", 30)
+        sync = worker.worker.sync
+        assert sync is not None
+        assert "not signed" in sync.refused["v1"] and "does not match" in sync.refused["v2"]
+        skipped = sync.skipped
+        send_control(settings, "ROLLBACK", "v3", {"reason": "unsigned rollback"})
+        send_control(signed, "ROLLBACK", "v3", {"reason": "signed rollback"})
+        assert wait_until(lambda: sync.skipped == skipped + 1, 30)   # the unsigned rollback, not the signed one
+        by = {e["version"]: e for e in model_log(signed)[0]}
+        assert by["v1"]["status"] == by["v2"]["status"] == "refused" and by["v3"]["status"] == "in service"
+        assert model_log(settings)[1] == "v3"   # a reader without the key ignores signatures
+    finally:
+        worker.stop()

@@ -310,3 +310,25 @@ def test_replay_status_verifies_each_version_and_never_serves_a_refused_one() ->
     assert status.serving == "v1" and {e["version"]: e["status"] for e in status.versions}["v4"] == "available"
     unsigned = replay_status(list(enumerate(msgs)), signing_key="k")
     assert unsigned.serving is None and "not signed" in unsigned.versions[0]["reason"]
+
+
+def test_model_list_shows_a_refused_version_as_refused_and_who_serves_what(monkeypatch: pytest.MonkeyPatch) -> None:
+    from typer.testing import CliRunner
+
+    from streamrec import cli
+    from streamrec.stream import modelbus
+
+    bad = records("v2", seed=2)
+    bad[0] = {**bad[0], "data": bytes(b ^ 1 for b in bad[0]["data"])}
+    report = {"worker": "w1", "group": "g", "serving": "v1", "state": "running", "refused": {}, "at": 1}
+    msgs = encoded(records("v1") + bad) + [CODEC.encode(serving_record(report)), b"junk"]
+    monkeypatch.setattr(modelbus, "model_status", lambda s, timeout_s=30.0: replay_status(list(enumerate(msgs))))
+    result = CliRunner().invoke(cli.app, ["model", "list"], env={"COLUMNS": "250"})
+    assert result.exit_code == 0, result.output
+    v1 = next(line for line in result.output.splitlines() if "│ v1 " in line)
+    v2 = next(line for line in result.output.splitlines() if "│ v2 " in line)
+    assert "in service" in v1 and "w1" in v1
+    assert "refused: artifact v2: checksum" in v2 and "in service" not in v2
+    assert "worker w1 (g): serves v1" in result.output and "1 malformed record(s) skipped" in result.output
+    rollback = CliRunner().invoke(cli.app, ["model", "rollback", "v2"])
+    assert rollback.exit_code != 0 and "cannot be served" in str(rollback.exception)
