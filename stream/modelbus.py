@@ -574,18 +574,19 @@ class ModelStatus:
     serving: str | None                        # what a worker that reads the whole topic serves
     workers: dict[str, dict[str, Any]]         # worker id -> its latest serving report
     skipped: list[tuple[int, str]]             # (offset, reason) of every malformed record
+    truncated: bool = False                    # the read stopped before the end of the topic (timeout)
 
 
 def replay_status(messages: Iterable[tuple[int, bytes | None]], signing_key: str = "",
                   max_bytes: int = DEFAULT_MAX_BYTES, keep: int = 3,
                   verify: Callable[[Manifest, dict[str, bytes]], Any] = decode_artifact) -> ModelStatus:
-    """Replay the topic the way a worker does: assemble, check checksums and manifest (and signatures with a
-    key), decode each complete artifact with ``verify`` (what a worker does before serving it), follow
-    rollbacks to versions a worker still holds (the ``keep`` newest verified), collect serving reports."""
-    assembler = Assembler(keep=1, max_bytes=max_bytes, signing_key=signing_key)
+    """Replay the topic the way a worker does: assemble (checksums, manifest, signature with a key), hold the
+    ``keep`` newest complete versions, then decode the held ones with ``verify`` (what a worker does before
+    serving) and serve the newest target (manifest or rollback) that is held and decodes, falling back
+    through earlier targets as a worker does. Older versions are only checked up to their checksums."""
+    assembler = Assembler(keep=keep, max_bytes=max_bytes, signing_key=signing_key)
     entries: dict[str, dict[str, Any]] = {}
-    held: list[str] = []
-    serving: str | None = None
+    history: list[str] = []                    # targets in topic order
     workers: dict[str, dict[str, Any]] = {}
     skipped: list[tuple[int, str]] = []
 
@@ -611,32 +612,34 @@ def replay_status(messages: Iterable[tuple[int, bytes | None]], signing_key: str
                 if done in assembler.refused:
                     e["reason"] = assembler.refused[done]
                     continue
-                try:
-                    verify(assembler.manifests[done], assembler.complete[done])
-                except Exception as exc:  # noqa: BLE001 - whatever a worker would refuse is refused here
-                    e["reason"] = str(exc) if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
-                    assembler.forget(done, e["reason"])
-                    continue
-                e["complete"], e["status"] = True, "available"
-                held = ([v for v in held if v != done] + [done])[-keep:]
-                serving = done
+                e["status"] = "superseded"
+                e["reason"] = (f"checksums match; no longer held by workers (they keep the {keep} newest), "
+                               "republish to serve it")
+                history.append(done)
             elif kind == "ROLLBACK":
                 check_rollback(rec, signing_key)
-                if rec["version"] in held:
-                    serving = rec["version"]
-                else:
+                if rec["version"] not in assembler.complete:
                     skipped.append((offset, f"rollback to {rec['version']}, which no worker holds"))
+                history.append(rec["version"])
             elif kind == "OTHER" and rec.get("payload") is not None:
                 report = rec["payload"]
                 workers.pop(report["worker"], None)
                 workers[report["worker"]] = report
         except (DecodeError, ArtifactError) as exc:
             skipped.append((offset, str(exc)))
+    for version in list(assembler.complete):   # what a worker holds: decoded as it would before serving
+        e = entries[version]
+        try:
+            verify(assembler.manifests[version], assembler.complete[version])
+        except Exception as exc:  # noqa: BLE001 - whatever a worker would refuse is refused here
+            e["status"], e["reason"] = "refused", (str(exc) if isinstance(exc, ArtifactError)
+                                                   else f"{type(exc).__name__}: {exc}")
+            assembler.forget(version, e["reason"])
+            continue
+        e["complete"], e["status"], e["reason"] = True, "available", ""
+    serving = next((v for v in reversed(history) if v in assembler.complete), None)
     versions = list(entries.values())
     for e in versions:
-        if e["complete"] and e["version"] not in held:
-            e["status"] = "superseded"
-            e["reason"] = f"no longer held by workers (they keep the {keep} newest); republish to serve it"
         if e["version"] == serving:
             e["status"] = "in service"
         e["workers"] = sorted(w for w, r in workers.items() if r["state"] == "running" and r["serving"] == e["version"])
@@ -644,12 +647,34 @@ def replay_status(messages: Iterable[tuple[int, bytes | None]], signing_key: str
     return ModelStatus(versions, serving, workers, skipped)
 
 
-def model_status(settings: Settings, timeout_s: float = 30.0) -> ModelStatus:
-    """:func:`replay_status` of the whole model topic, with this process's key and cap."""
-    return replay_status(read_raw(settings, timeout_s), _signing_key(settings), _max_bytes(settings))
+class _TopicReader:
+    """(offset, value) of the model topic up to its end at the start, or ``timeout_s``; ``reached_end`` after."""
+
+    def __init__(self, settings: Settings, timeout_s: float) -> None:
+        self.settings, self.timeout_s, self.reached_end = settings, timeout_s, False
+
+    def __iter__(self) -> Iterator[tuple[int, bytes | None]]:
+        source = KafkaModelSource(self.settings)
+        try:
+            end = source.end_offset()
+            deadline = time.monotonic() + self.timeout_s
+            while source.position() < end and time.monotonic() < deadline:
+                yield from source.poll(200)
+            self.reached_end = source.position() >= end
+        finally:
+            source.close()
 
 
-def model_log(settings: Settings, timeout_s: float = 30.0) -> tuple[list[dict[str, Any]], str | None]:
+def model_status(settings: Settings, timeout_s: float = 60.0) -> ModelStatus:
+    """:func:`replay_status` of the whole model topic, with this process's key and cap; ``truncated`` when
+    the topic could not be read to its end within ``timeout_s``."""
+    reader = _TopicReader(settings, timeout_s)
+    status = replay_status(reader, _signing_key(settings), _max_bytes(settings))
+    status.truncated = not reader.reached_end
+    return status
+
+
+def model_log(settings: Settings, timeout_s: float = 60.0) -> tuple[list[dict[str, Any]], str | None]:
     """Every version on the model topic (manifest fields, verified or not) and the one in service."""
     status = model_status(settings, timeout_s)
     return status.versions, status.serving

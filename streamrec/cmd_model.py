@@ -138,14 +138,20 @@ def register(app: typer.Typer) -> None:
                       f"in {n} messages{signed}")
 
     @model_app.command("list")
-    def list_cmd(ctx: typer.Context, fmt: str = typer.Option("text", "--format", help="text | json")) -> None:
+    def list_cmd(ctx: typer.Context, fmt: str = typer.Option("text", "--format", help="text | json"),
+                 timeout: float = typer.Option(60.0, "--timeout", min=1.0,
+                                               help="Seconds to read the topic to its end.")) -> None:
         """Versions on model-updates, each verified as a worker verifies it, and the workers serving each."""
         from streamrec.stream.modelbus import model_status
 
-        st = model_status(ctx.obj)
+        st = model_status(ctx.obj, timeout)
+        if st.truncated:
+            console.print(f"[yellow]warning:[/] {ctx.obj.model_topic} was not read to its end within {timeout:g} s; "
+                          "what follows may be out of date (raise --timeout)")
         if fmt == "json":
             print(json.dumps({"serving": st.serving, "versions": st.versions, "workers": st.workers,
-                              "skipped": [{"offset": o, "reason": r} for o, r in st.skipped]}, indent=2))
+                              "skipped": [{"offset": o, "reason": r} for o, r in st.skipped],
+                              "truncated": st.truncated}, indent=2))
             return
         table = Table("version", "created", "items", "dim", "hr@10", "status", "served by")
         for e in st.versions:
