@@ -13,9 +13,9 @@ endif
 TORCH_SPEC ?= torch
 PYTEST_ARGS ?=
 
-.PHONY: help install broker demo test unit lint format typecheck bench clean stop
+.PHONY: help install broker demo test unit lint format typecheck bench clean stop images compose-test
 help:  ## Show the targets
-	@grep -E '^[a-z]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-8s %s\n", $$1, $$2}'
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-12s %s\n", $$1, $$2}'
 
 $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
@@ -46,7 +46,14 @@ test: install lint  ## Lint, provision the broker, then run the whole suite (int
 	$(PY) -m pytest $(PYTEST_ARGS)
 
 unit: install  ## Only the tests that need no broker
-	$(PY) -m pytest -m "not integration" $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not integration and not containers" $(PYTEST_ARGS)
+
+images: install  ## Build the worker, trainer and Kafka images with podman, offline (root; docker/offline.py)
+	$(PY) docker/offline.py all
+
+compose-test: install  ## Build every image afresh, run the compose stack end to end with podman, remove it all
+	$(VENV)/bin/streamrec broker provision
+	$(PY) -m pytest tests/containers $(PYTEST_ARGS)
 
 bench: install  ## Regenerate reports/ (benchmarks and evaluation on real data)
 	$(VENV)/bin/streamrec report --out reports

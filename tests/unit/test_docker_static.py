@@ -174,6 +174,11 @@ def env_of(service: dict[str, Any]) -> dict[str, str]:
     return {k: interpolate(v) for k, v in env.items()}
 
 
+def healthcheck_text(service: dict[str, Any]) -> str:
+    test = service["healthcheck"]["test"]
+    return test if isinstance(test, str) else " ".join(test)
+
+
 def image_cmd(target: str) -> list[str]:
     cmds = dockerfile().stage(target).all("CMD")
     return exec_form(cmds[-1]) if cmds else []
@@ -279,7 +284,7 @@ def test_image_default_commands_exist_in_the_cli(target: str) -> None:
 
 def test_the_worker_starts_without_torch() -> None:
     """What the worker image checks at build time: the worker and the CLI import with torch absent."""
-    code = "import sys; sys.modules['torch'] = None; import consumers.worker, streamrec.cli"
+    code = "import sys; sys.modules['torch'] = None; import streamrec.consumers.worker, streamrec.cli"
     done = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True, timeout=60)
     assert done.returncode == 0, done.stderr[-2000:]
 
@@ -302,7 +307,7 @@ def test_every_service_has_a_healthcheck() -> None:
 
 def test_every_image_is_pinned() -> None:
     for name, svc in services().items():
-        image = svc.get("image", "")
+        image = interpolate(svc.get("image", ""))
         if "build" in svc:
             continue        # built here from docker/Dockerfile, whose FROM lines are pinned
         tag = image.split("@")[0].rpartition(":")[2]
@@ -353,13 +358,14 @@ def test_the_worker_scales() -> None:
     assert "container_name" not in worker and "ports" not in worker
     assert "9108" in [str(p) for p in worker.get("expose", [])]
     assert env_of(worker)["STREAMREC_METRICS_PORT"] == "9108"
-    assert "/healthz" in " ".join(worker["healthcheck"]["test"])
+    assert "/healthz" in healthcheck_text(worker)
     assert worker["depends_on"]["topics"]["condition"] == "service_completed_successfully"
 
 
 def test_kafka_runs_kraft_combined_with_single_replica_internal_topics() -> None:
     kafka = services()["kafka"]
-    assert kafka["image"].startswith("apache/kafka:4.")
+    assert interpolate(kafka["image"]).startswith(f"apache/kafka:{Settings().kafka_version}@"), (
+        "the compose broker should run the Kafka version of the embedded broker")
     env = env_of(kafka)
     assert all(k.startswith("KAFKA_") for k in env), sorted(env)
     assert set(env["KAFKA_PROCESS_ROLES"].split(",")) == {"broker", "controller"}
@@ -442,3 +448,56 @@ def test_dockerignore_lets_in_everything_the_wheel_is_built_from() -> None:
         assert not ignored(f"{pkg}/__init__.py", lines), f"package {pkg} is left out of the build context"
     for path in ("pyproject.toml", "stream/schemas/event.avsc", "stream/broker/pom.xml", "docker/../README.md"):
         assert not ignored(path.replace("docker/../", ""), lines), path
+
+
+# --- podman: the offline build and podman-compose 1.0 -----------------------------------------------------
+def test_healthchecks_are_shell_strings_that_podman_compose_runs_unchanged() -> None:
+    """podman-compose 1.0 joins a CMD list into one broken word and pops CMD-SHELL off the list it shares
+    between replicas; a string runs in the shell under Docker and podman alike."""
+    for name, svc in services().items():
+        test = (svc.get("healthcheck") or {}).get("test")
+        assert test is None or isinstance(test, str), f"service {name}: give the healthcheck test as a string"
+
+
+def test_the_offline_build_arguments_exist_where_they_are_used() -> None:
+    df = dockerfile()
+    for target in ("builder", "trainer"):
+        args = [i.args.split("=")[0] for i in df.stage(target).all("ARG")]
+        assert "PIP_NO_INDEX" in args, f"stage {target} does not take PIP_NO_INDEX"
+    copies = " ".join(i.args for i in df.stage("builder").all("COPY"))
+    assert "docker/wheelhouse/" in copies
+    assert not ignored("docker/wheelhouse/numpy-2.0-cp311-cp311-manylinux_2_28_x86_64.whl", dockerignore_lines())
+    assert ignored("docker/offline.py", dockerignore_lines())
+
+
+def test_the_local_kafka_image_answers_the_compose_healthcheck() -> None:
+    local = parse_dockerfile((ROOT / "docker" / "kafka" / "Dockerfile").read_text())
+    probe = list(yaml.safe_load(local.stages[-1].all("HEALTHCHECK")[-1].args.partition(" CMD ")[2]))
+    assert probe[0] == "/opt/kafka/bin/kafka-broker-api-versions.sh"
+    assert (ROOT / "docker" / "kafka" / Path(probe[0]).name).exists()
+    assert healthcheck_text(services()["kafka"]).startswith(probe[0] + " --bootstrap-server localhost:9092")
+
+
+def _stack_module() -> Any:
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("podman_stack", ROOT / "docker" / "podman_stack.py")
+    assert spec and spec.loader
+    module = importlib.util.module_from_spec(spec)
+    sys.modules.setdefault("podman_stack", module)
+    spec.loader.exec_module(module)
+    return sys.modules["podman_stack"]
+
+
+def test_podman_stack_applies_profiles_scale_and_depends_on_order(tmp_path: Path) -> None:
+    mod = _stack_module()
+    stack = mod.Stack("p", profiles=("replay",), scale={"worker": 3}, data_dir=tmp_path)
+    spec = stack.effective()
+    assert "prometheus" not in spec["services"] and "replay" in spec["services"]
+    assert spec["services"]["worker"]["deploy"]["replicas"] == 3
+    assert spec["services"]["replay"]["volumes"] == [f"{tmp_path.resolve()}:/data:ro"]
+    order = stack.order(spec["services"])
+    assert order.index("kafka") < order.index("topics") < order.index("worker")
+    assert order.index("topics") < order.index("trainer") and order.index("topics") < order.index("replay")
+    assert mod.Stack.depends_on(spec["services"]["worker"]) == {"topics": "service_completed_successfully"}
+    assert mod.seconds("1m30s", 0) == 90 and mod.seconds("500ms", 0) == 0.5 and mod.seconds(None, 7) == 7
