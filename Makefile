@@ -21,10 +21,10 @@ $(STAMP): pyproject.toml
 	python3 -m venv $(VENV)
 	$(VENV)/bin/pip install -q --upgrade pip
 	$(VENV)/bin/pip install -q "$(TORCH_SPEC)"
-	$(VENV)/bin/pip install -q -e '.[dev,train]'
+	$(VENV)/bin/pip install -q -e '.[dev,train,serve]'
 	touch $(STAMP)
 
-install: $(STAMP)  ## Create .venv and install streamrec with its dev and training extras
+install: $(STAMP)  ## Create .venv and install streamrec with its dev, training and serve extras
 
 broker: install  ## Provision the Kafka jars (once) and start the embedded broker
 	$(VENV)/bin/streamrec broker start

@@ -103,6 +103,9 @@ class Settings:
     max_id_bytes: int = 256              # longest event/user/item/session id (UTF-8 bytes); longer: DLQ
     metrics_port: int = 0                # 0: no HTTP endpoint
     metrics_host: str = "127.0.0.1"      # address the endpoint binds; the Docker images set 0.0.0.0
+    # --- streamrec serve (consumers/serve/: HTTP read API, ingest, dashboard) --------------------
+    serve_port: int = 8080               # 0: a free port (printed at start)
+    serve_host: str = "127.0.0.1"        # address `streamrec serve` binds; 0.0.0.0 for every interface
     # --- online learning (docs/online-learning.md, models/online.py, consumers/online.py) ----------
     reranker: bool = True                # a river model learned from feedback replaces the blend (see docs)
     reranker_model: str = "logreg"       # logreg | fm
@@ -235,6 +238,10 @@ class Settings:
                               "the broker needs two different ports")
         if not 16 <= self.max_id_bytes <= 65536:
             raise ConfigError(f"{PREFIX}MAX_ID_BYTES={self.max_id_bytes} must be from 16 to 65536 (bytes)")
+        if not 0 <= self.serve_port <= 65535:
+            raise ConfigError(f"{PREFIX}SERVE_PORT={self.serve_port} is not a port (1-65535, or 0 for a free one)")
+        if not self.serve_host:
+            raise ConfigError(f"{PREFIX}SERVE_HOST is empty; use e.g. 127.0.0.1, or 0.0.0.0 for every interface")
         if not self.metrics_host:
             raise ConfigError(f"{PREFIX}METRICS_HOST is empty; use e.g. 127.0.0.1, or 0.0.0.0 for every interface")
         self._check_security()

@@ -12,7 +12,7 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import typer  # noqa: E402
 
-from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_worker, report  # noqa: E402
+from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_serve, cmd_worker, report  # noqa: E402
 from streamrec.models.errors import StreamrecError  # noqa: E402
 from streamrec.stream.logs import configure  # noqa: E402
 from streamrec.stream.settings import Settings  # noqa: E402
@@ -42,6 +42,7 @@ cmd_data.register_replay(app)
 cmd_data.register_demo(app)
 cmd_model.register(app)
 cmd_worker.register(app)
+cmd_serve.register(app)
 cmd_evaluate.register(app)
 report.register(app)
 bench.register(app)
