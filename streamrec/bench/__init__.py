@@ -97,6 +97,19 @@ def register(app: typer.Typer) -> None:
         write_json(result, json_path)
 
 
+    @bench.command("serve")
+    def bench_serve(ctx: typer.Context,
+                    rate: float = typer.Option(1000.0, "--rate", help="Requests/s offered (open loop)."),
+                    seconds: float = typer.Option(10.0, "--seconds", help="Length of each measurement."),
+                    users: int = typer.Option(10_000, "--users", help="Users with a list on the topic."),
+                    connections: int = typer.Option(8, "--connections", help="Keep-alive connections."),
+                    json_path: str = typer.Option(None, "--json")) -> None:
+        """p50/p99 of GET /v1/users/{user}/recommendations on `streamrec serve` at a fixed rate on loopback,
+        beside a bare FastAPI app on the same server answering a constant (the yardstick)."""
+        from streamrec.bench import serve
+
+        write_json(serve.run(ctx.obj, rate, seconds, users, connections), json_path)
+
     @bench.command("sync")
     def bench_sync(ctx: typer.Context,
                    items: int = typer.Option(100_000, "--items", help="Items in the published model."),
