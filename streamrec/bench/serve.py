@@ -42,11 +42,12 @@ def _lists(settings: Settings, users: int, items: int = 20) -> None:
     try:
         for u in range(users):
             picks = rng.integers(0, 50_000, items)
-            rec = {"user_id": f"u{u}", "items": [{"item_id": f"i{int(p)}", "score": 1.0 - k / 100, "source": "ann"}
-                                                 for k, p in enumerate(picks)],
+            items_ = [{"item_id": f"i{int(p)}", "score": 1.0 - k / 100, "source": "ann"} for k, p in enumerate(picks)]
+            rec: dict[str, Any] = {
+                   "user_id": f"u{u}", "items": items_,
                    "trigger_event_id": f"e{u}", "trigger_timestamp": now - users + u, "trigger_partition": 0,
                    "trigger_offset": u, "emitted_at": now, "model_version": "bench", "index_version": None}
-            producer.send(settings.recommendations_topic, key=rec["user_id"].encode(), value=codec.encode(rec))
+            producer.send(settings.recommendations_topic, key=f"u{u}".encode(), value=codec.encode(rec))
         producer.flush(timeout=60)
     finally:
         producer.close()
