@@ -84,6 +84,32 @@ def _check_sorted(events: Sequence[Event]) -> None:
                 "which sorts them")
 
 
+def sync_points(events: Sequence[Event], config: EvalConfig) -> list[int]:
+    """Where :func:`prequential` calls ``on_sync``: the lengths of the log prefixes it passes, in order.
+
+    Known before the replay (they depend on event counts and times only), so base models can be
+    trained ahead, on exactly these prefixes.
+
+    >>> log = [Event(str(k), "u", "i", EventType.CLICK, k * 1000) for k in range(100)]
+    >>> sync_points(log, EvalConfig(warmup_fraction=0.1, sync_every_events=30))
+    [10, 40, 70]
+    >>> sync_points(log, EvalConfig(warmup_fraction=0.1, sync_every_ms=25_000))
+    [10, 35, 60, 85]
+    """
+    n = len(events)
+    warm = int(n * config.warmup_fraction)
+    points = [warm] if warm > 0 and config.sync_after_warmup else []
+    if warm >= n or (config.sync_every_events is None and config.sync_every_ms is None):
+        return points
+    last_i, last_ts = warm, events[warm].timestamp_ms
+    for i in range(warm, n):
+        if (config.sync_every_events is not None and i - last_i >= config.sync_every_events) or (
+                config.sync_every_ms is not None and events[i].timestamp_ms - last_ts >= config.sync_every_ms):
+            points.append(i)
+            last_i, last_ts = i, events[i].timestamp_ms
+    return points
+
+
 def prequential(events: Iterable[Event], policies: Sequence[Policy], config: EvalConfig | None = None,
                 progress: ProgressCallback | None = None) -> EvalReport:
     """Replay ``events`` (sorted by event time) through ``policies``; score first, then learn.
@@ -133,22 +159,19 @@ def prequential(events: Iterable[Event], policies: Sequence[Policy], config: Eva
     for start in range(0, warm, cfg.progress_every):
         learn(log[start: min(start + cfg.progress_every, warm)])
         report_progress(min(start + cfg.progress_every, warm))
-    last_sync_i = warm
-    last_sync_ts = log[warm].timestamp_ms if warm < n else 0
-    if syncing and warm > 0 and cfg.sync_after_warmup:
+    due = set(sync_points(log, cfg)) if syncing else set()
+    if warm in due and warm > 0:
         sync(warm)
+    due.discard(warm)
 
     def sync_due(i: int) -> bool:
-        if cfg.sync_every_events is not None and i - last_sync_i >= cfg.sync_every_events:
-            return True
-        return cfg.sync_every_ms is not None and log[i].timestamp_ms - last_sync_ts >= cfg.sync_every_ms
+        return i in due
 
     unreachable = 0
     i = warm
     while i < n:
         if syncing and sync_due(i):
             sync(i)
-            last_sync_i, last_sync_ts = i, log[i].timestamp_ms
         j = i + 1
         while j < n and j - i < cfg.batch_size and not (syncing and sync_due(j)):
             j += 1

@@ -25,6 +25,8 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 SCHEMA = "streamrec-eval/1"
+#: the simple baselines a configuration is measured against (:func:`ratio_to_best`)
+BASELINES = ("popularity", "recent", "sknn", "river_mf")
 
 
 @dataclass(frozen=True)
@@ -58,6 +60,35 @@ class EvalReport:
     def metric(self, name: str) -> dict[str, float]:
         """One metric across configurations, e.g. ``report.metric("hr@10")``."""
         return {config: values[name] for config, values in self.configs.items() if name in values}
+
+
+def ratio_to_best(report: EvalReport, config: str = "full",
+                  baselines: tuple[str, ...] = BASELINES) -> dict[str, dict[str, Any]] | None:
+    """``config``'s value over the best baseline's, per ranking metric (HR, NDCG, MRR, recall).
+
+    Only the baselines present in the run count; ``None`` when ``config`` or every baseline is missing.
+    A ratio is ``None`` when the best baseline scored 0.
+
+    >>> r = EvalReport("toy", 10, 2, 4, 0, 10, 20, 5, {"full": {"hr@10": 0.3, "ndcg@10": 0.1},
+    ...                "recent": {"hr@10": 0.2, "ndcg@10": 0.2}, "sknn": {"hr@10": 0.25, "ndcg@10": 0.05}},
+    ...                {}, {}, {})
+    >>> ratio_to_best(r)["hr@10"]
+    {'best': 'sknn', 'best_value': 0.25, 'value': 0.3, 'ratio': 1.2}
+    >>> ratio_to_best(r)["ndcg@10"]["best"], ratio_to_best(r)["ndcg@10"]["ratio"]
+    ('recent', 0.5)
+    """
+    present = [b for b in baselines if b in report.configs and b != config]
+    if config not in report.configs or not present:
+        return None
+    out: dict[str, dict[str, Any]] = {}
+    for metric in (f"hr@{report.k}", f"ndcg@{report.k}", f"mrr@{report.k}", f"recall@{report.recall_k}"):
+        if metric not in report.configs[config]:
+            continue
+        best = max(present, key=lambda b: report.configs[b].get(metric, 0.0))
+        value, best_value = report.configs[config][metric], report.configs[best].get(metric, 0.0)
+        out[metric] = {"best": best, "best_value": best_value, "value": value,
+                       "ratio": round(value / best_value, 4) if best_value > 0 else None}
+    return out
 
 
 def plot_curves(report: EvalReport, path: str | os.PathLike[str], metric: str | None = None) -> None:
