@@ -1,4 +1,4 @@
-"""The work behind ``streamrec evaluate`` (see :mod:`streamrec.cmd_evaluate`): options, the five
+"""The work behind ``streamrec evaluate`` (see :mod:`streamrec.cmd_evaluate`): options, the
 configurations, one prequential run, the JSON report, the plot and a summary table.
 
 Cadence and training (chosen so the full five-configuration MovieLens-100K run takes about 3-5 minutes on
@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import os
 import sys
 import time
 from collections import Counter
@@ -25,6 +26,9 @@ from typing import Any
 
 from streamrec.models.errors import ConfigError, InputError
 from streamrec.models.evaluation import EvalConfig, EvalReport, plot_curves, prequential
+from streamrec.models.evaluation.baselines import RecentPolicy, SknnPolicy
+from streamrec.models.evaluation.config import TargetPolicy
+from streamrec.models.evaluation.harness import sync_points
 from streamrec.models.evaluation.policies import (
     BaseModelPolicy,
     FullSystemPolicy,
@@ -32,9 +36,11 @@ from streamrec.models.evaluation.policies import (
     RiverMFPolicy,
     TrainedModel,
 )
+from streamrec.models.evaluation.policy import has_sync
+from streamrec.models.evaluation.report import ratio_to_best
 from streamrec.models.events import Event, EventType
 
-CONFIGS = ("popularity", "river_mf", "static_base", "online_vectors", "full")
+CONFIGS = ("popularity", "recent", "sknn", "river_mf", "static_base", "online_vectors", "full")
 #: on request only: ``full`` without the learned reranker, to measure what the reranker adds
 EXTRA_CONFIGS = ("full_blend",)
 #: dataset name -> log format
@@ -43,9 +49,20 @@ DEFAULT_SYNC_EVERY = 10_000
 DEFAULT_EPOCHS = 10
 REPO = Path(__file__).resolve().parents[1]
 MOVIELENS_100K = REPO.parent / "shared" / "data" / "movielens-100k" / "u.data"
+#: the rating files a MovieLens folder may hold, in the order they are looked for
+MOVIELENS_FILES = ("u.data", "ratings.dat", "ratings.csv")
+#: ``--targets`` names -> the event types they score (OTHER counts as a view, as everywhere)
+TARGET_TYPES: dict[str, frozenset[EventType]] = {
+    "view": frozenset({EventType.VIEW, EventType.OTHER}), "click": frozenset({EventType.CLICK}),
+    "cart": frozenset({EventType.ADD_TO_CART}), "purchase": frozenset({EventType.PURCHASE}),
+    "rating": frozenset({EventType.RATING}),
+}
 
 DESCRIPTIONS = {
     "popularity": "time-decayed trending counts (half-life 7 days of event time), one list for everyone",
+    "recent": "the user's own recent distinct items, most recent first, padded with trending (half-life 1 day)",
+    "sknn": "V-SKNN (Ludewig & Jannach 2018): the 100 most similar of the 500 most recent sessions sharing an "
+            "item with the user's current session, linear position decay; padded with trending",
     "river_mf": "online biased matrix factorisation, one SGD step per event",
     "static_base": "base model trained once on the warm-up part, never updated; user vectors frozen then",
     "online_vectors": "the same single base model; user vectors re-encoded from recent items per request",
@@ -64,7 +81,12 @@ class EvalOptions:
     warmup_fraction: float = 0.1
     k: int = 10
     configs: tuple[str, ...] = CONFIGS
-    sync_every: int = DEFAULT_SYNC_EVERY
+    sync_every: int = DEFAULT_SYNC_EVERY   # events; 0: never after the warm-up
+    sync_every_ms: int | None = None       # event time (``--sync-every 1d``); with events, whichever comes first
+    mapping: str | None = None             # ``--map`` for csv / jsonl, as ``streamrec replay`` takes it
+    targets: tuple[str, ...] | None = None  # ``--targets`` names (None: the log's policy decides)
+    batch_size: int = 1                    # events scored against the state before their chunk (1: exact)
+    jobs: int | None = None                # training processes beside the replay (None: default_jobs(); 0: inline)
     limit: int | None = None
     epochs: int = DEFAULT_EPOCHS
     dim: int = 64
@@ -74,6 +96,7 @@ class EvalOptions:
 
     @classmethod
     def parse(cls, *, dataset: str, path: str | None, configs: str | Sequence[str] = CONFIGS,
+              sync_every: int | str = DEFAULT_SYNC_EVERY, targets: str | None = None,
               **rest: Any) -> EvalOptions:
         """Check the command-line values; bad input raises :class:`InputError` (exit code 2)."""
         name = dataset.strip().lower()
@@ -83,10 +106,16 @@ class EvalOptions:
             if name != "movielens-100k":
                 raise InputError(f"--path is required for dataset {name!r} (the log file to replay)")
             if not MOVIELENS_100K.exists():
-                raise InputError(f"MovieLens-100K not found at {MOVIELENS_100K}; pass --path to its u.data")
+                raise InputError(f"MovieLens-100K not found at {MOVIELENS_100K}; pass --path to its folder "
+                                 "or its u.data")
             path = str(MOVIELENS_100K)
-        if not Path(path).is_file():
-            raise InputError(f"event log {path} not found; check --path")
+        log = movielens_file(Path(path)) if DATASETS[name] == "movielens" else Path(path)
+        if log.is_dir():
+            raise InputError(f"{log} is a folder; point --path at the event log file inside it")
+        if not log.is_file():
+            raise InputError(f"event log {log} not found; check --path")
+        if rest.get("mapping") and rest.get("preset"):
+            raise InputError("give --preset or --map, not both")
         names = [c.strip() for c in configs.split(",")] if isinstance(configs, str) else list(configs)
         names = [c for c in names if c]
         unknown = [c for c in names if c not in CONFIGS + EXTRA_CONFIGS]
@@ -95,34 +124,144 @@ class EvalOptions:
                              f"choose from {', '.join(CONFIGS + EXTRA_CONFIGS)}")
         if rest.get("limit") is not None and rest["limit"] < 1:
             raise InputError("--limit must be at least 1")
-        if rest.get("sync_every", DEFAULT_SYNC_EVERY) < 0:
-            raise InputError("--sync-every must be 0 (never) or a positive number of events")
+        if rest.get("jobs") is not None and rest["jobs"] < 0:
+            raise InputError("--jobs must be 0 (train in the replay's process) or more")
+        if rest.get("batch_size", 1) < 1:
+            raise InputError("--batch-size must be at least 1 (1: every event scored against all before it)")
+        events_every, ms_every = parse_sync_every(sync_every)
         if not 0.0 < rest.get("warmup_fraction", 0.1) < 1.0:
             raise InputError("--warmup-fraction must lie strictly between 0 and 1 (base models train on it)")
-        return cls(dataset=name, path=Path(path), fmt=DATASETS[name], configs=tuple(dict.fromkeys(names)),
-                   **rest)
+        return cls(dataset=name, path=log, fmt=DATASETS[name], configs=tuple(dict.fromkeys(names)),
+                   sync_every=events_every, sync_every_ms=ms_every, targets=parse_targets(targets), **rest)
+
+
+def movielens_file(path: Path) -> Path:
+    """``path`` itself, or the rating file inside a MovieLens folder (u.data, ratings.dat, ratings.csv)."""
+    if not path.is_dir():
+        return path
+    for candidate in MOVIELENS_FILES:
+        if (path / candidate).is_file():
+            return path / candidate
+    raise InputError(f"folder {path} holds none of {', '.join(MOVIELENS_FILES)}; point --path at the "
+                     "MovieLens folder or its ratings file")
+
+
+def parse_sync_every(value: int | str) -> tuple[int, int | None]:
+    """``--sync-every``: a number of events (``10000``; 0: never) or event time (``12h``, ``1d``, ``90m``).
+
+    >>> parse_sync_every("10000"), parse_sync_every(0), parse_sync_every("1d")
+    ((10000, None), (0, None), (0, 86400000))
+    """
+    from streamrec.models.errors import ConfigError
+    from streamrec.stream.settings import parse_duration
+
+    raw = str(value).strip().lower().replace("_", "")
+    if raw.lstrip("-").isdigit():
+        events = int(raw)
+        if events < 0:
+            raise InputError("--sync-every must be 0 (never), a positive number of events, or a duration of "
+                             "event time such as 12h or 1d")
+        return events, None
+    try:
+        seconds = parse_duration(raw)
+    except ConfigError:
+        raise InputError(f"--sync-every {value!r} is neither a number of events nor a duration; use e.g. "
+                         "10000, 12h or 1d") from None
+    return 0, max(1, int(seconds * 1000))
+
+
+def parse_targets(value: str | None) -> tuple[str, ...] | None:
+    """``--targets``: comma-separated view, click, cart, purchase, rating, or ``all``; None keeps the default.
+
+    >>> parse_targets("cart, purchase"), parse_targets("all")[:2], parse_targets(None)
+    (('cart', 'purchase'), ('view', 'click'), None)
+    """
+    if value is None:
+        return None
+    names = [n.strip().lower() for n in value.split(",") if n.strip()]
+    if "all" in names:
+        return tuple(TARGET_TYPES)
+    unknown = [n for n in names if n not in TARGET_TYPES]
+    if unknown or not names:
+        raise InputError(f"unknown target type(s) {', '.join(unknown) or '(none given)'} in --targets; use "
+                         f"any of {', '.join(TARGET_TYPES)}, or all")
+    return tuple(dict.fromkeys(names))
+
+
+_POOL_EVENTS: tuple[Event, ...] = ()
+_POOL_CONFIG: Any = None
+
+
+def _init_pool(events: tuple[Event, ...], config: Any) -> None:
+    global _POOL_EVENTS, _POOL_CONFIG
+    _POOL_EVENTS, _POOL_CONFIG = events, config
+
+
+def _train_prefix(n: int) -> tuple[Any, float]:
+    """In a training process: the base model on the first ``n`` events of the log (and its seconds)."""
+    from streamrec.models.base.training import train
+
+    started = time.perf_counter()
+    return train(list(_POOL_EVENTS[:n]), _POOL_CONFIG), time.perf_counter() - started
+
+
+def default_jobs() -> int:
+    """Training processes beside the replay: one core is left to the replay, at most 4."""
+    return max(1, min(4, (os.cpu_count() or 2) - 1))
 
 
 class SharedTrainer:
     """``models.base.training.train`` with a one-entry cache: the base-model configurations ask for a model on
-    the same events at the same sync, and get one training between them."""
+    the same events at the same sync, and get one training between them.
+
+    :meth:`prefetch` trains the models of every sync point ahead, in ``jobs`` processes beside the replay
+    (the points are known before it starts, :func:`models.evaluation.harness.sync_points`); the same
+    function on the same prefix with the same seed and one thread gives the same model, so the figures do
+    not change, only the replay stops waiting for training."""
 
     def __init__(self, config: Any, on_train: Callable[[int], None] | None = None) -> None:
         self.config, self.on_train = config, on_train
         self._key: tuple[int, str] | None = None
         self._result: TrainedModel | None = None
         self.history: list[dict[str, Any]] = []
+        self._pool: Any = None
+        self._ahead: dict[tuple[int, str], Any] = {}
+        self.waited_s = 0.0
+
+    def prefetch(self, events: Sequence[Event], points: Sequence[int], jobs: int) -> None:
+        """Start training on ``events[:n]`` for each ``n`` of ``points`` in ``jobs`` processes (0: inline)."""
+        from concurrent.futures import ProcessPoolExecutor
+        from multiprocessing import get_context
+
+        points = sorted({n for n in points if n > 0})
+        if jobs < 1 or not points:
+            return
+        self._pool = ProcessPoolExecutor(max_workers=min(jobs, len(points)), mp_context=get_context("spawn"),
+                                         initializer=_init_pool, initargs=(tuple(events[: points[-1]]), self.config))
+        self._ahead = {(n, events[n - 1].event_id): self._pool.submit(_train_prefix, n) for n in points}
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=True, cancel_futures=True)
+            self._pool = None
+        self._ahead = {}
 
     def __call__(self, events: Sequence[Event]) -> TrainedModel:
         from streamrec.models.base.training import train  # lazy: torch
 
         key = (len(events), events[-1].event_id if events else "")
         if key != self._key or self._result is None:
+            future = self._ahead.pop(key, None)
             if self.on_train is not None:
                 self.on_train(len(events))
             started = time.perf_counter()
-            result = train(list(events), self.config)
-            self.history.append({"events": len(events), "seconds": round(time.perf_counter() - started, 2),
+            if future is not None:
+                result, seconds = future.result()
+                self.waited_s += time.perf_counter() - started
+            else:
+                result = train(list(events), self.config)
+                seconds = time.perf_counter() - started
+            self.history.append({"events": len(events), "seconds": round(seconds, 2),
                                  "epochs": result.stats.get("epochs"),
                                  "holdout_hr@10": round(float(result.metrics["hr@10"]), 4)})
             self._key, self._result = key, result
@@ -143,14 +282,36 @@ class TrainedOnce(BaseModelPolicy):
 
 
 def eval_config(opts: EvalOptions, events: Sequence[Event]) -> EvalConfig:
-    """MovieLens policy for rating logs, e-commerce policy otherwise (see ``models.evaluation.config``)."""
+    """MovieLens policy for rating logs, e-commerce policy otherwise (see ``models.evaluation.config``);
+    ``--targets`` replaces the scored event types (ratings stay scored from 4 stars under the MovieLens
+    policy)."""
     common: dict[str, Any] = {"dataset": opts.dataset, "k": opts.k, "recall_k": max(20, opts.k),
                               "warmup_fraction": opts.warmup_fraction, "window": opts.window,
-                              "sync_every_events": opts.sync_every or None}
+                              "sync_every_events": opts.sync_every or None, "sync_every_ms": opts.sync_every_ms,
+                              "batch_size": opts.batch_size}
     ratings = sum(1 for e in events if e.event_type == EventType.RATING)
-    if opts.fmt == "movielens" or ratings * 2 > len(events):
-        return EvalConfig.movielens(**common)
-    return EvalConfig.ecommerce(**common)
+    movielens = opts.fmt == "movielens" or ratings * 2 > len(events)
+    cfg = EvalConfig.movielens(**common) if movielens else EvalConfig.ecommerce(**common)
+    if opts.targets is not None:
+        types = frozenset().union(*(TARGET_TYPES[n] for n in opts.targets))
+        cfg = dataclasses.replace(cfg, targets=TargetPolicy(types=types, min_rating=4.0 if movielens else None))
+    return cfg
+
+
+def check_targets(cfg: EvalConfig, events: Sequence[Event], warm: int) -> int:
+    """The number of target events after the warm-up; none is an :class:`InputError` that names the fix."""
+    scored = sum(1 for e in events[warm:] if cfg.targets.is_target(e))
+    if scored:
+        return scored
+    counts = Counter(e.event_type.value for e in events[warm:])
+    found = ", ".join(f"{n:,} {t}" for t, n in counts.most_common()) or "no events"
+    wanted = ", ".join(cfg.targets.describe()["types"])
+    rating = (f" (ratings of at least {cfg.targets.min_rating:g})"
+              if cfg.targets.min_rating is not None and EventType.RATING in cfg.targets.types else "")
+    raise InputError(f"nothing to score: after the warm-up ({warm:,} events) the log has {found}, and none is a "
+                     f"target ({wanted}{rating}); pass --targets with the types to score (e.g. --targets view, "
+                     "or --targets all), lower --warmup-fraction, or check that --map / --preset read the "
+                     "event_type column")
 
 
 def reranker_option() -> dict[str, Any]:
@@ -194,6 +355,10 @@ def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event
     for name in names:
         if name == "popularity":
             policies.append(PopularityPolicy(name=name))
+        elif name == "recent":
+            policies.append(RecentPolicy(name=name))
+        elif name == "sknn":
+            policies.append(SknnPolicy(name=name))
         elif name == "river_mf":
             policies.append(RiverMFPolicy(name=name))
         elif name in ("static_base", "online_vectors"):
@@ -218,16 +383,26 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
              on_train: Callable[[int], None] | None = None) -> Evaluation:
     """Read the log, replay it through the chosen configurations, return the report and its context."""
     from streamrec.models.base.training import TrainConfig
-    from streamrec.producers.readers import read_events
+    from streamrec.producers.readers import parse_mapping, read_events
 
     started = time.perf_counter()
-    read = read_events(opts.path, opts.fmt, preset=opts.preset)
+    cmap = parse_mapping(opts.mapping) if opts.mapping else None
+    read = read_events(opts.path, opts.fmt, cmap, preset=opts.preset)
     events = read.events[: opts.limit] if opts.limit else read.events
     cfg = eval_config(opts, events)
+    scored = check_targets(cfg, events, int(len(events) * cfg.warmup_fraction))
     train_config = TrainConfig(epochs=opts.epochs, dim=opts.dim, seed=opts.seed, threads=1)
     trainer = SharedTrainer(train_config, on_train)
     policies, engine = build_policies(opts.configs, cfg, events, trainer, opts.reranker)
-    report = prequential(events, policies, cfg, progress=progress)
+    if any(has_sync(p) for p in policies):
+        points = sync_points(events, cfg)
+        if not any(isinstance(p, FullSystemPolicy) for p in policies):
+            points = points[:1]          # the base-model configurations train once
+        trainer.prefetch(events, points, default_jobs() if opts.jobs is None else opts.jobs)
+    try:
+        report = prequential(events, policies, cfg, progress=progress)
+    finally:
+        trainer.close()
     warm = report.warmup
     early_users = {e.user_id for e in events[:warm]}
     later = [e for e in events[warm:] if cfg.targets.is_target(e)]
@@ -239,11 +414,15 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
         "path": str(opts.path), "format": opts.fmt, "bad_rows": read.bad_count,
         "policy": describe_policy(cfg, engine),
         "descriptions": {n: DESCRIPTIONS[n] for n in opts.configs},
-        "sync_every": opts.sync_every or None,
+        "sync_every": opts.sync_every or None, "sync_every_ms": opts.sync_every_ms,
+        "targets_in_log": scored, "mapping": opts.mapping,
+        "full_vs_best_baseline": ratio_to_best(report, "full") if "full" in opts.configs else None,
         "train_config": {"epochs": train_config.epochs, "dim": train_config.dim, "threads": 1,
                          "seed": train_config.seed, "holdout_fraction": train_config.holdout_fraction,
                          "validation_fraction": train_config.validation_fraction},
         "base_model_trainings": trainer.history,
+        "training_processes": (default_jobs() if opts.jobs is None else opts.jobs),
+        "replay_waited_for_training_s": round(trainer.waited_s, 1),
         "full_engine": engine, "reranker": {k: engine[k] for k in reranker_option() if k in engine} or None,
         "targets_of_users_unseen_in_warmup": round(unseen / len(later), 4) if later else 0.0,
         "wall_s": round(time.perf_counter() - started, 1),

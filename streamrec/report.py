@@ -1,6 +1,11 @@
 """``streamrec report --out reports [--quick]`` (what ``make bench`` runs): every benchmark and the
-MovieLens-100K evaluation in one go, their JSON files and PNGs in ``--out``, and ``--out/README.md`` with
-Markdown tables, the exact command behind each figure, the machine facts and the date.
+evaluations (MovieLens-100K; e-commerce: the OTTO sample and a generated session log) in one go, their JSON
+files and PNGs in ``--out``, and ``--out/README.md`` with Markdown tables, the exact command behind each
+figure, the machine facts and the date.
+
+``--only`` runs the named steps and keeps the figures of the others from their JSON files in ``--out``
+(marked as kept in the README), so ``--only evaluate-movielens-100k,evaluate-otto-sample,evaluate-sessions``
+refreshes the evaluation without re-running the benchmarks. A run of evaluation steps only starts no broker.
 
 Steps run in-process, one after another, on one broker (the running embedded broker, or a throwaway one
 for the whole report); each benchmark gets fresh topics. A step that fails is reported as failed and the
@@ -10,6 +15,7 @@ whole pipeline in a few minutes; its figures are not representative).
 
 from __future__ import annotations
 
+import contextlib
 import json
 import time
 import traceback
@@ -44,12 +50,21 @@ class Sizes:
     eval_limit: int | None = None
     eval_epochs: int | None = None       # None: streamrec.evaluate.DEFAULT_EPOCHS
     eval_sync_every: int | None = None   # None: streamrec.evaluate.DEFAULT_SYNC_EVERY
+    #: the generated e-commerce session log (``streamrec generate``: taste clusters, sessions, a funnel)
+    sessions_users: int = 2_000
+    sessions_items: int = 5_000
+    sessions_events: int = 60_000
 
 
 QUICK = Sizes(replay_events=20_000, worker_events=20_000, worker_items=10_000, worker_rate=2000.0,
               worker_seconds=4.0, train_epochs=2, sync_items=10_000, e2e_workers="1,2", e2e_rate=500.0,
               e2e_seconds=4.0, e2e_events=5_000, kill_workers="2", eval_limit=20_000, eval_epochs=2,
-              eval_sync_every=5_000)
+              eval_sync_every=5_000, sessions_users=300, sessions_items=1_000, sessions_events=8_000)
+
+#: the evaluation steps (no broker needed)
+EVAL_STEPS = ("evaluate-movielens-100k", "evaluate-otto-sample", "evaluate-sessions")
+OTTO_SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "otto-sample.jsonl"
+SESSIONS_SEED = 7
 
 
 @dataclass(frozen=True)
@@ -94,6 +109,32 @@ def steps(out: Path, z: Sizes) -> list[Step]:
         return evaluate(opts, lambda done, total: detail("replaying MovieLens-100K", done, total),
                         lambda n: detail(f"training the base model on {n:,} events", None, None)).to_dict()
 
+    def run_log(dataset: str, path: Callable[[], Path], label: str) -> Callable[[Settings, Detail], dict[str, Any]]:
+        def run(_s: Settings, detail: Detail) -> dict[str, Any]:
+            opts = EvalOptions.parse(dataset=dataset, path=str(path()), epochs=epochs, sync_every=sync_every,
+                                     configs=configs, window=200 if label == "OTTO sample" else 1000)
+            return evaluate(opts, lambda done, total: detail(f"replaying the {label}", done, total),
+                            lambda n: detail(f"training the base model on {n:,} events", None, None)).to_dict()
+        return run
+
+    gen_args = (f"--users {z.sessions_users} --items {z.sessions_items} --events {z.sessions_events}"
+                f" --seed {SESSIONS_SEED}")
+
+    def generated() -> Path:
+        import tempfile
+
+        from streamrec.producers.synthetic import generate, write_log
+
+        sessions_log = Path(tempfile.mkdtemp(prefix="streamrec-report-")) / "sessions.jsonl"
+        write_log(generate(users=z.sessions_users, items=z.sessions_items, events=z.sessions_events,
+                           seed=SESSIONS_SEED), sessions_log)
+        return sessions_log
+
+    def eval_command(dataset: str, path: str, name: str, extra: str = "") -> str:
+        return (f"streamrec evaluate --dataset {dataset} --path {path} --epochs {epochs} --sync-every {sync_every}"
+                + (f" --configs {','.join(configs)}" if configs != CONFIGS else "") + extra
+                + f" --json {out}/{name}.json --plot {out}/{name}.png")
+
     def run_e2e(counts: str, guarantee: str, kill: bool) -> Callable[[Settings, Detail], dict[str, Any]]:
         rate, secs = z.e2e_rate, z.e2e_seconds * (1.5 if kill else 1)
         return lambda s, detail: e2e.run(s, e2e.parse_counts(counts), rate, secs, z.e2e_events, guarantee,
@@ -113,6 +154,13 @@ def steps(out: Path, z: Sizes) -> list[Step]:
              f" --sync-every {sync_every}" + (f" --configs {','.join(configs)}" if configs != CONFIGS else "")
              + f" --json {out}/evaluate-movielens-100k.json"
              f" --plot {out}/evaluate-movielens-100k.png", run_eval, plot_eval),
+        Step("evaluate-otto-sample", "Evaluation: OTTO sample (e-commerce sessions, CC BY 4.0)",
+             eval_command("otto", "tests/fixtures/otto-sample.jsonl", "evaluate-otto-sample", " --window 200"),
+             run_log("otto", lambda: OTTO_SAMPLE, "OTTO sample"), plot_eval),
+        Step("evaluate-sessions", "Evaluation: generated e-commerce session log (planted clusters and sessions)",
+             f"streamrec generate {gen_args} --out sessions.jsonl && "
+             + eval_command("jsonl", "sessions.jsonl", "evaluate-sessions"),
+             run_log("jsonl", generated, "generated session log"), plot_eval),
         Step("e2e", f"End to end: {z.e2e_workers} worker processes",
              f"streamrec bench e2e --workers {z.e2e_workers}{e2e_args} --seconds {z.e2e_seconds:g}"
              f" --json {out}/e2e.json --plot {out}/e2e.png",
@@ -156,7 +204,9 @@ def run_report(settings: Settings, out: Path, quick: bool, only: list[str] | Non
     results: dict[str, dict[str, Any]] = {}
     started = time.monotonic()
     columns = (TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn())
-    with Progress(*columns, console=Console(stderr=True)) as bar, broker_session(settings) as s:
+    needs_broker = any(s.name not in EVAL_STEPS for s in todo)
+    session = broker_session(settings) if needs_broker else contextlib.nullcontext(settings)
+    with Progress(*columns, console=Console(stderr=True)) as bar, session as s:
         overall = bar.add_task("report", total=len(todo))
         for step in todo:
             bar.update(overall, description=f"report: {step.title}")
@@ -180,13 +230,33 @@ def run_report(settings: Settings, out: Path, quick: bool, only: list[str] | Non
                                       seconds=round(time.monotonic() - t0, 1))
             bar.remove_task(current)
             bar.advance(overall)
+    if only:
+        results = {**kept_results(out, [s for s in every if s.name not in only]), **results}
+        results = {s.name: results[s.name] for s in every if s.name in results}
     summary = {"date": datetime.now(UTC).strftime("%Y-%m-%d %H:%M UTC"), "quick": quick,
                "seconds": round(time.monotonic() - started, 1), "machine": machine(), "steps": results,
-               "command": f"streamrec report --out {out}" + (" --quick" if quick else "")}
+               "command": f"streamrec report --out {out}" + (" --quick" if quick else "")
+               + (f" --only {','.join(only)}" if only else "")}
     readme, headline = render(summary, out)
     (out / "README.md").write_text(readme)
     summary["headline"] = headline
     return summary
+
+
+def kept_results(out: Path, others: list[Step]) -> dict[str, dict[str, Any]]:
+    """The figures of steps not run this time, read back from their JSON files in ``out`` (if there)."""
+    kept: dict[str, dict[str, Any]] = {}
+    for step in others:
+        path = out / f"{step.name}.json"
+        if not path.is_file():
+            continue
+        try:
+            result = json.loads(path.read_text())
+        except (OSError, ValueError):
+            continue
+        kept[step.name] = {"ok": True, "result": result, "command": step.command, "title": step.title,
+                           "seconds": None, "kept": True}
+    return kept
 
 
 def register(app: typer.Typer) -> None:
@@ -197,7 +267,7 @@ def register(app: typer.Typer) -> None:
                    only: str = typer.Option(None, "--only", help="Comma-separated step names to run (e.g. "
                                                                  "e2e,train); the README covers those only.")
                    ) -> None:
-        """Run the benchmarks and the MovieLens-100K evaluation; write reports/README.md with the figures."""
+        """Run the benchmarks and the evaluations; write reports/README.md with the figures."""
         names = [n.strip() for n in only.split(",") if n.strip()] if only else None
         summary = run_report(ctx.obj, Path(out), quick, names)
         print(summary["headline"])

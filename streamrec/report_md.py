@@ -7,7 +7,9 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "recall@20", "coverage", "novelty")
-CONFIG_ORDER = ("popularity", "river_mf", "static_base", "online_vectors", "full", "full_blend")
+CONFIG_ORDER = ("popularity", "recent", "sknn", "river_mf", "static_base", "online_vectors", "full", "full_blend")
+#: (step, label) of the e-commerce evaluations in the headline
+ECOMMERCE = (("evaluate-otto-sample", "OTTO sample"), ("evaluate-sessions", "generated session log"))
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
@@ -51,6 +53,13 @@ def headline(summary: dict[str, Any]) -> str:
     if ev:
         rows.append(["MovieLens-100K HR@10: full system / river MF / popularity (prequential)",
                      _slash([_get(ev, "configs", c, "hr@10") for c in ("full", "river_mf", "popularity")])])
+    for step, label in ECOMMERCE:
+        res = _ok(summary, step)
+        ratio = _get(res, "full_vs_best_baseline")
+        if res and ratio:
+            hr, nd = ratio.get(f"hr@{res['k']}", {}), ratio.get(f"ndcg@{res['k']}", {})
+            rows.append([f"{label}: full's HR@10 / NDCG@10 over the best baseline ({hr.get('best')} / "
+                         f"{nd.get('best')})", _slash([hr.get("ratio"), nd.get("ratio")], "x")])
     if alo or eos:
         rows.append(["One worker, events/s from a backlog: at-least-once / exactly-once",
                      _slash([_get(alo, "events_per_s"), _get(eos, "events_per_s")])])
@@ -87,24 +96,40 @@ def headline(summary: dict[str, Any]) -> str:
     return table(["measure", "figure"], rows)
 
 
-def _evaluation(ev: dict[str, Any]) -> list[str]:
-    names = [c for c in CONFIG_ORDER if c in ev["configs"]]
+def ratio_rows(ev: dict[str, Any]) -> list[list[Any]]:
+    """One row per ranking metric: full, the best baseline (name and value), and their ratio."""
+    ratio = ev.get("full_vs_best_baseline") or {}
+    return [[metric, r.get("value"), r.get("best"), r.get("best_value"),
+             None if r.get("ratio") is None else f"{r['ratio']:.2f}x"] for metric, r in ratio.items()]
+
+
+def _evaluation(ev: dict[str, Any], png: str) -> list[str]:
+    names = [c for c in CONFIG_ORDER if c in ev["configs"]] + sorted(set(ev["configs"]) - set(CONFIG_ORDER))
     rows = [[c, *(ev["configs"][c].get(m) for m in METRICS),
              round(ev["timings"][c].get("sync_s", 0.0), 1), ev["timings"][c].get("models_trained")] for c in names]
     tc = ev.get("train_config", {})
-    return [
+    every = ev.get("sync_every")
+    cadence = (f"every {_cell(every)} events" if every else "") + (
+        f"{' or ' if every else 'every '}{ev['sync_every_ms'] / 3_600_000:g} h of event time"
+        if ev.get("sync_every_ms") else "")
+    parts = [
         table(["configuration", *METRICS, "training s", "models trained"], rows), "",
         f"{ev['events']:,} events, the first {ev['warmup']:,} learned only, {ev['evaluated']:,} targets scored "
         f"(windows of {ev['settings']['window']:,}). {ev['policy']['text']}. Base model: TrainConfig(epochs="
-        f"{tc.get('epochs')}, dim={tc.get('dim')}, threads=1), retrained for `full` every "
-        f"{_cell(ev.get('sync_every'))} events; learned reranker: {'on' if ev.get('reranker') else 'not available'}.",
+        f"{tc.get('epochs')}, dim={tc.get('dim')}, threads=1), retrained for `full` {cadence or 'never'}; "
+        f"learned reranker: {'on' if ev.get('reranker') else 'not available'}.",
         "",
-        f"`static_base` is trained once on the warm-up part and never updated: "
-        f"{100 * ev.get('targets_of_users_unseen_in_warmup', 0):.1f} % of the scored targets belong to users "
-        "who had no event in the warm-up, and it has no list for them; `online_vectors` uses the same model "
-        "and encodes every user from their recent items at each request.", "",
-        f"![HR@10 per window]({'evaluate-movielens-100k.png'})",
     ]
+    if ratio_rows(ev):
+        parts += ["`full` against the best of the baselines (popularity, recent, sknn, river_mf) per metric:", "",
+                  table(["metric", "full", "best baseline", "its value", "full / best"], ratio_rows(ev)), ""]
+    if "static_base" in ev["configs"]:
+        parts += [
+            f"`static_base` is trained once on the warm-up part and never updated: "
+            f"{100 * ev.get('targets_of_users_unseen_in_warmup', 0):.1f} % of the scored targets belong to users "
+            "who had no event in the warm-up, and it has no list for them; `online_vectors` uses the same model "
+            "and encodes every user from their recent items at each request.", ""]
+    return [*parts, f"![HR@10 per window]({png})"]
 
 
 def _e2e(res: dict[str, Any], png: str) -> list[str]:
@@ -146,13 +171,14 @@ def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
         "## Headline", "", head, "",
     ]
     for name, st in summary["steps"].items():
-        parts += [f"## {st['title']}", "", f"`{st['command']}` ({st['seconds']:.0f} s)", ""]
+        took = "kept from the previous report" if st.get("kept") else f"{st['seconds']:.0f} s"
+        parts += [f"## {st['title']}", "", f"`{st['command']}` ({took})", ""]
         if not st["ok"]:
             parts += [f"**Failed:** {st['error']}", "", "```", st["trace"].rstrip(), "```", ""]
             continue
         res = st["result"]
         if name.startswith("evaluate"):
-            parts += _evaluation(res)
+            parts += _evaluation(res, f"{name}.png")
         elif name.startswith("e2e"):
             parts += _e2e(res, f"{name}.png")
         elif name.startswith("worker"):

@@ -99,3 +99,101 @@ def test_options_default_to_movielens_100k_and_all_configurations() -> None:
     assert opts.fmt == "otto" and opts.configs == ("full", "river_mf")
     with pytest.raises(InputError, match="warmup"):
         EvalOptions.parse(dataset="otto", path="tests/fixtures/otto-sample.jsonl", warmup_fraction=1.0)
+
+
+# ------------------------------------------------------------------ any log: --targets, --map, folders, refusals
+
+FAST = ["--epochs", "1", "--dim", "4", "--sync-every", "0", "--window", "100"]
+
+
+def _run(args: list[str], tmp_path: Path) -> dict[str, object]:
+    out = tmp_path / "r.json"
+    result = CliRunner().invoke(cli.app, ["evaluate", *args, "--json", str(out), *FAST])
+    assert result.exit_code == 0, result.output
+    report: dict[str, object] = json.loads(out.read_text())
+    return report
+
+
+def test_targets_choose_the_scored_event_types(small_log: Path, tmp_path: Path) -> None:
+    from streamrec.producers.readers import read_events
+
+    events = read_events(small_log, "jsonl").events
+    warm = int(len(events) * 0.1)
+    later = [e.event_type.value for e in events[warm:]]
+    base = ["--dataset", "jsonl", "--path", str(small_log), "--configs", "popularity,recent"]
+    default = _run(base, tmp_path)
+    assert default["evaluated"] == sum(t in ("CLICK", "ADD_TO_CART", "PURCHASE") for t in later)
+    carts = _run([*base, "--targets", "cart,purchase"], tmp_path)
+    assert carts["evaluated"] == sum(t in ("ADD_TO_CART", "PURCHASE") for t in later) > 0
+    assert carts["settings"]["targets"]["types"] == ["ADD_TO_CART", "PURCHASE"]  # type: ignore[index]
+    every = _run([*base, "--targets", "all"], tmp_path)
+    assert every["evaluated"] == len(later)
+    result = CliRunner().invoke(cli.app, ["evaluate", *base, "--targets", "clicks,likes"])
+    assert isinstance(result.exception, InputError) and "unknown target type(s) clicks, likes" in str(result.exception)
+
+
+def _shop_csv(path: Path, kinds: tuple[str, ...]) -> Path:
+    rows = ["visitorid,itemid,ts,event"]
+    for n in range(600):
+        rows.append(f"v{n % 13},item{(n * 7) % 41},{1_600_000_000_000 + 1000 * n},{kinds[n % len(kinds)]}")
+    path.write_text("\n".join(rows) + "\n")
+    return path
+
+
+def test_map_reads_a_log_with_its_own_columns(tmp_path: Path) -> None:
+    log = _shop_csv(tmp_path / "shop.csv", ("view", "transaction", "addtocart", "view"))
+    mapping = "user=visitorid,item=itemid,timestamp=ts,event_type=event,timestamp_unit=ms"
+    report = _run(["--dataset", "csv", "--path", str(log), "--map", mapping,
+                   "--configs", "popularity,recent,sknn,river_mf"], tmp_path)
+    assert report["events"] == 600 and report["mapping"] == mapping and report["bad_rows"] == 0
+    assert report["evaluated"] == sum(1 for n in range(60, 600) if n % 4 in (1, 2))
+    # without the mapping the default column names are missing: every row is bad
+    result = CliRunner().invoke(cli.app, ["evaluate", "--dataset", "csv", "--path", str(log)])
+    assert isinstance(result.exception, InputError)
+    both = CliRunner().invoke(cli.app, ["evaluate", "--dataset", "csv", "--path", str(log), "--map", mapping,
+                                        "--preset", "retailrocket"])
+    assert isinstance(both.exception, InputError) and "not both" in str(both.exception)
+
+
+def test_a_log_without_targets_is_refused_before_the_run(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamrec.evaluate as ev
+
+    def no_replay(*_a: object, **_k: object) -> None:
+        raise AssertionError("the replay must not start")
+
+    monkeypatch.setattr(ev, "prequential", no_replay)
+    log = _shop_csv(tmp_path / "views.csv", ("view",))
+    mapping = "user=visitorid,item=itemid,timestamp=ts,event_type=event,timestamp_unit=ms"
+    result = CliRunner().invoke(cli.app, ["evaluate", "--dataset", "csv", "--path", str(log), "--map", mapping])
+    assert isinstance(result.exception, InputError), result.output
+    message = str(result.exception)
+    assert "nothing to score" in message and "540 VIEW" in message and "--targets view" in message
+    monkeypatch.undo()
+    report = _run(["--dataset", "csv", "--path", str(log), "--map", mapping, "--targets", "view",
+                   "--configs", "popularity,recent"], tmp_path)
+    assert report["evaluated"] == 540
+
+
+def test_movielens_folder_and_sync_in_event_time(tmp_path: Path) -> None:
+    folder = tmp_path / "ml"
+    folder.mkdir()
+    rows = [f"{u}\t{i}\t{5 if (u * i) % 3 else 2}\t{1_000_000_000 + 3600 * n}"
+            for n, (u, i) in enumerate((u, i) for u in range(1, 25) for i in range(1, 15))]
+    (folder / "u.data").write_text("\n".join(rows) + "\n")
+    out = tmp_path / "ml.json"
+    result = CliRunner().invoke(cli.app, [
+        "evaluate", "--dataset", "movielens-100k", "--path", str(folder), "--configs", "popularity,recent,full",
+        "--json", str(out), "--epochs", "1", "--dim", "4", "--sync-every", "4d", "--warmup-fraction", "0.3"])
+    assert result.exit_code == 0, result.output
+    report = json.loads(out.read_text())
+    assert report["path"] == str(folder / "u.data") and report["sync_every_ms"] == 4 * 86_400_000
+    span_days = (len(rows) - int(len(rows) * 0.3)) * 3600 / 86_400
+    assert report["timings"]["full"]["models_trained"] == 1 + int(span_days // 4)
+    assert report["full_vs_best_baseline"]["hr@10"]["best"] in ("popularity", "recent")
+    empty = tmp_path / "empty"
+    empty.mkdir()
+    result = CliRunner().invoke(cli.app, ["evaluate", "--dataset", "movielens-100k", "--path", str(empty)])
+    assert isinstance(result.exception, InputError) and "holds none of u.data" in str(result.exception)
+    result = CliRunner().invoke(cli.app, ["evaluate", "--dataset", "movielens-100k", "--path", str(folder),
+                                          "--sync-every", "soon"])
+    assert isinstance(result.exception, InputError) and "--sync-every" in str(result.exception)

@@ -70,3 +70,28 @@ def test_table_formats_numbers() -> None:
 def test_unknown_step_is_an_input_error(tmp_path: Path) -> None:
     with pytest.raises(InputError, match="unknown report step"):
         run_report(Settings(), tmp_path, quick=True, only=["nope"])
+
+
+def test_ecommerce_section_ratio_table_and_kept_benchmarks(tmp_path: Path) -> None:
+    """``--only`` an evaluation step: no broker, the OTTO section with the ratio table, other figures kept."""
+    import json
+
+    train = {"device": "cpu", "threads": 1, "interactions_per_s": 50000.0, "seconds": 14.0, "epochs": 9,
+             "holdout": {"hr@10": 0.15, "popularity_hr@10": 0.04}}
+    (tmp_path / "train.json").write_text(json.dumps(train))
+    summary = run_report(Settings(), tmp_path, quick=True, only=["evaluate-otto-sample"])
+    assert list(summary["steps"]) == ["evaluate-otto-sample", "train"]   # report order, train kept
+    st = summary["steps"]["evaluate-otto-sample"]
+    assert st["ok"], st.get("trace")
+    res = st["result"]
+    assert {"popularity", "recent", "sknn", "river_mf", "full"} <= set(res["configs"])
+    ratio = res["full_vs_best_baseline"]["hr@10"]
+    best = max(("popularity", "recent", "sknn", "river_mf"), key=lambda c: res["configs"][c]["hr@10"])
+    assert ratio["best"] == best and ratio["value"] == res["configs"]["full"]["hr@10"]
+    readme = (tmp_path / "README.md").read_text()
+    assert "## Evaluation: OTTO sample" in readme and "| metric | full | best baseline |" in readme
+    assert "(kept from the previous report)" in readme and "50,000" in readme
+    assert "![HR@10 per window](evaluate-otto-sample.png)" in readme
+    assert (tmp_path / "evaluate-otto-sample.png").read_bytes()[:4] == b"\x89PNG"
+    assert "--only evaluate-otto-sample" in readme
+    assert "OTTO sample: full's HR@10 / NDCG@10 over the best baseline" in summary["headline"]
