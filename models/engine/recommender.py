@@ -6,10 +6,11 @@ the user state, co-visitation and trending. ``recommend`` builds one list per us
 user encoding, one faiss search, one vectorised candidate merge and blend for the whole batch.
 
 Sources: ``ann`` (user vector against the model's items), ``covisit`` (items co-visited with the user's
-recent items), ``trending``, and ``cold_start`` (a seeded sample of the catalog, or the newest items when
-there is no model) for users with few candidates. A user with no history gets trending and cold start;
-one click is enough for co-visitation and ANN; without a model the engine serves covisit, trending and
-cold start.
+recent items), ``session_knn`` (the items of the sessions most similar to the user's recent items, V-SKNN),
+``recent`` (the user's own recent items, under the filter policy), ``trending``, and ``cold_start`` (a
+seeded sample of the catalog, or the newest items when there is no model) for users with few candidates.
+A user with no history gets trending and cold start; one click is enough for the others; without a model
+the engine serves every source but ``ann``.
 
 Model swaps: ``prepare_model(artifact)`` builds the index (slow; call it off the hot path, it touches no
 engine state), ``swap(prepared)`` installs model and index together in one assignment. User vectors are
@@ -22,7 +23,7 @@ new space at once, and a restored user gets a vector from their recent items.
 ...            Event("e3", "u2", "b", EventType.CLICK, 3_000)], offsets=[0, 1, 2])
 ['u1', 'u2']
 >>> [(it.item_id, it.source) for it in rec.recommend(["u1"], now_ms=4_000)[0].items]
-[('b', 'covisit'), ('a', 'trending')]
+[('a', 'session_knn'), ('b', 'covisit')]
 >>> rec.apply([Event("e3", "u2", "b", EventType.CLICK, 3_000)]), rec.stats()["duplicates_event_id"]
 ([], 1)
 """
@@ -58,6 +59,8 @@ from streamrec.models.serving.ranking import (
     check_options,
     select,
 )
+from streamrec.models.serving.recent import RecentSource
+from streamrec.models.serving.session_knn import SessionKnnSource
 from streamrec.models.serving.sources import AnnSource, ColdStartSource, CovisitSource, TrendingSource
 from streamrec.models.serving.state import IdWindow, StateLimits, UserState, UserStore
 from streamrec.models.timeunits import DAY_MS
@@ -88,7 +91,7 @@ class EngineConfig:
     faiss_threads: int = 1
     #: candidate sources, in the order of their score columns (names of :data:`SOURCE_FACTORIES`); ``mf`` and
     #: ``explore`` join when their switches below are on
-    sources: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start")
+    sources: tuple[str, ...] = ("ann", "covisit", "session_knn", "recent", "trending", "cold_start")
     covisit_window: int = 5
     covisit_max_neighbors: int = 20
     covisit_max_items: int = 100_000
@@ -98,6 +101,14 @@ class EngineConfig:
     trending_max_items: int = 100_000
     trending_refresh_events: int = 1_000
     trending_refresh_ms: int = 1_000
+    # session_knn (models/serving/session_knn.py): V-SKNN over every user's last session_knn_window items
+    session_knn_sample: int = 500      # m: the most recently updated sessions sharing an item
+    session_knn_neighbours: int = 100  # k: of those, the most similar
+    session_knn_window: int = 20       # distinct recent items per session (and of the user's own query)
+    session_knn_max_sessions: int = 50_000
+    session_knn_max_items: int = 100_000
+    k_session_knn: int = 50
+    k_recent: int = 20                 # recent (models/serving/recent.py): the user's last distinct items
     k_ann: int = 50
     k_covisit: int = 50
     k_trending: int = 50
@@ -106,6 +117,8 @@ class EngineConfig:
     weight_covisit: float = 1.0
     weight_trending: float = 0.3
     weight_cold_start: float = 0.05
+    weight_session_knn: float = 1.0
+    weight_recent: float = 1.0
     #: blend weights of other registered sources, by name (a source with no weight gets 1.0)
     source_weights: tuple[tuple[str, float], ...] = ()
     normalise: str = "max"             # max | rank
@@ -133,7 +146,9 @@ class EngineConfig:
                 raise ConfigError(f"EngineConfig.{f.name} is {value}; give a finite number")
             if isinstance(value, int | float) and value < 0:
                 raise ConfigError(f"EngineConfig.{f.name} is {value}; it must not be negative")
-        for name in ("top_n", "k_ann", "k_covisit", "k_trending", "covisit_seeds", "recent_items"):
+        for name in ("top_n", "k_ann", "k_covisit", "k_trending", "covisit_seeds", "recent_items", "k_session_knn",
+                     "k_recent", "session_knn_sample", "session_knn_neighbours", "session_knn_window",
+                     "session_knn_max_sessions", "session_knn_max_items"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"EngineConfig.{name} is {getattr(self, name)}; set it to 1 or more")
         if not 0.0 <= self.max_category_share <= 1.0 or not 0.0 <= self.mmr_lambda <= 1.0:
@@ -167,6 +182,7 @@ class EngineConfig:
     def source_weights_map(self) -> dict[str, float]:
         return {"ann": self.weight_ann, "covisit": self.weight_covisit, "trending": self.weight_trending,
                 "cold_start": self.weight_cold_start, "mf": self.weight_mf, "explore": 0.0,
+                "session_knn": self.weight_session_knn, "recent": self.weight_recent,
                 **dict(self.source_weights)}
 
     def selection(self) -> Selection:
@@ -190,6 +206,11 @@ SOURCE_FACTORIES: dict[str, Callable[[Recommender], Source]] = {
     "trending": lambda e: TrendingSource(e.config.k_trending, e.config.trending_half_life_ms,
                                          e.config.trending_max_items, e.config.trending_refresh_events,
                                          e.config.trending_refresh_ms),
+    "session_knn": lambda e: SessionKnnSource(e.config.k_session_knn, e.config.session_knn_sample,
+                                              e.config.session_knn_neighbours, e.config.session_knn_window,
+                                              e.config.session_knn_max_sessions, e.config.session_knn_max_items,
+                                              e.config.filter_seen),
+    "recent": lambda e: RecentSource(e.config.k_recent, e.config.filter_seen),
     "cold_start": lambda e: ColdStartSource(e.config.k_cold_start, e.newest, short_of=2 * e.config.top_n),
     "mf": lambda e: MFSource(_online(e), e.config.k_mf, e.config.filter_seen),
     "explore": lambda e: Exploration(_online(e), e.config.explore_slots, _online(e).config.explore_pool, e.newest,

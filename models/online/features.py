@@ -4,8 +4,9 @@
 (one row per candidate, columns :data:`FEATURES`) with numpy; the only Python loops run over the batch's
 distinct items and over each user's recent items and previous list (a few dozen per user):
 
-``ann`` ... ``mf``             the candidate's normalised score from each source (0: not proposed by it)
-``from_ann`` ... ``from_mf``   1 where that source proposed the candidate
+``ann`` ... ``recent``         the candidate's normalised score from each source of :data:`SCORED` (0: not
+                               proposed by it, or the engine does not run that source)
+``from_ann`` ... ``from_recent`` 1 where that source proposed the candidate
 ``blend``                      the configured weighted blend
 ``item_age``                   ``log1p`` of the minutes since the item was first seen in an event
                                (items never seen count as :data:`MAX_AGE_MIN` old)
@@ -13,6 +14,15 @@ distinct items and over each user's recent items and previous list (a few dozen 
 ``user_activity``              ``log1p`` of the user's number of events
 ``prev_position``              ``1 / (1 + position)`` of the candidate in the user's previous list, else 0
 ``recent_item``                1 if the user interacted with the candidate recently (a repeat)
+``last_view``                  1 if the user's last event was a view (or an unknown type): context
+``session_length``             ``log1p`` of the user's events in the current session (recent events less
+                               than :data:`SESSION_GAP_MS` apart, counted back from the last): context
+``recent_after_view``          ``recent`` x ``last_view``: re-engagement just after a view
+``knn_in_session``             ``session_knn`` x ``min(1, session_length / log1p(10))``: neighbours once the
+                               session has a few items
+
+The two context features are the same for every candidate of a user; the logistic reranker uses them
+through the two products, which let it learn per context how much to trust ``recent`` and ``session_knn``.
 
 :class:`~models.online.itemtable.ItemTable` supplies first-seen times and categories; it must be bound to the
 model whose codes ``space`` uses (:meth:`~models.online.itemtable.ItemTable.bind`).
@@ -36,17 +46,26 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from streamrec.models.base.encoder import TYPE_INDEX
 from streamrec.models.online.itemtable import ItemTable
 from streamrec.models.serving.candidates import CandidateBatch, CodeSpace
 from streamrec.models.serving.state import UserState
 
+#: the sources whose scores are features (explore, if present, is not one)
+SCORED: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start", "mf", "session_knn", "recent")
 FEATURES: tuple[str, ...] = (
-    "ann", "covisit", "trending", "cold_start", "mf",
-    "from_ann", "from_covisit", "from_trending", "from_cold_start", "from_mf",
+    *SCORED, *(f"from_{s}" for s in SCORED),
     "blend", "item_age", "category_affinity", "user_activity", "prev_position", "recent_item",
+    "last_view", "session_length", "recent_after_view", "knn_in_session",
 )
-SCORED: tuple[str, ...] = FEATURES[:5]   # the sources whose scores are features (explore, if present, is not one)
 N_SCORED = len(SCORED)
+SESSION_GAP_MS = 30 * 60_000   # events further apart than this start a new session
+_VIEWS = (TYPE_INDEX["VIEW"], TYPE_INDEX["OTHER"])
+_F = {name: k for k, name in enumerate(FEATURES)}
+BLEND, AGE, AFFINITY, ACTIVITY, PREV, REPEAT = (_F[n] for n in ("blend", "item_age", "category_affinity",
+                                                                "user_activity", "prev_position", "recent_item"))
+LAST_VIEW, SESSION_LEN, RECENT_VIEW, KNN_SESSION = (_F[n] for n in ("last_view", "session_length",
+                                                                    "recent_after_view", "knn_in_session"))
 AFFINITY_ITEMS = 10            # recent items that define a user's category affinity
 MAX_AGE_MIN = 60.0 * 24 * 365  # age of items never seen (and the cap of every age), minutes
 _ROW = 1 << 40                 # row stride of the (row, key) join keys
@@ -86,12 +105,12 @@ def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[Us
             col = batch.scores[:, names.index(name)]
             x[:, f] = col
             x[:, N_SCORED + f] = col != 0
-    x[:, 10] = blend
+    x[:, BLEND] = blend
     uniq, inv = np.unique(batch.codes, return_inverse=True)
     item = space.item
     first, cat = table.facts(np.where(uniq < space.n_model, uniq, -1), lambda k: item(int(uniq[k])))
     age = np.where(first >= 0, (now_ms - first) / 60_000.0, MAX_AGE_MIN).clip(0.0, MAX_AGE_MIN)
-    x[:, 11] = np.log1p(age)[inv]
+    x[:, AGE] = np.log1p(age)[inv]
     cand_cat = cat[inv]
     # the users' recent items and previous lists, flattened with their row
     rec_items: list[str] = []
@@ -100,6 +119,8 @@ def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[Us
     prev_rows: list[int] = []
     prev_pos: list[int] = []
     activity = np.zeros(len(states), dtype=np.float32)
+    last_view = np.zeros(len(states), dtype=np.float32)
+    session = np.zeros(len(states), dtype=np.float32)
     for r, st in enumerate(states):
         if st is None:
             continue
@@ -110,7 +131,13 @@ def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[Us
         prev_rows.extend([r] * len(st.shown))
         prev_pos.extend(range(len(st.shown)))
         activity[r] = sum(st.counts)
-    x[:, 13] = np.log1p(activity)[batch.rows]
+        if st.recent_items:
+            last_view[r], session[r] = _context(st)
+    x[:, ACTIVITY] = np.log1p(activity)[batch.rows]
+    x[:, LAST_VIEW] = last_view[batch.rows]
+    x[:, SESSION_LEN] = np.log1p(session)[batch.rows]
+    x[:, RECENT_VIEW] = x[:, _F["recent"]] * x[:, LAST_VIEW]
+    x[:, KNN_SESSION] = x[:, _F["session_knn"]] * np.minimum(1.0, x[:, SESSION_LEN] / np.log1p(10.0))
     width = np.int64(max(space.size, 1))
     cand_keys = batch.rows * width + batch.codes
     find = space.find
@@ -123,17 +150,25 @@ def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[Us
         ckeys, counts = np.unique(rrows[known] * _ROW + rcat[known], return_counts=True)
         share = counts / n_recent[ckeys // _ROW]
         has_cat = cand_cat >= 0
-        x[has_cat, 12] = _join(ckeys, share.astype(np.float32), batch.rows[has_cat] * _ROW + cand_cat[has_cat])
+        x[has_cat, AFFINITY] = _join(ckeys, share.astype(np.float32), batch.rows[has_cat] * _ROW + cand_cat[has_cat])
         inb = rcodes >= 0
         at, found = _locate(cand_keys, rrows[inb] * width + rcodes[inb])
-        x[at[found], 15] = 1.0
+        x[at[found], REPEAT] = 1.0
     if prev_items:
         pcodes = np.array([find(i) for i in prev_items], dtype=np.int64)
         inb = pcodes >= 0
         at, found = _locate(cand_keys, np.array(prev_rows, dtype=np.int64)[inb] * width + pcodes[inb])
         pos = np.array(prev_pos, dtype=np.float32)[inb]
-        x[at[found][::-1], 14] = (1.0 / (1.0 + pos[found]))[::-1]     # an item listed twice: its first place
+        x[at[found][::-1], PREV] = (1.0 / (1.0 + pos[found]))[::-1]     # an item listed twice: its first place
     return x
+
+
+def _context(st: UserState) -> tuple[float, float]:
+    """Whether the user's last event was a view, and how many events the current session has."""
+    ts = st.recent_ts
+    gaps = np.flatnonzero(ts[:-1] - ts[1:] > SESSION_GAP_MS)      # most recent first
+    n = int(gaps[0]) + 1 if len(gaps) else len(ts)
+    return float(int(st.recent_types[0]) in _VIEWS), float(n)
 
 
 def _locate(sorted_keys: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

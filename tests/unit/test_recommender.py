@@ -56,7 +56,10 @@ def items_of(rec: Recommender, user: str) -> list[str]:
 
 
 def test_a_user_of_one_taste_gets_a_list_dominated_by_it(art: Artifact) -> None:
-    for config, floor in ((EngineConfig(), 0.5), (EngineConfig(diversity="none"), 0.8)):
+    # the background users have no taste, so their sessions (session_knn) dilute the list a little
+    classic = ("ann", "covisit", "trending", "cold_start")
+    for config, floor in ((EngineConfig(), 0.5), (EngineConfig(diversity="none"), 0.7),
+                          (EngineConfig(sources=classic, diversity="none"), 0.8)):
         rec = Recommender(config, artifact=art)
         background(rec)
         rec.apply([ev("fan", f"i{3 + CLUSTERS * k}") for k in range(8)])
@@ -161,7 +164,7 @@ def test_cold_start_without_history_and_without_a_model(art: Artifact) -> None:
     assert nobody.item_ids[0] == "z" and {it.source for it in nobody.items} <= {"trending", "cold_start"}
     one = bare.recommend(["a"])[0]
     assert (one.model_version, one.index_version) == (None, None)
-    assert {it.item_id for it in one.items if it.source == "covisit"} >= {"z"}
+    assert {it.item_id for it in one.items if it.source in ("covisit", "session_knn")} >= {"z"}
     served = Recommender(EngineConfig(), artifact=art)
     cold = served.recommend(["nobody"])[0]
     assert len(cold.items) == 20 and {it.source for it in cold.items} == {"cold_start"}
@@ -204,7 +207,7 @@ def test_a_scorer_replaces_the_blend(art: Artifact) -> None:
     rec.apply([ev("u", "i3")])
     default = items_of(rec, "u")
     rec.scorer = Reverse()
-    assert items_of(rec, "u")[0] not in default and seen == [(1, ("ann", "covisit", "trending", "cold_start"))]
+    assert items_of(rec, "u")[0] not in default and seen == [(1, EngineConfig().sources)]
     rec.scorer = Fixed(0.0, n=3)
     with pytest.raises(InputError, match="one score per candidate"):
         rec.recommend(["u"])

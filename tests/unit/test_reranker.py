@@ -156,7 +156,8 @@ def test_one_exploration_slot_from_new_items_in_the_second_half() -> None:
 
 def test_river_mf_is_a_candidate_source_for_rating_streams() -> None:
     rng = np.random.default_rng(0)
-    rec = Recommender(EngineConfig(mf="rating", filter_seen="all", diversity="none"))
+    rec = Recommender(EngineConfig(mf="rating", filter_seen="all", diversity="none",
+                                   sources=("covisit", "trending", "cold_start")))
     events = []
     for k in range(3_000):
         u, i = int(rng.integers(60)), int(rng.integers(200))
