@@ -3,7 +3,7 @@ any build: the bases from Debian's packages (debootstrap), Python wheels from a 
 jars from the broker provisioning. Run as root on Debian or Ubuntu (podman's storage is root's):
 
     .venv/bin/python docker/offline.py all          # what `make images` runs
-    .venv/bin/python docker/offline.py all --fresh  # rebuild the Debian bases and every layer
+    .venv/bin/python docker/offline.py all --fresh  # new Debian bases, so every layer is built again
 
 Steps (each one also a subcommand):
 
@@ -195,7 +195,7 @@ def build_wheelhouse(target: Path = WHEELHOUSE) -> None:
 
 
 # --- images -------------------------------------------------------------------------------------------------
-def build_kafka(base: str, fresh: bool) -> str:
+def build_kafka(base: str) -> str:
     """streamrec/kafka:<version>: docker/kafka/ plus the provisioned jars and the embedded broker's settings."""
     sys.path.insert(0, str(ROOT))
     from streamrec.stream.broker.process import server_properties
@@ -213,15 +213,18 @@ def build_kafka(base: str, fresh: bool) -> str:
         # The embedded broker's properties; the entrypoint replaces listeners and paths for the container.
         defaults = settings.replace(broker_dir="/var/lib/kafka")
         (ctx / "server.properties").write_text(server_properties(defaults))
-        run(["podman", "build", "--network", "none", "--pull=never", *(["--no-cache"] if fresh else []),
+        run(["podman", "build", "--network", "none", "--pull=never",
              "--build-arg", f"JRE_IMAGE={base}", "--build-arg", f"KAFKA_VERSION={settings.kafka_version}",
              "-t", tag, str(ctx)], env=podman_env())
     return tag
 
 
-def build_streamrec(target: str, tag: str, base: str, fresh: bool) -> str:
-    """One target of docker/Dockerfile, offline: the local Python base and docker/wheelhouse/."""
-    run(["podman", "build", "--network", "none", "--pull=never", *(["--no-cache"] if fresh else []),
+def build_streamrec(target: str, tag: str, base: str) -> str:
+    """One target of docker/Dockerfile, offline: the local Python base and docker/wheelhouse/.
+
+    No --no-cache: a fresh base is a new image, so no layer cached from an earlier run matches it, while the
+    trainer still reuses the builder stage the worker build made a minute before."""
+    run(["podman", "build", "--network", "none", "--pull=never",
          "-f", str(DOCKER / "Dockerfile"), "--target", target,
          "--build-arg", f"PYTHON_IMAGE={base}", "--build-arg", "PIP_NO_INDEX=1",
          "-t", tag, str(ROOT)], env=podman_env())
@@ -249,11 +252,11 @@ def build_all(fresh: bool, cache: Path | None = None) -> dict[str, float]:
     with timed("wheelhouse", timings):
         build_wheelhouse()
     with timed("image kafka", timings):
-        kafka = build_kafka(jre_base, fresh)
+        kafka = build_kafka(jre_base)
     with timed("image worker", timings):
-        build_streamrec("worker", WORKER_IMAGE, python_base, fresh)
+        build_streamrec("worker", WORKER_IMAGE, python_base)
     with timed("image trainer", timings):
-        build_streamrec("trainer", TRAINER_IMAGE, python_base, fresh)
+        build_streamrec("trainer", TRAINER_IMAGE, python_base)
     for tag in (WORKER_IMAGE, TRAINER_IMAGE, kafka):
         print(f"== size {tag}: {image_size_mb(tag):.0f} MB")
     return timings
@@ -263,7 +266,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("step", choices=["tools", "bases", "wheelhouse", "kafka", "images", "all"])
     parser.add_argument("--fresh", action="store_true",
-                        help="debootstrap the bases again and build every layer without podman's cache")
+                        help="debootstrap the bases again (a new base invalidates every cached layer above it)")
     args = parser.parse_args(argv)
     timings: dict[str, float] = {}
     try:
@@ -280,11 +283,11 @@ def main(argv: Sequence[str] | None = None) -> int:
         elif args.step == "wheelhouse":
             build_wheelhouse()
         elif args.step == "kafka":
-            build_kafka(ensure_base("jre", cache_dir(), False), args.fresh)
+            build_kafka(ensure_base("jre", cache_dir(), args.fresh))
         else:
-            base = ensure_base("python", cache_dir(), False)
-            build_streamrec("worker", WORKER_IMAGE, base, args.fresh)
-            build_streamrec("trainer", TRAINER_IMAGE, base, args.fresh)
+            base = ensure_base("python", cache_dir(), args.fresh)
+            build_streamrec("worker", WORKER_IMAGE, base)
+            build_streamrec("trainer", TRAINER_IMAGE, base)
     except SetupError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
