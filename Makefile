@@ -41,9 +41,9 @@ typecheck: install  ## mypy over the installed namespace (strict for the maths p
 format: install  ## Sort imports and apply ruff's safe fixes in place
 	$(VENV)/bin/ruff check --fix .
 
-test: install lint  ## Lint, provision the broker, then run the whole suite (integration tests on a real broker)
+test: install lint  ## Lint, provision the broker, then the whole suite on a real broker (containers: make compose-test)
 	$(VENV)/bin/streamrec broker provision
-	$(PY) -m pytest $(PYTEST_ARGS)
+	$(PY) -m pytest -m "not containers" $(PYTEST_ARGS)
 
 unit: install  ## Only the tests that need no broker
 	$(PY) -m pytest -m "not integration and not containers" $(PYTEST_ARGS)
