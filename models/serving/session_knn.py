@@ -3,7 +3,8 @@
 Every user's most recent ``window`` distinct items are a *session* (most recent first). A user's
 neighbours are other sessions that share an item with the user's own recent items:
 
-1. **sample**: of the sessions that share an item, the ``sample`` (m, 500) most recently updated;
+1. **sample**: of the sessions that share an item, the ``sample`` (m, 500) that touched one of the shared
+   items most recently;
 2. **similarity**: ``sim(s, n) = sum of w(p)`` over the user's items at position ``p`` (0 = most recent, of
    ``L`` distinct recent items) that session ``n`` also holds, with the linear position decay
    ``w(p) = (L - p) / L`` of V-SKNN;
@@ -11,7 +12,8 @@ neighbours are other sessions that share an item with the user's own recent item
 4. **score**: an item's score is the sum of the similarities of the neighbours that hold it.
 
 The table learns from every applied event (the plug-in ``learn`` hook). Memory is bounded: at most
-``max_sessions`` sessions (the least recently updated evicted first), ``window`` items each, and an
+``max_sessions`` sessions (the least recently updated evicted first; about 0.7 KB each with the index,
+measured with 20 items per session), ``window`` items each, and an
 inverted index of at most ``max_items`` items (least recently touched evicted first), each listing at most
 ``sample`` sessions (the oldest dropped); evictions are counted in :meth:`SessionKnnSource.stats`.
 
@@ -58,49 +60,65 @@ def query_items(state: UserState, n: int) -> tuple[str, ...]:
 
 
 class SessionKNN:
-    """The bounded session table and its item -> sessions index (see the module docstring)."""
+    """The bounded session table and its item -> sessions index (see the module docstring).
+
+    Sessions have integer slots (reused after an eviction); the index maps an item to ``{slot: tick}``,
+    the tick of the session's last touch of the item, so a query gathers its candidate sessions, their
+    recency and weights into numpy arrays with one ``fromiter`` per item."""
 
     def __init__(self, sample: int = 500, k: int = 100, window: int = 20, max_sessions: int = 50_000,
                  max_items: int = 100_000) -> None:
         self.sample, self.k, self.window = max(1, sample), max(1, k), max(1, window)
         self.max_sessions, self.max_items = max(1, max_sessions), max(1, max_items)
-        #: session -> [tick of its last update, its items most recent first]; insertion order = LRU order
-        self._sessions: dict[str, list[Any]] = {}
-        #: item -> {session: None}, sessions in the order they last touched the item; insertion order = LRU
-        self._index: dict[str, dict[str, None]] = {}
+        self._slot: dict[str, int] = {}           # session -> slot; insertion order = LRU order
+        self._items: list[tuple[str, ...]] = []   # slot -> the session's items, most recent first
+        self._free: list[int] = []
+        #: item -> {slot: tick of that session's last touch of the item}; insertion order = LRU order
+        self._index: dict[str, dict[int, int]] = {}
         self._tick = 0
         self.evicted_sessions = 0
         self.evicted_items = 0
         self.trimmed = 0           # index entries dropped because an item listed ``sample`` sessions
 
     def __len__(self) -> int:
-        return len(self._sessions)
+        return len(self._slot)
 
     def index_entries(self) -> int:
         return sum(len(s) for s in self._index.values())
 
+    def items_of(self, session: str) -> tuple[str, ...]:
+        slot = self._slot.get(session)
+        return () if slot is None else self._items[slot]
+
     def update(self, session: str, item: str) -> None:
         """``session`` touched ``item`` (an applied event)."""
         self._tick += 1
-        sessions, index = self._sessions, self._index
-        rec = sessions.pop(session, None)
-        if rec is None:
-            items: tuple[str, ...] = (item,)
+        index = self._index
+        slot = self._slot.pop(session, None)
+        if slot is None:
+            if len(self._slot) >= self.max_sessions:       # evict first: the freed slot is reused
+                self._drop(next(iter(self._slot)))
+                self.evicted_sessions += 1
+            if self._free:
+                slot = self._free.pop()
+                self._items[slot] = (item,)
+            else:
+                slot = len(self._items)
+                self._items.append((item,))
         else:
-            old = rec[1]
-            items = (item, *[i for i in old if i != item])
+            items = (item, *[i for i in self._items[slot] if i != item])
             for gone in items[self.window:]:
                 holders = index.get(gone)
                 if holders is not None:
-                    holders.pop(session, None)
-            items = items[:self.window]
-        sessions[session] = [self._tick, items]
+                    holders.pop(slot, None)
+            self._items[slot] = items[:self.window]
+        self._slot[session] = slot
         holders = index.pop(item, None)
         if holders is None:
             holders = {}
         else:
-            holders.pop(session, None)
-        holders[session] = None
+            holders.pop(slot, None)
+        holders[slot] = self._tick
         if len(holders) > self.sample:
             del holders[next(iter(holders))]
             self.trimmed += 1
@@ -108,59 +126,66 @@ class SessionKNN:
         if len(index) > self.max_items:
             del index[next(iter(index))]
             self.evicted_items += 1
-        if len(sessions) > self.max_sessions:
-            oldest = next(iter(sessions))
-            self._drop(oldest)
-            self.evicted_sessions += 1
 
     def _drop(self, session: str) -> None:
-        rec = self._sessions.pop(session, None)
-        if rec is None:
+        slot = self._slot.pop(session, None)
+        if slot is None:
             return
-        for item in rec[1]:
+        for item in self._items[slot]:
             holders = self._index.get(item)
             if holders is not None:
-                holders.pop(session, None)
+                holders.pop(slot, None)
+        self._items[slot] = ()
+        self._free.append(slot)
 
     def forget(self, session: str) -> None:
         self._drop(session)
 
-    def neighbours(self, session: str, items: tuple[str, ...]) -> list[tuple[str, float]]:
-        """The top ``k`` neighbour sessions of a session whose items (most recent first) are ``items``,
-        with their similarities, best first (``session`` itself is never its own neighbour)."""
+    def _neighbours(self, session: str, items: tuple[str, ...]) -> tuple[np.ndarray, np.ndarray]:
+        """``(slots, similarities)`` of the top ``k`` neighbours, best first."""
+        none = np.zeros(0, dtype=np.int64), np.zeros(0, dtype=np.float64)
         n_items = len(items)
-        if not n_items:
-            return []
-        sim: dict[str, float] = {}
-        get = sim.get
+        slots: list[np.ndarray] = []
+        ticks: list[np.ndarray] = []
+        weights: list[float] = []
+        counts: list[int] = []
         index = self._index
         for p, item in enumerate(items):
             holders = index.get(item)
-            if not holders:
-                continue
-            w = (n_items - p) / n_items
-            for s in holders:
-                sim[s] = get(s, 0.0) + w
-        sim.pop(session, None)
-        if not sim:
-            return []
-        names = list(sim)
-        sessions = self._sessions
-        ticks = np.fromiter((sessions[s][0] for s in names), dtype=np.int64, count=len(names))
-        keep = np.arange(len(names))
-        if len(names) > self.sample:                      # the m most recently updated sessions
-            keep = np.argpartition(-ticks, self.sample - 1)[:self.sample]
-        sims = np.fromiter((sim[names[i]] for i in keep.tolist()), dtype=np.float64, count=len(keep))
-        order = np.lexsort((-ticks[keep], -sims))[:self.k]  # by similarity, then recency
-        return [(names[keep[j]], float(sims[j])) for j in order.tolist()]
+            if holders:
+                slots.append(np.fromiter(holders.keys(), dtype=np.int64, count=len(holders)))
+                ticks.append(np.fromiter(holders.values(), dtype=np.int64, count=len(holders)))
+                weights.append((n_items - p) / n_items)
+                counts.append(len(holders))
+        if not slots:
+            return none
+        slot_a, tick_a = np.concatenate(slots), np.concatenate(ticks)
+        own = self._slot.get(session, -1)
+        uniq, inv = np.unique(slot_a, return_inverse=True)
+        sim = np.bincount(inv, np.repeat(weights, counts), minlength=len(uniq))
+        last = np.zeros(len(uniq), dtype=np.int64)
+        np.maximum.at(last, inv, tick_a)
+        keep = np.flatnonzero(uniq != own)
+        if len(keep) > self.sample:                      # the m sessions that touched a shared item last
+            keep = keep[np.argpartition(-last[keep], self.sample - 1)[:self.sample]]
+        order = keep[np.lexsort((-last[keep], -sim[keep]))[:self.k]]  # by similarity, then recency
+        return uniq[order], sim[order]
+
+    def neighbours(self, session: str, items: tuple[str, ...]) -> list[tuple[str, float]]:
+        """The top ``k`` neighbour sessions of a session whose items (most recent first) are ``items``,
+        with their similarities, best first (``session`` itself is never its own neighbour)."""
+        slots, sims = self._neighbours(session, items)
+        name = {slot: s for s, slot in self._slot.items()} if len(slots) else {}
+        return [(name[int(slot)], float(w)) for slot, w in zip(slots.tolist(), sims.tolist(), strict=True)]
 
     def scores(self, session: str, items: tuple[str, ...]) -> dict[str, float]:
         """Each item's summed neighbour similarity."""
+        slots, sims = self._neighbours(session, items)
         acc: dict[str, float] = {}
         get = acc.get
-        sessions = self._sessions
-        for s, w in self.neighbours(session, items):
-            for item in sessions[s][1]:
+        held = self._items
+        for slot, w in zip(slots.tolist(), sims.tolist(), strict=True):
+            for item in held[slot]:
                 acc[item] = get(item, 0.0) + w
         return acc
 

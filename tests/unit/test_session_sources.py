@@ -78,7 +78,7 @@ def test_window_drops_old_items_from_the_index() -> None:
     assert table.neighbours("u", ("a",)) == [] and table.neighbours("u", ("b",)) == [("v", 1.0)]
     assert table.scores("u", ("b",)) == {"c": 1.0, "b": 1.0}
     table.update("v", "b")                      # a repeat moves b to the front and keeps c
-    assert table._sessions["v"][1] == ("b", "c")
+    assert table.items_of("v") == ("b", "c")
 
 
 def test_session_and_item_caps_evict_and_count() -> None:
@@ -87,7 +87,7 @@ def test_session_and_item_caps_evict_and_count() -> None:
     table.update("s2", "b")
     table.update("s3", "c")                     # s1 and item a go
     assert len(table) == 2 and table.evicted_sessions == 1 and table.evicted_items == 1
-    assert "s1" not in table._sessions and "a" not in table._index and table.index_entries() == 2
+    assert table.items_of("s1") == () and "a" not in table._index and table.index_entries() == 2
 
 
 def test_memory_stays_bounded_on_a_long_stream() -> None:
@@ -99,10 +99,10 @@ def test_memory_stays_bounded_on_a_long_stream() -> None:
     t = src.table
     assert len(t) == 300 and len(t._index) == 400
     assert max(len(h) for h in t._index.values()) <= 8
-    assert max(len(rec[1]) for rec in t._sessions.values()) <= 5
+    assert max(len(t.items_of(s)) for s in t._slot) <= 5 and len(t._items) == 300
     assert t.index_entries() <= 300 * 5
     # every index entry points at a live session that holds the item
-    assert all(item in t._sessions[s][1] for item, holders in t._index.items() for s in holders)
+    assert all(item in t._items[s] for item, holders in t._index.items() for s in holders)
     st = src.stats()
     assert st["session_knn_evicted_sessions"] > 0 and st["session_knn_evicted_items"] > 0
 
