@@ -20,6 +20,7 @@ def engine_config(settings: Settings) -> EngineConfig:
                         user_ttl_ms=int(settings.user_ttl_s * 1000),
                         reranker=settings.reranker, reranker_model=settings.reranker_model,
                         drift_detector=settings.drift_detector, explore_slots=settings.explore_slots, mf=settings.mf,
+                        session_knn_max_sessions=settings.session_knn_max_sessions,
                         online=OnlineConfig(drift_cooldown_ms=int(settings.drift_cooldown_s * 1000)))
 
 

@@ -113,6 +113,7 @@ class Settings:
     drift_cooldown_s: float = 3600.0     # event time between two retrain requests of one worker
     explore_slots: int = 0               # items per list from new arrivals (source "explore")
     mf: str = "none"                     # none | rating | ranking: river BiasedMF as candidate source "mf"
+    session_knn_max_sessions: int = 50_000  # sessions the session_knn source keeps (~2.4 KB each when full)
     online_checkpoint_s: float = 60.0    # online learners to <group>.online this often; 0: never
     # --- logging ----------------------------------------------------------------------------------
     log_level: str = "info"
@@ -214,7 +215,7 @@ class Settings:
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(f"{PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         for name in ("events_partitions", "recommendations_partitions", "max_batch", "top_n", "poll_ms",
-                     "max_users", "model_max_bytes"):
+                     "max_users", "model_max_bytes", "session_knn_max_sessions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be at least 1")
         for name in ("commit_interval_ms", "explore_slots", "user_ttl_s", "drift_cooldown_s",

@@ -59,6 +59,7 @@ from streamrec.models.serving.ranking import (
     check_options,
     select,
 )
+from streamrec.models.serving.recent import DECAYS as RECENT_DECAYS
 from streamrec.models.serving.recent import RecentSource
 from streamrec.models.serving.session_knn import SessionKnnSource
 from streamrec.models.serving.sources import AnnSource, ColdStartSource, CovisitSource, TrendingSource
@@ -109,6 +110,7 @@ class EngineConfig:
     session_knn_max_items: int = 100_000
     k_session_knn: int = 50
     k_recent: int = 20                 # recent (models/serving/recent.py): the user's last distinct items
+    recent_decay: str = "harmonic"     # harmonic: 1 / (1 + p) | linear: 1 - p / (k_recent + 1)
     k_ann: int = 50
     k_covisit: int = 50
     k_trending: int = 50
@@ -140,6 +142,8 @@ class EngineConfig:
 
     def __post_init__(self) -> None:
         check_options(self.filter_seen, self.diversity, self.normalise)
+        if self.recent_decay not in RECENT_DECAYS:
+            raise ConfigError(f"recent_decay is {self.recent_decay!r}; use one of {', '.join(RECENT_DECAYS)}")
         for f in fields(self):
             value = getattr(self, f.name)
             if isinstance(value, int | float) and not isinstance(value, bool) and not math.isfinite(value):
@@ -210,7 +214,7 @@ SOURCE_FACTORIES: dict[str, Callable[[Recommender], Source]] = {
                                               e.config.session_knn_neighbours, e.config.session_knn_window,
                                               e.config.session_knn_max_sessions, e.config.session_knn_max_items,
                                               e.config.filter_seen),
-    "recent": lambda e: RecentSource(e.config.k_recent, e.config.filter_seen),
+    "recent": lambda e: RecentSource(e.config.k_recent, e.config.filter_seen, e.config.recent_decay),
     "cold_start": lambda e: ColdStartSource(e.config.k_cold_start, e.newest, short_of=2 * e.config.top_n),
     "mf": lambda e: MFSource(_online(e), e.config.k_mf, e.config.filter_seen),
     "explore": lambda e: Exploration(_online(e), e.config.explore_slots, _online(e).config.explore_pool, e.newest,

@@ -22,10 +22,13 @@ from __future__ import annotations
 
 import numpy as np
 
+from streamrec.models.errors import ConfigError
 from streamrec.models.serving.contract import Block, Plugin, Request, empty_block
 from streamrec.models.serving.ranking import blocked_items
 
-__all__ = ["RecentSource"]
+__all__ = ["DECAYS", "RecentSource"]
+
+DECAYS = ("harmonic", "linear")
 
 
 class RecentSource(Plugin):
@@ -33,8 +36,10 @@ class RecentSource(Plugin):
 
     name = "recent"
 
-    def __init__(self, k: int = 20, filter_seen: str = "purchased") -> None:
-        self.k, self.filter_seen = k, filter_seen
+    def __init__(self, k: int = 20, filter_seen: str = "purchased", decay: str = "harmonic") -> None:
+        if decay not in DECAYS:
+            raise ConfigError(f"recent_decay is {decay!r}; use one of {', '.join(DECAYS)}")
+        self.k, self.filter_seen, self.decay = k, filter_seen, decay
 
     def candidates(self, request: Request) -> Block | None:
         if self.filter_seen == "all":
@@ -55,4 +60,5 @@ class RecentSource(Plugin):
         n = np.asarray(lengths, dtype=np.int64)
         rows = np.repeat(np.arange(len(n), dtype=np.int64), n)
         pos = np.arange(len(rows)) - np.repeat(np.cumsum(n) - n, n)
-        return rows, request.space.codes(items), request.normalise(1.0 / (1.0 + pos), rows)
+        score = 1.0 / (1.0 + pos) if self.decay == "harmonic" else 1.0 - pos / (k + 1.0)
+        return rows, request.space.codes(items), request.normalise(score, rows)

@@ -7,6 +7,7 @@ import pytest
 
 from streamrec.models.base.encoder import TYPE_INDEX
 from streamrec.models.engine.recommender import EngineConfig, Recommender
+from streamrec.models.errors import ConfigError
 from streamrec.models.events import Event, EventType
 from streamrec.models.online.features import FEATURES, build_features
 from streamrec.models.online.itemtable import ItemTable
@@ -191,3 +192,23 @@ def test_features_of_the_new_sources_and_the_context() -> None:
     assert f["recent_after_view"] == [0.0, 1.0, 0.0]
     knn = np.log1p(2) / np.log1p(10)
     assert f["knn_in_session"] == pytest.approx([0.5 * knn, 0.0, knn], abs=1e-4)
+
+
+def test_recent_linear_decay_and_a_bad_decay_refused() -> None:
+    req = Request(["u"], [recent_state()], CodeSpace(), None, 0, "max", 20)
+    got = block_items(req, RecentSource(k=4, decay="linear").candidates(req))[0]
+    assert got == [("e", 1.0), ("c", 0.8), ("a", 0.6), ("b", 0.4)]          # 1 - p / (k + 1)
+    with pytest.raises(ConfigError, match="recent_decay"):
+        EngineConfig(recent_decay="cubic")
+
+
+def test_the_worker_runs_the_sources_with_its_session_cap() -> None:
+    from streamrec.consumers.engine import engine_config
+    from streamrec.stream.settings import Settings
+
+    cfg = engine_config(Settings.from_env({"STREAMREC_SESSION_KNN_MAX_SESSIONS": "7"}))
+    rec = Recommender(cfg)
+    assert {"session_knn", "recent"} <= set(rec.columns)
+    assert next(s for s in rec.sources if s.name == "session_knn").table.max_sessions == 7  # type: ignore[attr-defined]
+    with pytest.raises(ConfigError, match="SESSION_KNN_MAX_SESSIONS"):
+        Settings.from_env({"STREAMREC_SESSION_KNN_MAX_SESSIONS": "0"})
