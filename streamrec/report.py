@@ -53,7 +53,7 @@ class Sizes:
     #: the generated e-commerce session log (``streamrec generate``: taste clusters, sessions, a funnel)
     sessions_users: int = 2_000
     sessions_items: int = 5_000
-    sessions_events: int = 60_000
+    sessions_events: int = 40_000
 
 
 QUICK = Sizes(replay_events=20_000, worker_events=20_000, worker_items=10_000, worker_rate=2000.0,

@@ -201,7 +201,7 @@ class SknnPolicy:
         """The user's current session, most recent item last (empty when it ended by the gap rule)."""
         key = self._current.get(user_id)
         s = self._sessions.get(key) if key is not None else None
-        if s is None:
+        if key is None or s is None:
             return []
         if now_ms is not None and isinstance(key[1], int) and now_ms - s.last_ms > self.session_gap_ms:
             return []   # no session id and the gap has passed: the next event starts a new session

@@ -197,3 +197,23 @@ def test_movielens_folder_and_sync_in_event_time(tmp_path: Path) -> None:
     result = CliRunner().invoke(cli.app, ["evaluate", "--dataset", "movielens-100k", "--path", str(folder),
                                           "--sync-every", "soon"])
     assert isinstance(result.exception, InputError) and "--sync-every" in str(result.exception)
+
+
+def test_training_ahead_and_the_side_replay_give_the_same_figures(small_log: Path,
+                                                                  monkeypatch: pytest.MonkeyPatch) -> None:
+    import streamrec.evaluate as ev
+    from streamrec.evaluate import evaluate
+
+    monkeypatch.setattr(ev, "SIDE_REPLAY_CPUS", 1)   # the side replay whatever the machine
+
+    def run(jobs: int) -> dict[str, object]:
+        opts = EvalOptions.parse(dataset="jsonl", path=str(small_log), configs="popularity,sknn,online_vectors,full",
+                                 sync_every=700, epochs=1, dim=8, window=200, jobs=jobs)
+        return evaluate(opts).to_dict()
+
+    inline, ahead = run(0), run(2)
+    assert ahead["configs"] == inline["configs"] and ahead["curves"] == inline["curves"]
+    assert list(ahead["configs"]) == ["popularity", "sknn", "online_vectors", "full"]  # type: ignore[arg-type]
+    assert [t["events"] for t in ahead["base_model_trainings"]] == [  # type: ignore[union-attr]
+        t["events"] for t in inline["base_model_trainings"]] == [300, 1000, 1700, 2400]  # type: ignore[union-attr]
+    assert ahead["training_processes"] == 2 and inline["training_processes"] == 0
