@@ -181,9 +181,10 @@ def ensure_base(name: str, cache: Path, fresh: bool) -> str:
 
 # --- wheelhouse ---------------------------------------------------------------------------------------------
 def build_wheelhouse(target: Path = WHEELHOUSE) -> None:
-    """Every wheel an offline build installs: streamrec's dependencies, its build backend, torch."""
+    """Every wheel an offline build installs: streamrec's dependencies (with the ``serve`` extra, which the
+    worker image carries for ``streamrec serve``), its build backend, torch."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
-    deps = pyproject["project"]["dependencies"]
+    deps = [*pyproject["project"]["dependencies"], *pyproject["project"]["optional-dependencies"]["serve"]]
     backend = pyproject["build-system"]["requires"]
     target.mkdir(parents=True, exist_ok=True)
     pip = [sys.executable, "-m", "pip"]

@@ -291,7 +291,7 @@ def test_the_worker_starts_without_torch() -> None:
 
 # --- compose -------------------------------------------------------------------------------------------------
 def test_compose_has_every_service() -> None:
-    assert set(services()) == {"kafka", "topics", "worker", "trainer", "replay", "prometheus"}
+    assert set(services()) == {"kafka", "topics", "worker", "trainer", "serve", "replay", "prometheus"}
 
 
 def test_every_service_has_a_healthcheck() -> None:
