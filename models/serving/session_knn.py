@@ -208,29 +208,58 @@ class SessionKnnSource(Plugin):
         self.table.forget(user_id)
 
     def candidates(self, request: Request) -> Block | None:
-        items: list[str] = []
-        values: list[float] = []
-        lengths: list[int] = []
+        """Neighbours per user (numpy per user), then one flat gather of their items for the whole batch:
+        the summed similarities come from one ``unique`` and one ``bincount`` over ``row, code`` keys."""
         table, window = self.table, self.table.window
-        for uid, st in zip(request.user_ids, request.states, strict=True):
-            acc = table.scores(uid, query_items(st, window)) if st is not None and st.recent_items else {}
+        held = table._items
+        flat: list[str] = []
+        sims: list[np.ndarray] = []
+        sizes: list[int] = []
+        rows_of: list[int] = []
+        ban_items: list[str] = []
+        ban_rows: list[int] = []
+        for r, (uid, st) in enumerate(zip(request.user_ids, request.states, strict=True)):
+            if st is None or not st.recent_items:
+                continue
+            slots, sim = table._neighbours(uid, query_items(st, window))
+            if not len(slots):
+                continue
+            chosen = [held[s] for s in slots.tolist()]
+            n = [len(t) for t in chosen]
+            flat.extend([i for t in chosen for i in t])
+            sims.append(np.repeat(sim, n))
+            sizes.append(sum(n))
+            rows_of.append(r)
             ban = blocked_items(st, self.filter_seen)
-            if ban and acc:
-                acc = {i: v for i, v in acc.items() if i not in ban}
-            items.extend(acc)
-            values.extend(acc.values())
-            lengths.append(len(acc))
-        if not items:
+            if ban:
+                ban_items.extend(ban)
+                ban_rows.extend([r] * len(ban))
+        if not flat:
             return empty_block()
-        rows = np.repeat(np.arange(len(request.states), dtype=np.int64), lengths)
-        vals = np.array(values, dtype=np.float64)
-        peak = np.maximum.reduceat(vals, np.r_[0, np.cumsum(lengths)][:-1][np.asarray(lengths) > 0])
-        vals = vals / np.repeat(peak, np.asarray(lengths)[np.asarray(lengths) > 0])   # per row, in (0, 1]
-        order = np.lexsort((-vals, rows))                 # by row, best first
-        starts = np.r_[0, np.cumsum(lengths)][:-1]
-        keep = order[np.arange(len(order)) - np.repeat(starts, lengths) < self.k]
-        rows = rows[keep]
-        return rows, request.space.codes([items[i] for i in keep.tolist()]), request.normalise(vals[keep], rows)
+        local: dict[str, int] = {}                       # the batch's items, numbered once each
+        put = local.setdefault
+        ids = np.fromiter([put(i, len(local)) for i in flat], dtype=np.int64, count=len(flat))
+        width = np.int64(max(len(local), 1))
+        keys = np.repeat(np.asarray(rows_of, dtype=np.int64), sizes) * width + ids
+        uniq, inv = np.unique(keys, return_inverse=True)
+        score = np.bincount(inv, np.concatenate(sims), minlength=len(uniq))
+        if ban_items:
+            bcodes = np.array([local.get(i, -1) for i in ban_items], dtype=np.int64)
+            known = bcodes >= 0
+            drop = np.isin(uniq, np.asarray(ban_rows, dtype=np.int64)[known] * width + bcodes[known])
+            uniq, score = uniq[~drop], score[~drop]
+        if not len(uniq):
+            return empty_block()
+        rows = uniq // width
+        order = np.lexsort((-score, rows))                # by row, best first
+        rows, score, uniq = rows[order], score[order], uniq[order]
+        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
+        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+        keep = rank < self.k
+        rows, score, uniq = rows[keep], score[keep], uniq[keep]
+        names = list(local)
+        codes = request.space.codes([names[i] for i in (uniq % width).tolist()])
+        return rows, codes, request.normalise(score, rows)
 
     def stats(self) -> dict[str, Any]:
         t = self.table
