@@ -47,8 +47,8 @@ ASGIApp = Callable[[Scope, Callable[[], Awaitable[Any]], Callable[[Any], Awaitab
 class Item(BaseModel):
     item_id: str
     score: float = Field(description="The engine's score; for trending lists, the item's share of recent lists.")
-    source: str = Field(description="Candidate source that contributed most: ann, covisit, trending, "
-                                    "cold_start, explore, mf.")
+    source: str = Field(description="Candidate source that contributed most: ann, covisit, session_knn, "
+                                    "recent, trending, cold_start, mf, explore.")
 
 
 class Lineage(BaseModel):
