@@ -114,6 +114,7 @@ class Settings:
     explore_slots: int = 0               # items per list from new arrivals (source "explore")
     mf: str = "none"                     # none | rating | ranking: river BiasedMF as candidate source "mf"
     session_knn_max_sessions: int = 50_000  # sessions the session_knn source keeps (~2.4 KB each when full)
+    sources: str = ""                    # candidate sources, comma-separated (empty: the engine's defaults)
     online_checkpoint_s: float = 60.0    # online learners to <group>.online this often; 0: never
     # --- logging ----------------------------------------------------------------------------------
     log_level: str = "info"
@@ -212,6 +213,15 @@ class Settings:
         one_of("reranker_model", RERANKER_MODELS)
         one_of("drift_detector", DRIFT_DETECTORS)
         one_of("mf", MF_PRESETS)
+        if self.sources:
+            # imported here: the engine's registry pulls in the serving stack, which settings alone do not need
+            from streamrec.models.engine.recommender import SOURCE_FACTORIES
+
+            names = [s.strip() for s in self.sources.split(",")]
+            bad = [s for s in names if s not in SOURCE_FACTORIES]
+            if bad or len(set(names)) != len(names):
+                raise ConfigError(f"{PREFIX}SOURCES={self.sources!r}: name each source once, from "
+                                  f"{', '.join(SOURCE_FACTORIES)}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(f"{PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
         for name in ("events_partitions", "recommendations_partitions", "max_batch", "top_n", "poll_ms",

@@ -11,7 +11,7 @@
 >>> from streamrec.models.engine.recommender import EngineConfig, Recommender
 >>> rec = Recommender(EngineConfig(reranker=True, explore_slots=1, mf="ranking"))
 >>> rec.columns
-('ann', 'covisit', 'session_knn', 'recent', 'trending', 'cold_start', 'mf', 'explore')
+('ann', 'covisit', 'recent', 'trending', 'cold_start', 'mf', 'explore')
 >>> [type(s).__name__ for s in rec.stages]
 ['Exploration', 'FeedbackStage']
 """

@@ -206,9 +206,11 @@ def test_the_worker_runs_the_sources_with_its_session_cap() -> None:
     from streamrec.consumers.engine import engine_config
     from streamrec.stream.settings import Settings
 
-    cfg = engine_config(Settings.from_env({"STREAMREC_SESSION_KNN_MAX_SESSIONS": "7"}))
+    assert "session_knn" not in Recommender(engine_config(Settings())).columns     # opt-in: it costs
+    cfg = engine_config(Settings.from_env({"STREAMREC_SESSION_KNN_MAX_SESSIONS": "7",
+                                           "STREAMREC_SOURCES": "ann,covisit,session_knn,recent,trending,cold_start"}))
     rec = Recommender(cfg)
-    assert {"session_knn", "recent"} <= set(rec.columns)
+    assert rec.columns == ("ann", "covisit", "session_knn", "recent", "trending", "cold_start")
     assert next(s for s in rec.sources if s.name == "session_knn").table.max_sessions == 7  # type: ignore[attr-defined]
     with pytest.raises(ConfigError, match="SESSION_KNN_MAX_SESSIONS"):
         Settings.from_env({"STREAMREC_SESSION_KNN_MAX_SESSIONS": "0"})
