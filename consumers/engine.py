@@ -16,8 +16,8 @@ from streamrec.stream.settings import Settings
 
 
 def engine_config(settings: Settings) -> EngineConfig:
-    chosen = {"sources": tuple(s.strip() for s in settings.sources.split(","))} if settings.sources else {}
-    return EngineConfig(**chosen, top_n=settings.top_n, max_users=settings.max_users,
+    sources = tuple(s.strip() for s in settings.sources.split(",")) if settings.sources else EngineConfig.sources
+    return EngineConfig(sources=sources, top_n=settings.top_n, max_users=settings.max_users,
                         user_ttl_ms=int(settings.user_ttl_s * 1000),
                         reranker=settings.reranker, reranker_model=settings.reranker_model,
                         drift_detector=settings.drift_detector, explore_slots=settings.explore_slots, mf=settings.mf,
