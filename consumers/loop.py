@@ -30,7 +30,6 @@ from streamrec.consumers.decode import Decoded, decode_batch, event_limits
 from streamrec.consumers.lists import FiniteScores
 from streamrec.consumers.stats import WorkerStats
 from streamrec.models.engine.recommender import Recommender
-from streamrec.models.serving.state import IdWindow
 from streamrec.stream.errors import StreamrecError
 from streamrec.stream.records import Record
 from streamrec.stream.serde import codec_for
@@ -316,16 +315,7 @@ class Loop:
         for p in owned:
             self.engine.drop_partition(p)
             self.source.seek(p, self.source.committed(p))
-        self._forget_event_ids()
+        # the redone events were applied once, so their ids are in the engine's duplicate window and would be
+        # dropped (state lost); the per-user offsets restored from the changelog guard the redone range instead
+        self.engine.forget_event_ids()
         self.stats.restored_records += self.changelog.restore(owned, self._restore_one)
-
-    def _forget_event_ids(self) -> None:
-        """The events about to be redone were applied once, so their ids are in the engine's duplicate
-        window and would be dropped as duplicates (state lost). The redone range is guarded by the
-        per-user offsets restored from the changelog instead, so the id window starts empty. The engine has
-        no public call for this yet (``forget_event_ids`` is used when it has one)."""
-        forget = getattr(self.engine, "forget_event_ids", None)
-        if callable(forget):
-            forget()
-        elif isinstance(getattr(self.engine, "_ids", None), IdWindow):
-            self.engine._ids = IdWindow(self.engine.config.dedup_window)

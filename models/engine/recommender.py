@@ -250,6 +250,7 @@ class Recommender:
             elif isinstance(source, CovisitSource):
                 self.covisit = source.table
         self.columns: tuple[str, ...] = tuple(s.name for s in self.sources)
+        self._column = {name: c for c, name in enumerate(self.columns)}
         self._run_order = sorted(self.sources, key=lambda s: s.phase)   # stable: configuration order per phase
         base = BlendScorer(cfg.source_weights_map() | {n: 1.0 for n in self.columns
                                                        if n not in cfg.source_weights_map()})
@@ -367,7 +368,7 @@ class Recommender:
         states = [self._state(u) for u in uids]
         space = cand.CodeSpace(model.item_ids, model.index_of) if model is not None else cand.CodeSpace()
         req = Request(uids, states, space, model, now_ms, cfg.normalise, cfg.top_n)
-        column = {name: c for c, name in enumerate(self.columns)}
+        column = self._column
         for source in self._run_order:
             t = clock()
             block = source.candidates(req)
