@@ -42,6 +42,7 @@ import numpy as np
 from streamrec.models.base.artifact import Artifact
 from streamrec.models.base.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, event_strength
 from streamrec.models.base.index import IndexConfig
+from streamrec.models.catalog.item import Item
 from streamrec.models.errors import ConfigError, InputError
 from streamrec.models.events import Event
 from streamrec.models.online.layer import OnlineConfig, OnlineLayer, OnlineSwitches
@@ -268,6 +269,7 @@ class Recommender:
         self._learners = [p.learn for p in plugins if overrides(p, "learn")]         # type: ignore[attr-defined]
         self._end_apply = [p.end_apply for p in plugins if overrides(p, "end_apply")]  # type: ignore[attr-defined]
         self._forget = [p.forget_user for p in plugins if overrides(p, "forget_user")]  # type: ignore[attr-defined]
+        self._catalog = [p.catalog for p in plugins if overrides(p, "catalog")]  # type: ignore[attr-defined]
         self._plugins = plugins
         self._model: PreparedModel | None = None
         self._triggers: dict[str, tuple[str, int, int, int]] = {}
@@ -446,6 +448,11 @@ class Recommender:
         for forget in self._forget:
             forget(user_id)
         return self.store.remove(user_id)
+
+    def update_catalog(self, items: Sequence[Item]) -> None:
+        """Catalog records (new items, changes): every plug-in with a ``catalog`` hook sees them, in order."""
+        for hook in self._catalog:
+            hook(items)
 
     def forget_event_ids(self) -> None:
         """Forget the event ids remembered for duplicate detection: a caller that rewinds to its last commit

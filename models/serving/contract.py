@@ -54,6 +54,7 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
+from streamrec.models.catalog.item import Item
 from streamrec.models.events import Event
 from streamrec.models.serving.candidates import CandidateBatch, CodeSpace, PreparedModel, normalise
 from streamrec.models.serving.ranking import RecItem
@@ -126,6 +127,9 @@ class Plugin:
 
     def forget_user(self, user_id: str) -> None:
         """``user_id`` left this engine (evicted, tombstoned or its partition revoked)."""
+
+    def catalog(self, items: Sequence[Item]) -> None:
+        """Catalog records arrived (new items or changes; the newest record of an item wins)."""
 
     def stats(self) -> dict[str, Any]:
         return {}

@@ -15,7 +15,7 @@ FOLDERS = {"streamrec": "streamrec", "models": "streamrec.models", "stream": "st
 FLOORS: list[tuple[str, int]] = [
     ("streamrec.models.errors", 0), ("streamrec.models.events", 0), ("streamrec.models.decay", 0),
     ("streamrec.models.timeunits", 0), ("streamrec.models", 0),
-    ("streamrec.models.base", 1),
+    ("streamrec.models.base", 1), ("streamrec.models.catalog", 1),
     ("streamrec.models.serving", 2),
     ("streamrec.models.online", 3),
     ("streamrec.models.engine", 4),
