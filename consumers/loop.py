@@ -241,13 +241,14 @@ class Loop:
         offsets: dict[int, int] = {}
         for rec in records:
             offsets[rec.partition] = max(offsets.get(rec.partition, -1), rec.offset)
-        settings, sink = self.settings, self.sink
+        settings, sink, sent = self.settings, self.sink, self.stats.bytes_sent
         try:
             sink.begin()
             for dl in bad:
                 self.log.warning("dead letter", topic=dl.record.topic, partition=dl.record.partition,
                                  offset=dl.record.offset, error_type=dl.error_type, error=dl.message[:200])
                 sink.send(settings.dlq_topic, dl.record.key, dl.record.value, headers=dl.headers())
+                sent["dlq"] += len(dl.record.key or b"") + len(dl.record.value or b"")
             touched, arrivals = self._apply(good)
             t2 = time.perf_counter()
             lists = self.engine.recommend(touched, now_ms=self.clock_ms())
@@ -259,17 +260,21 @@ class Loop:
                 if trig is None:           # cannot happen for a touched user; never emit a list without lineage
                     raise StreamrecError(f"the engine returned a list without lineage for {rl.user_id!r}")
                 key = rl.user_id.encode()
-                sink.send(settings.recommendations_topic, key, self.rec_codec.encode({
+                value = self.rec_codec.encode({
                     "user_id": rl.user_id,
                     "items": self.finite.items(rl),
                     "trigger_event_id": trig.event_id, "trigger_timestamp": trig.timestamp_ms,
                     "trigger_partition": trig.partition, "trigger_offset": trig.offset,
                     "emitted_at": emitted_at, "model_version": rl.model_version,
                     "index_version": rl.index_version,
-                }))
+                })
+                sink.send(settings.recommendations_topic, key, value)
+                sent["recommendations"] += len(key) + len(value)
                 state = self.engine.export_user(rl.user_id)
                 if state is not None:
-                    sink.send(self.state_topic, key, self.state_codec.encode(state), partition=trig.partition)
+                    value = self.state_codec.encode(state)
+                    sink.send(self.state_topic, key, value, partition=trig.partition)
+                    sent["changelog"] += len(key) + len(value)
                 latencies[i] = emitted_at - arrivals[rl.user_id]
             t4 = time.perf_counter()
             for p, off in offsets.items():

@@ -46,6 +46,7 @@ class WorkerStats:
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     lag: dict[int, int] = field(default_factory=dict)
+    bytes_sent: dict[str, int] = field(default_factory=lambda: defaultdict(int))  # key + value, per output
     started: float = field(default_factory=time.monotonic)
     _last_report: float = field(default_factory=time.monotonic)
     _last_events: int = 0
@@ -77,6 +78,7 @@ class WorkerStats:
             "restored_records": self.restored_records,
             "stage_ms_per_batch": {k: round(v * 1000 / max(self.batches, 1), 3) for k, v in self.stage_s.items()},
             "latency_ms": self.latency.percentiles(), "lag": dict(self.lag),
+            "bytes_sent": dict(self.bytes_sent),
         }
         if extra:
             out.update(extra)

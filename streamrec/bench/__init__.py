@@ -17,11 +17,15 @@ def register(app: typer.Typer) -> None:
     def bench_replay(ctx: typer.Context,
                      events: int = typer.Option(200_000, "--events", help="Events to produce and read back."),
                      json_path: str = typer.Option(None, "--json", help="Write the result here too."),
-                     seed: int = typer.Option(0, "--seed")) -> None:
-        """Events/s produced (idempotent, compressed, keyed) and read back (decoded) through the broker."""
+                     seed: int = typer.Option(0, "--seed"),
+                     yardstick: bool = typer.Option(True, "--yardstick/--no-yardstick",
+                                                    help="Also time a plain kafka-python producer of the same "
+                                                         "pre-encoded records (ceiling_events_per_s).")) -> None:
+        """Events/s produced (idempotent, compressed, keyed) and read back (decoded) through the broker,
+        beside a plain kafka-python producer of the same pre-encoded records (the yardstick)."""
         from streamrec.bench import replay
 
-        write_json(replay.run(ctx.obj, events, seed), json_path)
+        write_json(replay.run(ctx.obj, events, seed, yardstick=yardstick), json_path)
 
     @bench.command("train")
     def bench_train(events: str = typer.Option(None, "--events", help="Log to train on (default MovieLens-100K "
@@ -52,12 +56,17 @@ def register(app: typer.Typer) -> None:
                      reranker: bool = typer.Option(None, "--reranker/--no-reranker",
                                                    help="The worker's learned reranker on or off (default: "
                                                         "STREAMREC_RERANKER)."),
+                     yardstick: bool = typer.Option(True, "--yardstick/--no-yardstick",
+                                                    help="Also measure a bare kafka-python passthrough loop "
+                                                         "on the same broker (ceiling_events_per_s, "
+                                                         "ratio_to_ceiling)."),
                      json_path: str = typer.Option(None, "--json")) -> None:
-        """Throughput, event-to-recommendation latency and memory of one worker process."""
+        """Throughput, event-to-recommendation latency and memory of one worker process, beside a bare
+        kafka-python passthrough loop in the same run (the yardstick)."""
         from streamrec.bench import worker
 
         write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee, kind=workload,
-                              reranker=reranker), json_path)
+                              reranker=reranker, yardstick=yardstick), json_path)
 
     @bench.command("e2e")
     def bench_e2e(ctx: typer.Context,

@@ -5,6 +5,12 @@
 2. Latency: a paced producer offers ``rate`` events/s for ``seconds``; latency is the time from handing
    each event to the producer to its recommendation reaching the subscriber.
 3. Memory: the worker's peak RSS, with ``users`` distinct users in state at the end.
+4. The yardstick (``streamrec/bench/yardstick.py``): the same two phases for a bare kafka-python
+   passthrough loop on topics of its own, on the same broker: ``ceiling_events_per_s``,
+   ``ratio_to_ceiling`` (the worker's events/s over it) and its latency at the same offered rate
+   (``reference.latency_ms``, ``p99_ratio_to_reference``).
+5. Bytes per processed event on the recommendations and changelog topics (``bytes_per_event``: as the
+   broker stores them; ``payload_bytes_per_event``: key + value as the worker sent them).
 """
 
 from __future__ import annotations
@@ -19,6 +25,7 @@ from typing import Any
 import numpy as np
 
 from streamrec.bench.common import broker_session, machine, synthetic_events
+from streamrec.bench.yardstick import passthrough_phase, percentiles
 from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
 from streamrec.models.base.artifact import random_artifact
 from streamrec.models.errors import InputError
@@ -72,9 +79,19 @@ def workload(kind: str, n: int, users: int, items: int, seed: int) -> list[Event
     raise InputError(f"unknown workload {kind!r}; use sessions or uniform")
 
 
+def topic_bytes(settings: Settings, topic: str) -> int | None:
+    """Bytes of ``topic``'s log segments on the embedded broker (compressed record batches as stored);
+    ``None`` for an external cluster."""
+    if not settings.embedded:
+        return None
+    data = settings.broker_path / "data"
+    return sum(f.stat().st_size for d in data.glob(f"{topic}-*") if d.name.rpartition("-")[0] == topic
+               for f in d.glob("*.log"))
+
+
 def run(settings: Settings, events: int, items: int, dim: int, rate: float, users: int | None,
         seconds: float, guarantee: str, extra_args: tuple[str, ...] = (), kind: str = "sessions",
-        reranker: bool | None = None) -> dict[str, Any]:
+        reranker: bool | None = None, yardstick: bool = True) -> dict[str, Any]:
     users = users or max(1, events // 4)
     reranker = settings.reranker if reranker is None else reranker      # the learned reranker on or off
     extra_args = (*extra_args, "--reranker" if reranker else "--no-reranker")
@@ -112,18 +129,34 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
         finally:
             stop_process(proc)
             sub.stop()
+        processed = events + n_paced
+        out_bytes = {name: topic_bytes(s, topic) for name, topic in
+                     (("recommendations", s.recommendations_topic), ("changelog", s.state_topic()))}
+        reference = passthrough_phase(s, load, paced, rate, work) if yardstick else None
     stats = _final_stats(log_path)
-    pct = np.percentile(lat, [50, 90, 99]) if len(lat) else [float("nan")] * 3
-    return {
+    latency = percentiles(lat)
+    result: dict[str, Any] = {
         "benchmark": "worker", "workload": kind, "guarantee": guarantee, "events": events, "users": users,
         "items": items, "dim": dim, "events_per_s": round(throughput, 1), "lists_emitted": len(arrivals),
         "startup_and_drain_s": round(startup_and_drain_s, 2),
         "offered_rate": rate, "achieved_offered_rate": round(offered.rate, 1), "latency_samples": int(len(lat)),
-        "latency_ms": {"p50": round(float(pct[0]), 2), "p90": round(float(pct[1]), 2),
-                       "p99": round(float(pct[2]), 2)},
+        "latency_ms": latency,
         "rss_mb": stats.get("rss_mb"), "users_in_state": stats.get("users"),
         "stage_ms_per_batch": stats.get("stage_ms_per_batch"), "avg_batch": stats.get("avg_batch"),
         "worker_args": list(extra_args), "machine": machine(), "reranker": reranker,
         "online": {k: stats.get(k) for k in ("hit_rate_at_10", "hit_rate_at_20", "window_hit_rate_at_10",
                                              "reranker_active", "reranker_pairs", "reranker_auc", "reranker_logloss")},
+        # bytes per processed event on each output topic: as stored by the broker (compressed batches,
+        # embedded broker only) and as sent by the worker (key + value)
+        "bytes_per_event": {name: (round(b / processed, 1) if b is not None else None)
+                            for name, b in out_bytes.items()},
+        "payload_bytes_per_event": {name: round(b / max(stats.get("events") or processed, 1), 1)
+                                    for name, b in (stats.get("bytes_sent") or {}).items()},
     }
+    if reference is not None:
+        ceiling = reference["events_per_s"]
+        result.update(reference=reference, ceiling_events_per_s=ceiling,
+                      ratio_to_ceiling=round(throughput / ceiling, 3) if ceiling > 0 else None,
+                      p99_ratio_to_reference=(round(latency["p99"] / reference["latency_ms"]["p99"], 2)
+                                              if reference["latency_ms"]["p99"] > 0 else None))
+    return result
