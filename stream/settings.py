@@ -84,6 +84,16 @@ class Settings:
     recommendations_retention_ms: int = 7 * 24 * 3600 * 1000
     dlq_retention_ms: int = 30 * 24 * 3600 * 1000
     model_retention_ms: int = 90 * 24 * 3600 * 1000
+    items_topic: str = "items"           # the catalog (compacted, keyed by item id; README "Catalog")
+    items_partitions: int = 1
+    # --- the catalog in the worker (consumers/catalog.py, models/catalog/) ---------------------------
+    catalog: bool = True                 # follow the items topic: hidden / unavailable items are never listed
+    rule_max_per_category: int = 0       # at most this many items of one category per list; 0: no cap
+    rule_category_depth: int = 0         # the category a cap counts: its first N levels; 0: the whole path
+    rule_max_per_brand: int = 0          # at most this many items of one brand per list; 0: no cap
+    rule_exclude_categories: str = ""    # comma-separated; an item with any of them at any level is never listed
+    rule_min_price: float = 0.0          # items priced below are never listed (no price: allowed)
+    rule_max_price: float = 0.0          # items priced above are never listed; 0: no maximum
     # --- worker -----------------------------------------------------------------------------------
     group: str = "streamrec-worker"
     guarantee: str = "at-least-once"
@@ -224,12 +234,17 @@ class Settings:
                                   f"{', '.join(SOURCE_FACTORIES)}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(f"{PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-        for name in ("events_partitions", "recommendations_partitions", "max_batch", "top_n", "poll_ms",
+        if self.rule_max_price and self.rule_max_price < self.rule_min_price:
+            raise ConfigError(f"{PREFIX}RULE_MAX_PRICE={self.rule_max_price} is below {PREFIX}RULE_MIN_PRICE="
+                              f"{self.rule_min_price}")
+        for name in ("events_partitions", "recommendations_partitions", "items_partitions", "max_batch", "top_n",
+                     "poll_ms",
                      "max_users", "model_max_bytes", "session_knn_max_sessions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be at least 1")
         for name in ("commit_interval_ms", "explore_slots", "user_ttl_s", "drift_cooldown_s",
-                     "online_checkpoint_s"):
+                     "online_checkpoint_s", "rule_max_per_category", "rule_category_depth", "rule_max_per_brand",
+                     "rule_min_price", "rule_max_price"):
             if getattr(self, name) < 0:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must not be negative")
         for name in ("stats_interval_s", "restore_timeout_s", "broker_start_timeout_s"):

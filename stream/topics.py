@@ -24,7 +24,7 @@ class TopicSpec:
 def topic_specs(settings: Settings, group: str | None = None) -> list[TopicSpec]:
     """events (delete), recommendations (compact + retention), events.dlq (delete),
     model-updates (delete, long retention; one partition keeps chunks in order), <group>.state (compact,
-    co-partitioned with events)."""
+    co-partitioned with events), items (the catalog: compact, keyed by item id, kept for ever)."""
     return [
         TopicSpec(settings.events_topic, settings.events_partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(settings.events_retention_ms)}),
@@ -36,6 +36,7 @@ def topic_specs(settings: Settings, group: str | None = None) -> list[TopicSpec]
                   {"cleanup.policy": "delete", "retention.ms": str(settings.model_retention_ms),
                    "max.message.bytes": str(2 * 1024 * 1024)}),
         TopicSpec(settings.state_topic(group), settings.events_partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.items_topic, settings.items_partitions, {"cleanup.policy": "compact"}),
     ]
 
 
