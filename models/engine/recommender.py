@@ -43,6 +43,8 @@ from streamrec.models.base.artifact import Artifact
 from streamrec.models.base.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, event_strength
 from streamrec.models.base.index import IndexConfig
 from streamrec.models.catalog.item import Item
+from streamrec.models.catalog.rules import CatalogRules
+from streamrec.models.catalog.store import CatalogStore
 from streamrec.models.errors import ConfigError, InputError
 from streamrec.models.events import Event
 from streamrec.models.online.layer import OnlineConfig, OnlineLayer, OnlineSwitches
@@ -133,6 +135,13 @@ class EngineConfig:
     mmr_lambda: float = 0.7
     top_n: int = 20
     seed: int = 0
+    # the catalog's per-list rules (models/catalog/rules.py; the store blocks hidden and unavailable items)
+    rule_max_per_category: int = 0     # at most K items of one category per list; 0: no cap
+    rule_category_depth: int = 0       # a cap counts the first N levels of the category path; 0: all of it
+    rule_max_per_brand: int = 0        # at most K items of one brand per list; 0: no cap
+    rule_exclude_categories: tuple[str, ...] = ()   # never list an item with one of these at any level
+    rule_min_price: float = 0.0
+    rule_max_price: float = 0.0        # 0: no maximum; items without a price pass the price rules
     # online learning (models/online/); any of these switches gives the engine an OnlineLayer
     reranker: bool = False             # a river model learned from feedback replaces the blend
     reranker_model: str = "logreg"     # logreg | fm (models/online/reranker.py)
@@ -170,11 +179,16 @@ class EngineConfig:
         if any(not math.isfinite(w) or w < 0 for _, w in self.source_weights):
             raise ConfigError("source_weights must be finite and not negative")
         self.index_config()
+        self.catalog_rules()
         self.online_switches().check()
 
     def index_config(self) -> IndexConfig:
         return IndexConfig(self.index_kind, self.flat_max_items, self.hnsw_m, self.hnsw_ef_construction,
                            self.hnsw_ef_search, self.ivf_nlist, self.ivf_nprobe, self.faiss_threads, self.seed)
+
+    def catalog_rules(self) -> CatalogRules:
+        return CatalogRules(self.rule_max_per_category, self.rule_category_depth, self.rule_max_per_brand,
+                            tuple(self.rule_exclude_categories), self.rule_min_price, self.rule_max_price)
 
     def online_switches(self) -> OnlineSwitches:
         return OnlineSwitches(self.reranker, self.reranker_model, self.drift_detector, self.explore_slots, self.mf,
@@ -271,6 +285,7 @@ class Recommender:
         self._forget = [p.forget_user for p in plugins if overrides(p, "forget_user")]  # type: ignore[attr-defined]
         self._catalog = [p.catalog for p in plugins if overrides(p, "catalog")]  # type: ignore[attr-defined]
         self._plugins = plugins
+        self.catalog = CatalogStore(cfg.catalog_rules())   # newest record per item (update_catalog)
         self._model: PreparedModel | None = None
         self._triggers: dict[str, tuple[str, int, int, int]] = {}
         self.last_applied_count = 0
@@ -391,16 +406,21 @@ class Recommender:
         t2 = clock()
         timings["score"] += t2 - t
         blocked = [blocked_items(st, cfg.filter_seen) for st in states]
+        masks = None if not self.catalog.active else self.catalog.masks(
+            batch.codes, () if model is None else model.item_ids, {} if model is None else model.index_of,
+            space.item)
         chosen = select(batch, scores, primary, space, blocked, self._selection,
                         None if model is None else model.categories,
                         model.embeddings if model is not None and cfg.diversity == "mmr" else None,
-                        sources=self.columns)
+                        sources=self.columns, catalog=masks)
         t3 = clock()
         timings["select"] += t3 - t2
         if self.stages:
             selected = Selected(batch, scores, primary, blocked, self.columns)
             for stage in self.stages:
                 chosen = stage.apply(req, selected, chosen)
+            if masks is not None:    # stages may add items of their own: the catalog has the last word
+                chosen = [self.catalog.allowed(items) for items in chosen]
         version = None if model is None else model.version
         index_version = None if model is None else model.index_version
         out = []
@@ -450,9 +470,17 @@ class Recommender:
         return self.store.remove(user_id)
 
     def update_catalog(self, items: Sequence[Item]) -> None:
-        """Catalog records (new items, changes): every plug-in with a ``catalog`` hook sees them, in order."""
+        """Catalog records (new items, changes): the engine's catalog store keeps the newest record of each
+        item (blocked items leave every list from the next ``recommend`` on), then every plug-in with a
+        ``catalog`` hook sees them, in order."""
+        self.catalog.update(items)
         for hook in self._catalog:
             hook(items)
+
+    def remove_items(self, item_ids: Sequence[str]) -> None:
+        """Items deleted from the catalog (tombstones): the store forgets them (they are no longer blocked)."""
+        for item_id in item_ids:
+            self.catalog.remove(item_id)
 
     def forget_event_ids(self) -> None:
         """Forget the event ids remembered for duplicate detection: a caller that rewinds to its last commit
@@ -478,6 +506,7 @@ class Recommender:
             "index_version": None if model is None else model.index_version,
             "model_items": 0 if model is None else len(model.item_ids),
             "engine_stage_s": {k: round(v, 3) for k, v in self.timings.items()}}
+        out.update(self.catalog.stats())
         for p in self._plugins:
             if isinstance(p, Plugin):
                 out.update(p.stats())

@@ -24,12 +24,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from streamrec.models.errors import ConfigError
 from streamrec.models.serving.candidates import SOURCES, CandidateBatch, CodeSpace, normalise
 from streamrec.models.serving.state import UserState
+
+if TYPE_CHECKING:
+    from streamrec.models.catalog.store import CatalogMasks
 
 __all__ = ["BlendScorer", "RecItem", "RecList", "Selection", "Trigger", "blend", "blocked_items", "mmr_order",
            "normalise", "select"]
@@ -154,14 +158,17 @@ class Selection:
 
 def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space: CodeSpace,
            blocked: Sequence[AbstractSet[str] | None], how: Selection, categories: np.ndarray | None = None,
-           embeddings: np.ndarray | None = None, sources: Sequence[str] = SOURCES) -> list[list[RecItem]]:
+           embeddings: np.ndarray | None = None, sources: Sequence[str] = SOURCES,
+           catalog: CatalogMasks | None = None) -> list[list[RecItem]]:
     """The final list of every row: best ``scores`` first, minus ``blocked`` items, diversified.
 
     Vectorised over the batch: candidates are ordered per row, blocked items and the category cap are
     masks, and capped items are moved behind the others by one more sort; only the chosen ``top_n``
     items per row become Python objects. ``categories`` (int codes, -1 for none) and ``embeddings`` are
     indexed by model code; items outside the model have no category and a zero vector. ``sources``
-    names the score columns (``primary`` indexes it).
+    names the score columns (``primary`` indexes it). ``catalog`` (per candidate, from the engine's catalog
+    store) removes blocked items for every row and applies the hard per-list caps (category, brand): an item
+    over a cap is left out, never moved to the end.
     """
     n_rows, g = len(batch.starts) - 1, len(batch)
     if g == 0:
@@ -173,12 +180,12 @@ def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space
     bkeys = _blocked_keys(blocked, space)
     cats = categories if how.diversity == "category" and how.max_per_category else None
     if how.diversity == "mmr" and embeddings is not None:
-        return _mmr_lists(batch, order, scores, primary, space, bkeys, how, embeddings, sources)
-    sel, clean = _pick(batch, order[rank < look], bkeys, space.size, cats, how)
+        return _mmr_lists(batch, order, scores, primary, space, bkeys, how, embeddings, sources, catalog)
+    sel, clean = _pick(batch, order[rank < look], bkeys, space.size, cats, how, catalog)
     counts = np.bincount(batch.rows[sel], minlength=n_rows)
     short = (np.bincount(batch.rows[sel[clean]], minlength=n_rows) < how.top_n) & (np.diff(batch.starts) > look)
     if short.any():   # blocked or capped candidates in the way: look at all of those rows' candidates
-        redo, _ = _pick(batch, order[short[batch.rows[order]]], bkeys, space.size, cats, how)
+        redo, _ = _pick(batch, order[short[batch.rows[order]]], bkeys, space.size, cats, how, catalog)
         sel = np.concatenate([sel[~short[batch.rows[sel]]], redo])
         sel = sel[np.argsort(batch.rows[sel], kind="stable")]
         counts = np.bincount(batch.rows[sel], minlength=n_rows)
@@ -197,7 +204,8 @@ def _blocked_keys(blocked: Sequence[AbstractSet[str] | None], space: CodeSpace) 
 
 
 def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, width: int,
-          categories: np.ndarray | None, how: Selection) -> tuple[np.ndarray, np.ndarray]:
+          categories: np.ndarray | None, how: Selection,
+          catalog: CatalogMasks | None = None) -> tuple[np.ndarray, np.ndarray]:
     """Of ``idx`` (grouped by row, best first), each row's first ``top_n`` allowed candidates, with
     candidates over their category's cap after all others. Returns the candidate indices, by row, and
     a mask of those within their category's cap."""
@@ -206,6 +214,10 @@ def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, widt
     prio = np.zeros(n, dtype=np.int64)
     if bkeys is not None:
         prio[np.isin(rows * width + codes, bkeys)] = 2
+    if catalog is not None:
+        prio[catalog.blocked[idx]] = 2
+        for group, cap in catalog.caps:
+            _hard_cap(prio, rows, group[idx], cap)
     if categories is not None and how.max_per_category:
         cat = np.full(n, -1, dtype=np.int64)
         inside = codes < len(categories)
@@ -226,12 +238,49 @@ def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, widt
     return idx[final[take]], prio[final[take]] == 0
 
 
+def _nth_in_group(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(o, nth)``: a stable order of ``key`` and each position's rank within its run of equal keys."""
+    o = np.argsort(key, kind="stable")
+    ks = key[o]
+    heads = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
+    return o, np.arange(len(o)) - np.repeat(heads, np.diff(np.r_[heads, len(o)]))
+
+
+def _hard_cap(prio: np.ndarray, rows: np.ndarray, group: np.ndarray, cap: int) -> None:
+    """Exclude (priority 2) each row's candidates beyond the ``cap``-th of their group, best first."""
+    ci = np.flatnonzero((group >= 0) & (prio < 2))
+    if len(ci):
+        o, nth = _nth_in_group(rows[ci].astype(np.int64) * (int(group.max()) + 1) + group[ci])
+        prio[ci[o[nth >= cap]]] = 2
+
+
+def _capped(chosen: np.ndarray, caps: Sequence[tuple[np.ndarray, int]], k: int) -> np.ndarray:
+    """The first ``k`` of ``chosen`` (candidate indices, in list order) that keep every cap."""
+    counts: list[dict[int, int]] = [{} for _ in caps]
+    keep = []
+    for j in chosen.tolist():
+        groups = [int(g[j]) for g, _ in caps]
+        if any(gv >= 0 and counts[n].get(gv, 0) >= caps[n][1] for n, gv in enumerate(groups)):
+            continue
+        for n, gv in enumerate(groups):
+            if gv >= 0:
+                counts[n][gv] = counts[n].get(gv, 0) + 1
+        keep.append(j)
+        if len(keep) == k:
+            break
+    return np.array(keep, dtype=np.int64)
+
+
 def _mmr_lists(batch: CandidateBatch, order: np.ndarray, scores: np.ndarray, primary: np.ndarray,
                space: CodeSpace, bkeys: np.ndarray | None, how: Selection,
-               embeddings: np.ndarray, sources: Sequence[str] = SOURCES) -> list[list[RecItem]]:
+               embeddings: np.ndarray, sources: Sequence[str] = SOURCES,
+               catalog: CatalogMasks | None = None) -> list[list[RecItem]]:
     """MMR re-ranking, one row at a time over its best ``top_n * lookahead`` allowed candidates."""
     rows_o, codes_o = batch.rows[order], batch.codes[order]
     allowed = np.ones(len(order), dtype=bool) if bkeys is None else ~np.isin(rows_o * space.size + codes_o, bkeys)
+    if catalog is not None:
+        allowed &= ~catalog.blocked[order]
+    capped = catalog is not None and bool(catalog.caps)
     look = how.top_n * max(1, how.lookahead)
     out: list[list[RecItem]] = []
     for r in range(len(batch.starts) - 1):
@@ -241,7 +290,9 @@ def _mmr_lists(batch: CandidateBatch, order: np.ndarray, scores: np.ndarray, pri
         vec = np.zeros((len(idx), embeddings.shape[1]), dtype=np.float32)
         inside = codes < len(embeddings)
         vec[inside] = embeddings[codes[inside]]
-        chosen = idx[mmr_order(scores[idx], vec, how.top_n, how.mmr_lambda)]
+        chosen = idx[mmr_order(scores[idx], vec, len(idx) if capped else how.top_n, how.mmr_lambda)]
+        if capped:
+            chosen = _capped(chosen, catalog.caps, how.top_n)  # type: ignore[union-attr]
         out.append([RecItem(space.item(c), v, sources[p]) for c, v, p in
                     zip(batch.codes[chosen].tolist(), scores[chosen].tolist(), primary[chosen].tolist(),
                         strict=True)])
