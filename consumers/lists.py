@@ -31,7 +31,7 @@ class FiniteScores:
         self.lists = 0
 
     def items(self, rl: RecList) -> list[dict[str, Any]]:
-        out = [{"item_id": it.item_id, "score": float(it.score), "source": it.source}
+        out = [{"item_id": it.item_id, "score": float(it.score), "source": it.source, "reason": it.reason}
                for it in rl.items if math.isfinite(it.score)]
         n = len(rl.items) - len(out)
         if n:

@@ -45,8 +45,8 @@ def _render(msg: Message, fmt: str) -> str:
         body = msg.value
     if fmt == "json":
         return to_json({"partition": rec.partition, "offset": rec.offset, "value": body})
-    if "items" in body and isinstance(body["items"], list):  # a recommendation: compact one-liner
-        items = " ".join(f"{i['item_id']}({i['source']})" for i in body["items"][:10])
+    if "items" in body and isinstance(body["items"], list):  # a recommendation: item(reason), compact
+        items = " ".join(f"{i['item_id']}({i.get('reason') or i['source']})" for i in body["items"][:10])
         return f"[p{rec.partition}@{rec.offset}] user={body['user_id']} model={body.get('model_version')} {items}"
     return f"[p{rec.partition}@{rec.offset}] {body}"
 

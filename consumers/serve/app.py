@@ -48,7 +48,10 @@ class Item(BaseModel):
     item_id: str
     score: float = Field(description="The engine's score; for trending lists, the item's share of recent lists.")
     source: str = Field(description="Candidate source that contributed most: ann, covisit, session_knn, "
-                                    "recent, trending, cold_start, mf, explore.")
+                                    "recent, content, trending, cold_start, mf, explore.")
+    reason: str = Field("", description="Why, machine-readable: covisit:<seed item>, content:<seed item>, "
+                                        "session:<n neighbours>, or the source's name; empty for lists "
+                                        "written before reasons existed.")
 
 
 class Lineage(BaseModel):
@@ -147,7 +150,7 @@ def _json(data: Any, status: int = 200) -> Response:
 
 def personal(sl: StoredList, n: int) -> dict[str, Any]:
     return {"user_id": sl.user_id, "kind": "personal",
-            "items": [{"item_id": i, "score": s, "source": src} for i, s, src in sl.items[:n]],
+            "items": [{"item_id": i, "score": s, "source": src, "reason": why} for i, s, src, why in sl.items[:n]],
             "lineage": sl.lineage()}
 
 
@@ -156,10 +159,12 @@ def fallback(follower: Follower, user: str, n: int) -> dict[str, Any]:
     if top:
         total = max(1, sum(c for _, c in follower.view.trending(100)))
         return {"user_id": user, "kind": "trending", "lineage": None,
-                "items": [{"item_id": i, "score": round(c / total, 6), "source": "trending"} for i, c in top]}
+                "items": [{"item_id": i, "score": round(c / total, 6), "source": "trending", "reason": "trending"}
+                          for i, c in top]}
     newest = follower.activity.newest_items(n)
     return {"user_id": user, "kind": "cold_start", "lineage": None,
-            "items": [{"item_id": i, "score": 0.0, "source": "cold_start"} for i in newest]}
+            "items": [{"item_id": i, "score": 0.0, "source": "cold_start", "reason": "cold_start"}
+                      for i in newest]}
 
 
 def build_app(follower: Follower, produce: Produce, max_id_bytes: int = 256) -> Timed:

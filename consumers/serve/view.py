@@ -16,8 +16,8 @@ Reads (:meth:`ListView.get`) are one dict lookup and take no lock: only the foll
 ...        "trigger_event_id": "e1", "trigger_timestamp": 1_700_000_000_000, "trigger_partition": 0,
 ...        "trigger_offset": 7, "emitted_at": 1_700_000_000_050, "model_version": "v1", "index_version": None}
 >>> sl = parse_list(rec, b"u1", partition=0, offset=3, record_ts=1_700_000_000_051)
->>> view.put_many([sl]), view.get("u1").items[0]
-(1, ('i1', 0.5, 'ann'))
+>>> view.put_many([sl]), view.get("u1").items[0]             # a list written before reasons: reason ""
+(1, ('i1', 0.5, 'ann', ''))
 >>> parse_list({**rec, "items": [{"item_id": "i1", "score": float("nan"), "source": "ann"}]}, b"u1", 0, 4, 0)
 'item 0 (i1) has a non-finite score nan'
 """
@@ -44,6 +44,8 @@ from streamrec.models.timeunits import DAY_MS
 MAX_ITEMS = 1000
 #: Longest candidate-source name accepted from the topic.
 MAX_SOURCE_BYTES = 64
+#: Longest reason accepted from the topic (a source name, ``:`` and an item id).
+MAX_REASON_BYTES = 64 + 1 + MAX_ID_BYTES
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,7 +53,7 @@ class StoredList:
     """One user's latest list and where it came from."""
 
     user_id: str
-    items: tuple[tuple[str, float, str], ...]       # (item_id, score, source), best first
+    items: tuple[tuple[str, float, str, str], ...]  # (item_id, score, source, reason), best first
     trigger_event_id: str
     trigger_timestamp: int
     trigger_partition: int
@@ -103,18 +105,19 @@ def parse_list(rec: Any, key: bytes | None, partition: int, offset: int, record_
         return "items is not a list"
     if len(raw_items) > MAX_ITEMS:
         return f"{len(raw_items)} items, over the limit of {MAX_ITEMS}"
-    items: list[tuple[str, float, str]] = []
+    items: list[tuple[str, float, str, str]] = []
     for i, it in enumerate(raw_items):
         if not isinstance(it, dict):
             return f"item {i} is not a record"
-        item_id, score, source = it.get("item_id"), it.get("score"), it.get("source")
-        reason = _text(item_id, f"item {i}'s item_id", max_id_bytes) or _text(source, f"item {i}'s source",
-                                                                              MAX_SOURCE_BYTES, required=False)
+        item_id, score, source, why = it.get("item_id"), it.get("score"), it.get("source"), it.get("reason", "")
+        reason = (_text(item_id, f"item {i}'s item_id", max_id_bytes)
+                  or _text(source, f"item {i}'s source", MAX_SOURCE_BYTES, required=False)
+                  or _text(why, f"item {i}'s reason", MAX_REASON_BYTES, required=False))
         if reason:
             return reason
         if isinstance(score, bool) or not isinstance(score, int | float) or not math.isfinite(score):
             return f"item {i} ({str(item_id)[:40]}) has a non-finite score {score!r}"
-        items.append((str(item_id), float(score), str(source)))
+        items.append((str(item_id), float(score), str(source), str(why)))
     reason = _text(rec.get("trigger_event_id"), "trigger_event_id", max_id_bytes, required=False)
     for name in ("trigger_timestamp", "trigger_partition", "trigger_offset", "emitted_at"):
         reason = reason or _int(rec.get(name), name)

@@ -7,8 +7,10 @@ user encoding, one faiss search, one vectorised candidate merge and blend for th
 
 Sources: ``ann`` (user vector against the model's items), ``covisit`` (items co-visited with the user's
 recent items), ``session_knn`` (opt-in: the items of the sessions most similar to the user's recent items),
-``recent`` (the user's own recent items, under the filter policy), ``trending``, and ``cold_start`` (a
-seeded sample of the catalog, or the newest items when there is no model) for users with few candidates.
+``recent`` (the user's own recent items, under the filter policy), ``content`` (catalog items similar in
+content to the user's recent items; nothing without a catalog, see ``update_catalog``), ``trending``, and
+``cold_start`` (a seeded sample of the catalog, or the newest items when there is no model) for users with
+few candidates.
 A user with no history gets trending and cold start; one click is enough for the others; without a model
 the engine serves every source but ``ann``.
 
@@ -51,6 +53,7 @@ from streamrec.models.online.layer import OnlineConfig, OnlineLayer, OnlineSwitc
 from streamrec.models.online.plugins import Exploration, FeedbackStage, MFSource, OnlineLearning, RerankerScorer
 from streamrec.models.serving import candidates as cand
 from streamrec.models.serving.candidates import PreparedModel, prepare_model
+from streamrec.models.serving.content import ContentConfig, ContentSource
 from streamrec.models.serving.contract import Plugin, Request, Scorer, Selected, Source, Stage, overrides
 from streamrec.models.serving.ranking import (
     BlendScorer,
@@ -62,6 +65,7 @@ from streamrec.models.serving.ranking import (
     check_options,
     select,
 )
+from streamrec.models.serving.reasons import explain_lists, explainers
 from streamrec.models.serving.recent import DECAYS as RECENT_DECAYS
 from streamrec.models.serving.recent import RecentSource
 from streamrec.models.serving.session_knn import SessionKnnSource
@@ -126,6 +130,11 @@ class EngineConfig:
     weight_cold_start: float = 0.05
     weight_session_knn: float = 1.0
     weight_recent: float = 1.0
+    # content (models/serving/content.py): catalog items similar in content to the user's recent items
+    k_content: int = 50
+    content_seeds: int = 5             # recent items whose content neighbours are candidates
+    content_dim: int = 256             # hashed n-gram dimensions (models/catalog/content.py)
+    weight_content: float = 1.0
     #: blend weights of other registered sources, by name (a source with no weight gets 1.0)
     source_weights: tuple[tuple[str, float], ...] = ()
     normalise: str = "max"             # max | rank
@@ -163,7 +172,8 @@ class EngineConfig:
             if isinstance(value, int | float) and value < 0:
                 raise ConfigError(f"EngineConfig.{f.name} is {value}; it must not be negative")
         for name in ("top_n", "k_ann", "k_covisit", "k_trending", "covisit_seeds", "recent_items", "k_session_knn",
-                     "k_recent", "session_knn_sample", "session_knn_neighbours", "session_knn_window",
+                     "k_recent", "k_content", "content_seeds", "session_knn_sample", "session_knn_neighbours",
+                     "session_knn_window",
                      "session_knn_max_sessions", "session_knn_max_items"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"EngineConfig.{name} is {getattr(self, name)}; set it to 1 or more")
@@ -180,6 +190,7 @@ class EngineConfig:
             raise ConfigError("source_weights must be finite and not negative")
         self.index_config()
         self.catalog_rules()
+        ContentConfig(dim=self.content_dim)
         self.online_switches().check()
 
     def index_config(self) -> IndexConfig:
@@ -204,6 +215,7 @@ class EngineConfig:
         return {"ann": self.weight_ann, "covisit": self.weight_covisit, "trending": self.weight_trending,
                 "cold_start": self.weight_cold_start, "mf": self.weight_mf, "explore": 0.0,
                 "session_knn": self.weight_session_knn, "recent": self.weight_recent,
+                "content": self.weight_content,
                 **dict(self.source_weights)}
 
     def selection(self) -> Selection:
@@ -232,6 +244,8 @@ SOURCE_FACTORIES: dict[str, Callable[[Recommender], Source]] = {
                                               e.config.session_knn_max_sessions, e.config.session_knn_max_items,
                                               e.config.filter_seen),
     "recent": lambda e: RecentSource(e.config.k_recent, e.config.filter_seen, e.config.recent_decay),
+    "content": lambda e: ContentSource(e.config.k_content, e.config.content_seeds,
+                                       ContentConfig(dim=e.config.content_dim), e.config.filter_seen),
     "cold_start": lambda e: ColdStartSource(e.config.k_cold_start, e.newest, short_of=2 * e.config.top_n),
     "mf": lambda e: MFSource(_online(e), e.config.k_mf, e.config.filter_seen),
     "explore": lambda e: Exploration(_online(e), e.config.explore_slots, _online(e).config.explore_pool, e.newest,
@@ -286,6 +300,7 @@ class Recommender:
         self._catalog = [p.catalog for p in plugins if overrides(p, "catalog")]  # type: ignore[attr-defined]
         self._plugins = plugins
         self.catalog = CatalogStore(cfg.catalog_rules())   # newest record per item (update_catalog)
+        self._explain = explainers(self.sources)
         self._model: PreparedModel | None = None
         self._triggers: dict[str, tuple[str, int, int, int]] = {}
         self.last_applied_count = 0
@@ -421,6 +436,7 @@ class Recommender:
                 chosen = stage.apply(req, selected, chosen)
             if masks is not None:    # stages may add items of their own: the catalog has the last word
                 chosen = [self.catalog.allowed(items) for items in chosen]
+        chosen = explain_lists(req, chosen, self._explain)
         version = None if model is None else model.version
         index_version = None if model is None else model.index_version
         out = []

@@ -6,6 +6,7 @@ distinct items and over each user's recent items and previous list (a few dozen 
 
 ``ann`` ... ``recent``         the candidate's normalised score from each source of :data:`SCORED` (0: not
                                proposed by it, or the engine does not run that source)
+                               (``content`` last: catalog items similar in content)
 ``from_ann`` ... ``from_recent`` 1 where that source proposed the candidate
 ``blend``                      the configured weighted blend
 ``item_age``                   ``log1p`` of the minutes since the item was first seen in an event
@@ -52,7 +53,8 @@ from streamrec.models.serving.candidates import CandidateBatch, CodeSpace
 from streamrec.models.serving.state import UserState
 
 #: the sources whose scores are features (explore, if present, is not one)
-SCORED: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start", "mf", "session_knn", "recent")
+SCORED: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start", "mf", "session_knn", "recent",
+                         "content")
 FEATURES: tuple[str, ...] = (
     *SCORED, *(f"from_{s}" for s in SCORED),
     "blend", "item_age", "category_affinity", "user_activity", "prev_position", "recent_item",

@@ -48,6 +48,10 @@ class RecItem:
     item_id: str
     score: float
     source: str
+    #: why, machine-readable: the source and its evidence (``covisit:<seed>``, ``content:<seed>``,
+    #: ``session:<n neighbours>``) or the source's name alone (``recent``, ``trending``, ``ann``, ...);
+    #: the selection fills in the source's name, :func:`models.serving.reasons.explain_lists` the evidence
+    reason: str = ""
 
 
 @dataclass(frozen=True, slots=True)
@@ -191,7 +195,7 @@ def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space
         counts = np.bincount(batch.rows[sel], minlength=n_rows)
     codes, vals, prim = batch.codes[sel].tolist(), scores[sel].tolist(), primary[sel].tolist()
     item = space.item
-    items = [RecItem(item(c), v, sources[p]) for c, v, p in zip(codes, vals, prim, strict=True)]
+    items = [RecItem(item(c), v, sources[p], sources[p]) for c, v, p in zip(codes, vals, prim, strict=True)]
     bounds = np.r_[0, np.cumsum(counts)].tolist()
     return [items[bounds[r]:bounds[r + 1]] for r in range(n_rows)]
 
@@ -293,7 +297,7 @@ def _mmr_lists(batch: CandidateBatch, order: np.ndarray, scores: np.ndarray, pri
         chosen = idx[mmr_order(scores[idx], vec, len(idx) if capped else how.top_n, how.mmr_lambda)]
         if capped:
             chosen = _capped(chosen, catalog.caps, how.top_n)  # type: ignore[union-attr]
-        out.append([RecItem(space.item(c), v, sources[p]) for c, v, p in
+        out.append([RecItem(space.item(c), v, sources[p], sources[p]) for c, v, p in
                     zip(batch.codes[chosen].tolist(), scores[chosen].tolist(), primary[chosen].tolist(),
                         strict=True)])
     return out

@@ -42,6 +42,7 @@ shown again).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -200,6 +201,8 @@ class SessionKnnSource(Plugin):
                  max_sessions: int = 50_000, max_items: int = 100_000, filter_seen: str = "purchased") -> None:
         self.k, self.filter_seen = k, filter_seen
         self.table = SessionKNN(sample, neighbours, window, max_sessions, max_items)
+        #: the last request's neighbour slots per row, for :meth:`explain` (only the last one is kept)
+        self._last: tuple[Request | None, dict[int, list[int]]] = (None, {})
 
     def learn(self, event: Event, item: str, strength: float, state: UserState, position: int) -> None:
         self.table.update(event.user_id, item)
@@ -218,13 +221,16 @@ class SessionKnnSource(Plugin):
         rows_of: list[int] = []
         ban_items: list[str] = []
         ban_rows: list[int] = []
+        memo: dict[int, list[int]] = {}
+        self._last = (request, memo)
         for r, (uid, st) in enumerate(zip(request.user_ids, request.states, strict=True)):
             if st is None or not st.recent_items:
                 continue
             slots, sim = table._neighbours(uid, query_items(st, window))
             if not len(slots):
                 continue
-            chosen = [held[s] for s in slots.tolist()]
+            memo[r] = slots.tolist()
+            chosen = [held[s] for s in memo[r]]
             n = [len(t) for t in chosen]
             flat.extend([i for t in chosen for i in t])
             sims.append(np.repeat(sim, n))
@@ -260,6 +266,17 @@ class SessionKnnSource(Plugin):
         names = list(local)
         codes = request.space.codes([names[i] for i in (uniq % width).tolist()])
         return rows, codes, request.normalise(score, rows)
+
+    def explain(self, request: Request, rows: Sequence[int], items: Sequence[str]) -> list[str]:
+        """``session:<n>`` per chosen (row, item): how many of the user's neighbour sessions hold the item
+        (the neighbours found by this request's :meth:`candidates`, not searched again)."""
+        last, memo = self._last
+        held = self.table._items
+        out: list[str] = []
+        for r, item in zip(rows, items, strict=True):
+            slots = memo.get(r, []) if last is request else []
+            out.append(f"session:{sum(1 for s in slots if item in held[s])}")
+        return out
 
     def stats(self) -> dict[str, Any]:
         t = self.table

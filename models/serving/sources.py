@@ -27,6 +27,7 @@
 from __future__ import annotations
 
 import struct
+from collections.abc import Sequence
 from typing import Any
 
 import numpy as np
@@ -119,6 +120,22 @@ class CovisitSource(Plugin):
         rows = rows[keep]
         chosen = [items[i] for i in keep.tolist()]
         return rows, request.space.codes(chosen), request.normalise(vals[keep], rows)
+
+    def explain(self, request: Request, rows: Sequence[int], items: Sequence[str]) -> list[str]:
+        """``covisit:<seed>`` per chosen (row, item): the seed with the largest weighted co-visitation."""
+        out: list[str] = []
+        nb = self.table._nb
+        for r, item in zip(rows, items, strict=True):
+            st = request.states[r]
+            best, best_w = "", 0.0
+            if st is not None:
+                for seed, w in zip(*seeds(st, self.n_seeds), strict=True):
+                    row = nb.get(seed)
+                    v = w * row.get(item, 0.0) if row else 0.0
+                    if v > best_w:
+                        best, best_w = seed, v
+            out.append(f"covisit:{best}" if best else "covisit")
+        return out
 
     def stats(self) -> dict[str, Any]:
         return {"covisit_items": len(self.table)}

@@ -3,8 +3,10 @@
 SAMPLES = {
     "event": {"event_id": "e-1", "user_id": "u-42", "item_id": "i-7", "event_type": "ADD_TO_CART",
               "timestamp": 1700000000123, "session_id": "s-9", "value": 19.99, "context": {"device": "ios"}},
-    "recommendation": {"user_id": "u-42", "items": [{"item_id": "i-1", "score": 0.75, "source": "ann"},
-                                                     {"item_id": "i-2", "score": 0.5, "source": "covisit"}],
+    "recommendation": {"user_id": "u-42", "items": [{"item_id": "i-1", "score": 0.75, "source": "ann",
+                                                      "reason": "ann"},
+                                                     {"item_id": "i-2", "score": 0.5, "source": "covisit",
+                                                      "reason": "covisit:i-7"}],
                        "trigger_event_id": "e-1", "trigger_timestamp": 1700000000123, "trigger_partition": 2,
                        "trigger_offset": 1234, "emitted_at": 1700000000140, "model_version": "m1",
                        "index_version": "m1/flat"},

@@ -71,7 +71,8 @@ events = st.fixed_dictionaries({
     "value": st.none() | st.floats(allow_nan=False), "context": st.dictionaries(texts, texts, max_size=4),
 })
 floats32 = st.floats(width=32, allow_nan=False)
-rec_items = st.lists(st.fixed_dictionaries({"item_id": texts, "score": floats32, "source": texts}), max_size=25)
+rec_items = st.lists(st.fixed_dictionaries({"item_id": texts, "score": floats32, "source": texts, "reason": texts}),
+                     max_size=25)
 recommendations = st.fixed_dictionaries({
     "user_id": texts, "items": rec_items, "trigger_event_id": texts, "trigger_timestamp": millis,
     "trigger_partition": st.integers(-1, 2**31 - 1), "trigger_offset": st.integers(-1, 2**62),

@@ -7,7 +7,18 @@ const REASONS = {
   cold_start: "popular (little or no history yet)",
   explore: "a new item being explored",
   mf: "online matrix factorisation",
+  session_knn: "in the sessions of similar users",
+  recent: "the user's own recent item",
+  content: "similar in content to an item the user acted on",
 };
+// the list's reason (covisit:<item>, content:<item>, session:<n>) in words, else the source's
+function why(it) {
+  const [kind, arg] = (it.reason || it.source || "").split(/:(.*)/s);
+  if (arg && kind === "covisit") return "often together with " + arg;
+  if (arg && kind === "content") return "similar in content to " + arg;
+  if (arg && kind === "session") return "in " + arg + " similar sessions";
+  return REASONS[kind] || REASONS[it.source] || "";
+}
 const $ = (id) => document.getElementById(id);
 const rates = { events: [], lists: [] };
 let currentUser = new URLSearchParams(location.search).get("user") || "";
@@ -92,7 +103,7 @@ async function pollUser() {
       const r = body.insertRow(); r.dataset.item = it.item_id;
       if (trigger !== lastTrigger && lastTrigger !== null) r.className = "fresh";
       cell(r, i + 1); cell(r, it.item_id); cell(r, fmt(it.score, 3)); cell(r, it.source, "src");
-      cell(r, REASONS[it.source] || "", "dim");
+      cell(r, why(it), "dim");
     });
     lastTrigger = trigger;
   } catch (e) {
