@@ -3,10 +3,16 @@
 Per iteration: poll the source, act on assignment changes (restore newly owned partitions from the
 changelog, drop the others), run the between-batch hooks (model swap, online checkpoints), then one batch:
 decode (dead letters to the DLQ with their headers) → ``apply`` per partition (duplicates dropped by the
-engine) → ``recommend`` once per touched user → emit one ``Recommendation`` with lineage per list → one
-changelog record per touched user → commit the processed offsets after their outputs (on the interval in
-at-least-once, every batch in exactly-once). A batch whose outputs or commit fail is aborted and redone
-from the committed offsets and the changelog.
+engine) → ``recommend`` once per touched user → emit one ``Recommendation`` with lineage per list → commit the
+processed offsets after their outputs (on the interval in at-least-once, every batch in exactly-once).
+
+The changelog is coalesced: a touched user is only marked dirty, and each commit first sends one changelog
+record per dirty user (the state as of that commit), then makes everything durable and commits the offsets.
+So a user gets at most one changelog record per commit interval in at-least-once and one per transaction in
+exactly-once, however many events and batches touched them in it, and the changelog's last record of a
+user is always the state as of the committed offsets: a restart restores exactly what the committed
+offsets cover and redoes the rest. A batch whose outputs or commit fail is aborted and redone from the
+committed offsets and the changelog (the dirty marks go with it).
 
 The real source and sink (``consumers/assembly.py``) wrap kafka-python, the rebalance listener and the
 commit protocols of ``consumers/delivery.py``; the in-memory pair of ``consumers/testing.py`` runs this
@@ -99,6 +105,7 @@ class Loop:
         self.state_topic = settings.state_topic()
         self.owned: set[int] = set()        # partitions whose state is in memory
         self.pending: dict[int, int] = {}   # processed, not yet committed (last offset per partition)
+        self.dirty: dict[str, int] = {}     # users touched since the last commit -> their changelog partition
         self.ready = False
         self.rejoins = 0
         self._rebalances_seen = 0
@@ -147,18 +154,36 @@ class Loop:
             return True
         if self.pending and time.monotonic() - self._last_commit >= self.settings.commit_interval_ms / 1000:
             try:
-                self.commit()
+                self.stats.add_stage("changelog", self.commit())
             except StreamrecError as exc:
                 self.recover(exc)
         return False
 
-    def commit(self) -> None:
-        """Flush outputs and commit the processed offsets (at-least-once: on an interval, exactly-once: the
-        batch's transaction). Processed-but-uncommitted offsets are redone after a crash; state updates are
-        idempotent by offset, so only a subscriber may see a list twice (at-least-once)."""
+    def commit(self) -> float:
+        """Send one changelog record per dirty user, flush outputs and commit the processed offsets
+        (at-least-once: on an interval, exactly-once: the batch's transaction). Processed-but-uncommitted
+        offsets are redone after a crash; state updates are idempotent by offset, so only a subscriber may
+        see a list twice (at-least-once). Returns the seconds spent encoding and sending the changelog."""
+        started = time.perf_counter()
+        if self.dirty:
+            self.sink.begin()
+            export, encode, send = self.engine.export_user, self.state_codec.encode, self.sink.send
+            topic, sent, records = self.state_topic, 0, 0
+            for user, partition in self.dirty.items():
+                state = export(user)
+                if state is not None:   # None: evicted since (LRU, TTL) or its partition dropped
+                    key, value = user.encode(), encode(state)
+                    send(topic, key, value, partition=partition)
+                    sent += len(key) + len(value)
+                    records += 1
+            self.stats.bytes_sent["changelog"] += sent
+            self.stats.changelog_records += records
+        changelog_s = time.perf_counter() - started
         self.sink.commit(self.pending)
         self.pending = {}
+        self.dirty = {}
         self._last_commit = time.monotonic()
+        return changelog_s
 
     def finish(self) -> None:
         """Commit what was processed (on a clean stop)."""
@@ -192,6 +217,7 @@ class Loop:
         assigned, lost = change
         to_restore, to_drop = assigned - self.owned, (self.owned - assigned) | lost
         self.pending = {p: off for p, off in self.pending.items() if p not in to_drop}
+        self.dirty = {u: p for u, p in self.dirty.items() if p not in to_drop}
         for p in to_drop:
             self.engine.drop_partition(p)
             self.owned.discard(p)
@@ -219,6 +245,7 @@ class Loop:
         self.log.warning("group join stalled; rejoining with a new consumer", owned=sorted(self.owned))
         self.sink.abort()
         self.pending = {}
+        self.dirty = {}
         for p in list(self.owned):
             self.engine.drop_partition(p)
         self.owned = set()
@@ -241,7 +268,7 @@ class Loop:
         offsets: dict[int, int] = {}
         for rec in records:
             offsets[rec.partition] = max(offsets.get(rec.partition, -1), rec.offset)
-        settings, sink, sent = self.settings, self.sink, self.stats.bytes_sent
+        settings, sink, sent, dirty = self.settings, self.sink, self.stats.bytes_sent, self.dirty
         try:
             sink.begin()
             for dl in bad:
@@ -270,18 +297,15 @@ class Loop:
                 })
                 sink.send(settings.recommendations_topic, key, value)
                 sent["recommendations"] += len(key) + len(value)
-                state = self.engine.export_user(rl.user_id)
-                if state is not None:
-                    value = self.state_codec.encode(state)
-                    sink.send(self.state_topic, key, value, partition=trig.partition)
-                    sent["changelog"] += len(key) + len(value)
+                dirty[rl.user_id] = trig.partition   # its changelog record goes out at the next commit
                 latencies[i] = emitted_at - arrivals[rl.user_id]
             t4 = time.perf_counter()
             for p, off in offsets.items():
                 self.pending[p] = max(self.pending.get(p, -1), off)
+            changelog_s = 0.0
             if sink.guarantee == "exactly-once" or \
                     time.monotonic() - self._last_commit >= settings.commit_interval_ms / 1000:
-                self.commit()
+                changelog_s = self.commit()
         except StreamrecError as exc:
             self.recover(exc)
             return
@@ -289,7 +313,8 @@ class Loop:
         self.stats.record_batch(events=len(records), emitted=len(lists), dead_letters=len(bad),
                                 latencies_ms=latencies,
                                 stages={"decode": t1 - t0, "update": t2 - t1, "recommend": t3 - t2,
-                                        "produce": t4 - t3, "commit": t5 - t4})
+                                        "produce": t4 - t3, "changelog": changelog_s,
+                                        "commit": t5 - t4 - changelog_s})
         if self.metrics is not None:
             self.metrics.observe_timings(t5 - t0, latencies)
 
@@ -316,6 +341,7 @@ class Loop:
         self.log.error("batch failed; rewinding to the last commit", error=str(exc))
         self.sink.abort()
         self.pending = {}
+        self.dirty = {}
         owned = set(self.owned)
         for p in owned:
             self.engine.drop_partition(p)

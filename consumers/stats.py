@@ -43,6 +43,7 @@ class WorkerStats:
     duplicates: int = 0
     restored_records: int = 0
     rebalances: int = 0
+    changelog_records: int = 0   # state records sent (at most one per user per commit)
     stage_s: dict[str, float] = field(default_factory=lambda: defaultdict(float))
     latency: LatencyWindow = field(default_factory=LatencyWindow)
     lag: dict[int, int] = field(default_factory=dict)
@@ -75,7 +76,7 @@ class WorkerStats:
             "events_per_s": round((self.events - self._last_events) / window, 1),
             "avg_batch": round(self.events / self.batches, 1) if self.batches else 0,
             "dead_letters": self.dead_letters, "duplicates": self.duplicates, "rebalances": self.rebalances,
-            "restored_records": self.restored_records,
+            "restored_records": self.restored_records, "changelog_records": self.changelog_records,
             "stage_ms_per_batch": {k: round(v * 1000 / max(self.batches, 1), 3) for k, v in self.stage_s.items()},
             "latency_ms": self.latency.percentiles(), "lag": dict(self.lag),
             "bytes_sent": dict(self.bytes_sent),
