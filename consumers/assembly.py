@@ -4,7 +4,8 @@
   (``consumers/rebalance.py``), as the loop's ``Source``;
 * :class:`KafkaSink`: the commit protocol of the guarantee (``consumers/delivery.py``), as its ``Sink``;
 * :class:`KafkaChangelog`: restores from ``<group>.state`` (``consumers/changelog.py``);
-* :func:`assemble`: those, the engine, the online state (``consumers/online.py``), the model sync thread
+* :func:`assemble`: those, the engine, the online state (``consumers/online.py``), the catalog follower
+  (``consumers/catalog.py``: the items topic read in full here, then followed between batches), the model sync thread
   (``consumers/modelsync.py``, not started) and the metrics (``consumers/health.py``), wired into one
   :class:`~streamrec.consumers.loop.Loop`. ``consumers/worker.py`` runs the result.
 
@@ -14,6 +15,7 @@ a broker restart. Kafka errors are raised as ``BrokerError`` (the loop recovers 
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -22,6 +24,7 @@ from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from streamrec.consumers import changelog
+from streamrec.consumers.catalog import CatalogFollower
 from streamrec.consumers.delivery import Delivery, make_delivery
 from streamrec.consumers.engine import build_engine
 from streamrec.consumers.health import WorkerMetrics
@@ -48,6 +51,7 @@ class KafkaSource:
         self.consumer = self._new_consumer()
         self.tracker = RebalanceTracker(self.topic)
         self.consumer.subscribe([self.topic], listener=self.tracker)
+        self.also_close: list[Callable[[], None]] = []    # closed with the source (the catalog follower)
 
     def _new_consumer(self) -> Any:
         s = self.settings
@@ -116,7 +120,11 @@ class KafkaSource:
         self.consumer.subscribe([self.topic], listener=self.tracker)
 
     def close(self) -> None:
-        self.consumer.close(autocommit=False)
+        try:
+            self.consumer.close(autocommit=False)
+        finally:
+            for close in self.also_close:
+                close()
 
 
 class KafkaSink:
@@ -175,6 +183,7 @@ class WorkerParts:
     loop: Loop
     online: OnlineState | None
     sync: ModelSync | None
+    catalog: CatalogFollower | None = None
 
 
 def assemble(settings: Settings, worker_id: str, log: Any, engine: Recommender | None = None,
@@ -198,5 +207,11 @@ def assemble(settings: Settings, worker_id: str, log: Any, engine: Recommender |
     if model_sync:
         sync = ModelSync(settings, engine, log)
         loop.hooks.append(sync.swap_if_ready)
+    catalog: CatalogFollower | None = None
+    if settings.catalog:      # the whole items topic before the first batch, then followed between batches
+        catalog = CatalogFollower(settings, engine, log)
+        catalog.load()
+        loop.hooks.append(catalog.between_batches)
+        source.also_close.append(catalog.close)
     return WorkerParts(engine=engine, source=source, sink=sink, metrics=metrics, loop=loop, online=online,
-                       sync=sync)
+                       sync=sync, catalog=catalog)

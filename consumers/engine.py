@@ -9,6 +9,7 @@ from __future__ import annotations
 from typing import Any
 
 from streamrec.models.base.artifact import load_artifact
+from streamrec.models.catalog.rules import parse_categories
 from streamrec.models.engine.recommender import EngineConfig, Recommender
 from streamrec.models.errors import ArtifactError
 from streamrec.models.online.layer import OnlineConfig
@@ -22,6 +23,11 @@ def engine_config(settings: Settings) -> EngineConfig:
                         reranker=settings.reranker, reranker_model=settings.reranker_model,
                         drift_detector=settings.drift_detector, explore_slots=settings.explore_slots, mf=settings.mf,
                         session_knn_max_sessions=settings.session_knn_max_sessions,
+                        rule_max_per_category=settings.rule_max_per_category,
+                        rule_category_depth=settings.rule_category_depth,
+                        rule_max_per_brand=settings.rule_max_per_brand,
+                        rule_exclude_categories=parse_categories(settings.rule_exclude_categories),
+                        rule_min_price=settings.rule_min_price, rule_max_price=settings.rule_max_price,
                         online=OnlineConfig(drift_cooldown_ms=int(settings.drift_cooldown_s * 1000)))
 
 

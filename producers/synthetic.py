@@ -139,9 +139,7 @@ def simulate(config: SyntheticConfig) -> SyntheticLog:
     c = config
     rng = np.random.default_rng(c.seed)
     n_clusters = c.n_clusters
-    item_cluster = rng.permutation(c.items) % n_clusters
-    popularity = (rng.permutation(c.items) + 1.0) ** -c.zipf
-    price = np.round(rng.lognormal(3.0, 0.8, c.items), 2)
+    item_cluster, popularity, price = item_table(rng, c)
     fav_before, n_fav = _favourites(rng, c.users, n_clusters)
     drifting = (rng.random(c.users) < c.drift) & (n_fav < n_clusters)
     fav_after = _swap_one(rng, fav_before, n_fav, drifting, n_clusters)
@@ -172,6 +170,15 @@ def simulate(config: SyntheticConfig) -> SyntheticLog:
                            sim["sess"][order], item_cluster, price)
     truth = _truth(item_cluster, fav_before, fav_after, n_fav, drifting, switch_ms)
     return SyntheticLog(config, events, truth)
+
+
+def item_table(rng: np.random.Generator, c: SyntheticConfig) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Each item's cluster, popularity weight and price: the first draws of the simulation's generator (the
+    synthetic catalog, ``producers/synthetic_catalog.py``, redraws them from the seed)."""
+    item_cluster = rng.permutation(c.items) % c.n_clusters
+    popularity = (rng.permutation(c.items) + 1.0) ** -c.zipf
+    price = np.round(rng.lognormal(3.0, 0.8, c.items), 2)
+    return item_cluster, popularity, price
 
 
 def _favourites(rng: np.random.Generator, users: int, n_clusters: int) -> tuple[np.ndarray, np.ndarray]:

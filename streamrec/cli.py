@@ -12,7 +12,17 @@ for _var in ("OPENBLAS_NUM_THREADS", "OMP_NUM_THREADS", "MKL_NUM_THREADS"):
 
 import typer  # noqa: E402
 
-from streamrec import bench, cmd_broker, cmd_data, cmd_evaluate, cmd_model, cmd_serve, cmd_worker, report  # noqa: E402
+from streamrec import (  # noqa: E402
+    bench,
+    cmd_broker,
+    cmd_catalog,
+    cmd_data,
+    cmd_evaluate,
+    cmd_model,
+    cmd_serve,
+    cmd_worker,
+    report,
+)
 from streamrec.models.errors import StreamrecError  # noqa: E402
 from streamrec.stream.logs import configure  # noqa: E402
 from streamrec.stream.settings import Settings  # noqa: E402
@@ -40,6 +50,7 @@ cmd_broker.register_config(app)
 cmd_data.register(app)
 cmd_data.register_replay(app)
 cmd_data.register_demo(app)
+cmd_catalog.register(app)
 cmd_model.register(app)
 cmd_worker.register(app)
 cmd_serve.register(app)

@@ -159,6 +159,8 @@ def register_replay(app: typer.Typer) -> None:
         events: int = typer.Option(100_000, help="Number of events."),
         seed: int = typer.Option(7, help="Random seed: the same seed writes the same file."),
         out: str = typer.Option(..., "--out", "-o", help="Output path (.jsonl, or .avro for an Avro file)."),
+        catalog: str = typer.Option(None, "--catalog", help="Also write a catalog of the items here (JSON lines "
+                                                            "for `streamrec catalog load --format jsonl`)."),
     ) -> None:
         """Write a synthetic event log: Zipf popularity, taste clusters, sessions, a funnel, drifting tastes."""
         from streamrec.producers.synthetic import generate, write_log
@@ -171,6 +173,12 @@ def register_replay(app: typer.Typer) -> None:
             log = generate(users=users, items=items, events=events, seed=seed)
             write_log(log, out)
         console.print(f"wrote {events:,} events for {users:,} users and {items:,} items to {out}")
+        if catalog:
+            from streamrec.producers.synthetic import SyntheticConfig
+            from streamrec.producers.synthetic_catalog import synthetic_catalog, write_catalog
+
+            n = write_catalog(synthetic_catalog(SyntheticConfig(users, items, events, seed)), catalog)
+            console.print(f"wrote a catalog of {n:,} items to {catalog}")
 
 
 def register_demo(app: typer.Typer) -> None:
