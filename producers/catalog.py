@@ -306,8 +306,10 @@ def _jsonl(mapping: CatalogMapping) -> Parser:
                     obj = json_line(line)
                     if not isinstance(obj, dict):
                         raise RowError("not a JSON object")
-                    yield builder.build(lambda c, o=obj: o.get(c) if c else None,
-                                        obj.get(mapping.attributes_object) if mapping.attributes_object else None)
+
+                    def get(col: str | None, o: dict[str, Any] = obj) -> object:
+                        return o.get(col) if col else None
+                    yield builder.build(get, obj.get(mapping.attributes_object) if mapping.attributes_object else None)
                 except RowError as exc:
                     yield BadRow(number, str(exc), clip(line))
     return parse
