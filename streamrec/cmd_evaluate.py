@@ -35,6 +35,7 @@ from streamrec.evaluate import CONFIGS, DATASETS, DEFAULT_EPOCHS, DEFAULT_SYNC_E
 def register(app: typer.Typer) -> None:
     @app.command("evaluate")
     def evaluate_cmd(
+        ctx: typer.Context,
         dataset: str = typer.Option("movielens-100k", "--dataset", "-d", help=" | ".join(DATASETS) + "."),
         path: str = typer.Option(None, "--path", "-p", help="The event log, or a MovieLens folder (default for "
                                                             "movielens-100k: ../shared/data/movielens-100k)."),
@@ -70,6 +71,19 @@ def register(app: typer.Typer) -> None:
                                                       "process). Same figures either way."),
         reranker: bool = typer.Option(True, "--reranker/--no-reranker",
                                       help="Turn on the engine's learned reranker for full (when it has one)."),
+        workers: str = typer.Option(None, "--workers",
+                                    help="Run full (and full_blend) on N simulated workers, users sharded as the "
+                                         "producer and the consumer group shard them; a list (1,3,6) runs each."),
+        items: str = typer.Option(None, "--items", help="With --workers: item knowledge (co-visitation, trending, "
+                                                        "session neighbours) split per worker (today), shared by "
+                                                        "all (an item plane), or split,shared (default split)."),
+        partitions: int = typer.Option(None, "--partitions",
+                                       help="Partitions of the events topic the users are sharded over "
+                                            "(default: STREAMREC_EVENTS_PARTITIONS)."),
+        restart_at: str = typer.Option(None, "--restart-at",
+                                       help="Restart every simulated worker at this event index, or fraction of the "
+                                            "log (0.5): item knowledge is lost, users come back from the "
+                                            "changelog; each configuration also runs without the restart."),
     ) -> None:
         """Replay a log in event-time order and compare configurations side by side (test, then train)."""
         from streamrec.evaluate import print_summary, run_with_progress, write_outputs
@@ -78,7 +92,9 @@ def register(app: typer.Typer) -> None:
                                  warmup_fraction=warmup_fraction,
                                  k=k, configs=configs, sync_every=sync_every, limit=limit, epochs=epochs,
                                  dim=dim, window=window, seed=seed, reranker=reranker,
-                                 batch_size=batch_size, jobs=jobs)
+                                 batch_size=batch_size, jobs=jobs, workers=workers, items=items,
+                                 partitions=partitions if partitions is not None else ctx.obj.events_partitions,
+                                 restart_at=restart_at)
         result = run_with_progress(opts)
         write_outputs(result, json_path, plot_path)
         if json_path != "-":

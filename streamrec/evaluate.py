@@ -52,6 +52,7 @@ from streamrec.models.evaluation.policies import (
 )
 from streamrec.models.evaluation.policy import has_sync
 from streamrec.models.evaluation.report import ratio_to_best
+from streamrec.models.evaluation.sharding import ShardedEnginePolicy
 from streamrec.models.events import Event, EventType
 
 CONFIGS = ("popularity", "recent", "sknn", "river_mf", "static_base", "online_vectors", "full")
@@ -107,6 +108,11 @@ class EvalOptions:
     window: int = 1000
     seed: int = 0
     reranker: bool = True          # for ``full``, when the engine offers a learned reranker
+    # scale-out (models/evaluation/sharding.py): the engine configurations on N simulated workers each
+    workers: tuple[int, ...] = ()          # () : one engine, as before
+    items: tuple[str, ...] = ("split",)    # item knowledge per worker (split) or shared by all (shared)
+    partitions: int = 6                    # of the events topic (users -> partitions -> workers)
+    restart_at: float | None = None        # an event index (>= 1) or a fraction of the log (< 1)
 
     @classmethod
     def parse(cls, *, dataset: str, path: str | None, configs: str | Sequence[str] = CONFIGS,
@@ -143,6 +149,10 @@ class EvalOptions:
         if rest.get("batch_size", 1) < 1:
             raise InputError("--batch-size must be at least 1 (1: every event scored against all before it)")
         events_every, ms_every = parse_sync_every(sync_every)
+        from streamrec.evaluate_shards import check_shard_options
+
+        rest.update(check_shard_options(**{k: rest.pop(k) for k in ("workers", "items", "partitions", "restart_at")
+                                           if k in rest}))
         if not 0.0 < rest.get("warmup_fraction", 0.1) < 1.0:
             raise InputError("--warmup-fraction must lie strictly between 0 and 1 (base models train on it)")
         return cls(dataset=name, path=log, fmt=DATASETS[name], configs=tuple(dict.fromkeys(names)),
@@ -398,10 +408,18 @@ def full_engine(cfg: EvalConfig, events: Sequence[Event], reranker: bool = True)
 
 
 def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event], trainer: SharedTrainer,
-                   reranker: bool = True) -> tuple[list[Any], dict[str, Any]]:
+                   reranker: bool = True, opts: EvalOptions | None = None) -> tuple[list[Any], dict[str, Any]]:
+    """The configurations named; with ``opts.workers``, each engine configuration on simulated workers."""
     policies: list[Any] = []
     engine: dict[str, Any] = {}
     for name in names:
+        if opts is not None and opts.workers and name in ("full", "full_blend"):
+            from streamrec.evaluate_shards import sharded_policies
+
+            config, settings = full_engine(cfg, events, reranker and name == "full")
+            engine = settings if name == "full" or not engine else engine
+            policies += sharded_policies(name, config, trainer, cfg, opts, len(events))
+            continue
         if name == "popularity":
             policies.append(PopularityPolicy(name=name))
         elif name == "recent":
@@ -449,17 +467,18 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
     heavy = [n for n in opts.configs if n not in LIGHT_CONFIGS]
     aside = light if jobs >= 1 and light and heavy and (os.cpu_count() or 1) >= SIDE_REPLAY_CPUS else []
     policies, engine = build_policies([n for n in opts.configs if n not in aside], cfg, events, trainer,
-                                      opts.reranker)
+                                      opts.reranker, opts)
     if any(has_sync(p) for p in policies):
         points = sync_points(events, cfg)
-        if not any(isinstance(p, FullSystemPolicy) for p in policies):
+        if not any(isinstance(p, FullSystemPolicy | ShardedEnginePolicy) for p in policies):
             points = points[:1]          # the base-model configurations train once
         trainer.prefetch(events, points, jobs)
     side = _start_side_replay(events, cfg, aside) if aside else None
     try:
         report = prequential(events, policies, cfg, progress=progress)
         if side is not None:
-            report = _merge(report, side.result(), opts.configs)
+            report = _merge(report, side.result(), [p.name for p in policies] + aside
+                            if opts.workers else opts.configs)
     finally:
         trainer.close()
         if side is not None:
@@ -469,8 +488,8 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
     later = [e for e in events[warm:] if cfg.targets.is_target(e)]
     unseen = sum(1 for e in later if e.user_id not in early_users)
     for p in policies:
-        report.timings[p.name]["models_trained"] = (
-            len(trainer.history) if isinstance(p, FullSystemPolicy) else getattr(p, "trainings", 0))
+        engine_based = isinstance(p, FullSystemPolicy | ShardedEnginePolicy)
+        report.timings[p.name]["models_trained"] = len(trainer.history) if engine_based else getattr(p, "trainings", 0)
     extra = {
         "path": str(opts.path), "format": opts.fmt, "bad_rows": read.bad_count,
         "policy": describe_policy(cfg, engine),
@@ -488,6 +507,10 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
         "targets_of_users_unseen_in_warmup": round(unseen / len(later), 4) if later else 0.0,
         "wall_s": round(time.perf_counter() - started, 1),
     }
+    if opts.workers:
+        from streamrec.evaluate_shards import scale_out
+
+        extra["scale_out"] = scale_out(policies, opts, report)
     return Evaluation(report, extra)
 
 

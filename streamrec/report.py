@@ -62,7 +62,7 @@ QUICK = Sizes(replay_events=20_000, worker_events=20_000, worker_items=10_000, w
               eval_sync_every=5_000, sessions_users=300, sessions_items=1_000, sessions_events=8_000)
 
 #: the evaluation steps (no broker needed)
-EVAL_STEPS = ("evaluate-movielens-100k", "evaluate-otto-sample", "evaluate-sessions")
+EVAL_STEPS = ("evaluate-movielens-100k", "evaluate-otto-sample", "evaluate-sessions", "evaluate-scale-out")
 OTTO_SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "otto-sample.jsonl"
 SESSIONS_SEED = 7
 
@@ -135,6 +135,39 @@ def steps(out: Path, z: Sizes) -> list[Step]:
                 + (f" --configs {','.join(configs)}" if configs != CONFIGS else "") + extra
                 + f" --json {out}/{name}.json --plot {out}/{name}.png")
 
+    def run_scale_out(s: Settings, detail: Detail) -> dict[str, Any]:
+        from streamrec.evaluate_shards import REPORT_ITEMS, REPORT_RESTART, REPORT_WORKERS
+
+        logs = {}
+        for key, dataset, path, label, window in (("otto-sample", "otto", OTTO_SAMPLE, "OTTO sample", 200),
+                                                  ("sessions", "jsonl", None, "generated session log", 1000)):
+            opts = EvalOptions.parse(dataset=dataset, path=str(path or generated()), epochs=epochs,
+                                     sync_every=sync_every, configs=("full",), window=window,
+                                     workers=REPORT_WORKERS, items=REPORT_ITEMS, restart_at=str(REPORT_RESTART),
+                                     partitions=s.events_partitions)
+            def progress(done: int, total: int, lb: str = label) -> None:
+                detail(f"{lb}: simulated workers", done, total)
+
+            logs[key] = evaluate(opts, progress,
+                                 lambda n: detail(f"training the base model on {n:,} events", None, None)).to_dict()
+        return {"logs": logs, "labels": {"otto-sample": "OTTO sample (CC BY 4.0)",
+                                         "sessions": "generated session log"}}
+
+    def plot_scale_out(result: dict[str, Any], path: Path) -> None:
+        from streamrec.evaluate_shards import plot_scale_out as plot
+
+        plot(result, path)
+
+    def scale_command() -> str:
+        from streamrec.evaluate_shards import REPORT_ITEMS, REPORT_RESTART, REPORT_WORKERS
+
+        flags = (f" --configs full --workers {REPORT_WORKERS} --items {REPORT_ITEMS} --restart-at {REPORT_RESTART:g}"
+                 f" --epochs {epochs} --sync-every {sync_every}")
+        return (f"streamrec evaluate --dataset otto --path tests/fixtures/otto-sample.jsonl --window 200{flags}"
+                f" --json otto.json && streamrec generate {gen_args} --out sessions.jsonl && streamrec evaluate"
+                f" --dataset jsonl --path sessions.jsonl{flags} --json sessions.json (the report keeps both runs in "
+                f"{out}/evaluate-scale-out.json)")
+
     def run_e2e(counts: str, guarantee: str, kill: bool) -> Callable[[Settings, Detail], dict[str, Any]]:
         rate, secs = z.e2e_rate, z.e2e_seconds * (1.5 if kill else 1)
         return lambda s, detail: e2e.run(s, e2e.parse_counts(counts), rate, secs, z.e2e_events, guarantee,
@@ -161,6 +194,8 @@ def steps(out: Path, z: Sizes) -> list[Step]:
              f"streamrec generate {gen_args} --out sessions.jsonl && "
              + eval_command("jsonl", "sessions.jsonl", "evaluate-sessions"),
              run_log("jsonl", generated, "generated session log"), plot_eval),
+        Step("evaluate-scale-out", "Evaluation: scale-out and restarts (simulated workers, item knowledge split or "
+             "shared)", scale_command(), run_scale_out, plot_scale_out),
         Step("e2e", f"End to end: {z.e2e_workers} worker processes",
              f"streamrec bench e2e --workers {z.e2e_workers}{e2e_args} --seconds {z.e2e_seconds:g}"
              f" --json {out}/e2e.json --plot {out}/e2e.png",

@@ -177,7 +177,11 @@ def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
             parts += [f"**Failed:** {st['error']}", "", "```", st["trace"].rstrip(), "```", ""]
             continue
         res = st["result"]
-        if name.startswith("evaluate"):
+        if name == "evaluate-scale-out":
+            from streamrec.evaluate_shards import scale_out_markdown
+
+            parts += scale_out_markdown(res, f"{name}.png", table)
+        elif name.startswith("evaluate"):
             parts += _evaluation(res, f"{name}.png")
         elif name.startswith("e2e"):
             parts += _e2e(res, f"{name}.png")
