@@ -1,6 +1,7 @@
 """The worker's loop, free of Kafka: a *source* of records in, a *sink* of outputs out.
 
-Per iteration: poll the source, act on assignment changes (restore newly owned partitions from the
+Per iteration: poll the source (as many records as fit the batch time target, :class:`BatchSizer`), act
+on assignment changes (restore newly owned partitions from the
 changelog, drop the others), run the between-batch hooks (model swap, online checkpoints), then one batch:
 decode (dead letters to the DLQ with their headers) → ``apply`` per partition (duplicates dropped by the
 engine) → ``recommend`` once per touched user → emit one ``Recommendation`` with lineage per list → commit the
@@ -43,6 +44,42 @@ from streamrec.stream.settings import Settings
 
 Apply = Callable[[dict[str, Any] | None, str, int], None]
 Hook = Callable[[], None]
+
+#: the smallest batch the time target may ask for (below it, per-batch costs would dominate)
+MIN_BATCH = 50
+#: weight of the newest batch in the running per-event cost
+COST_ALPHA = 0.3
+
+
+class BatchSizer:
+    """Latency-aware batching: the next poll asks for ``target / cost`` records, where ``cost`` is a running
+    mean (exponential, weight :data:`COST_ALPHA`) of the seconds one event took, whole batch included
+    (decode to commit), clamped to ``[MIN_BATCH, max_batch]``. With a batch costing ``a + b*n`` the size
+    settles where a batch takes the target, ``n = (target - a) / b``, so under load the batches, and the
+    latency they add, stop growing at the target instead of at ``max_batch``; a target of 0 keeps the
+    count bound only.
+
+    >>> sizer = BatchSizer(max_batch=5000, target_ms=100)
+    >>> sizer.limit()                          # no measurement yet: the count bound
+    5000
+    >>> sizer.observe(events=1000, seconds=0.5); sizer.limit()    # 0.5 ms per event -> 200 in 100 ms
+    200
+    """
+
+    def __init__(self, max_batch: int, target_ms: float) -> None:
+        self.max_batch, self.target_s = max_batch, target_ms / 1000
+        self.cost_s: float | None = None
+
+    def observe(self, events: int, seconds: float) -> None:
+        if events <= 0 or seconds <= 0:
+            return
+        cost = seconds / events
+        self.cost_s = cost if self.cost_s is None else (1 - COST_ALPHA) * self.cost_s + COST_ALPHA * cost
+
+    def limit(self) -> int:
+        if self.target_s <= 0 or self.cost_s is None:
+            return self.max_batch
+        return max(min(MIN_BATCH, self.max_batch), min(self.max_batch, int(self.target_s / self.cost_s)))
 
 
 class Source(Protocol):
@@ -106,6 +143,7 @@ class Loop:
         self.owned: set[int] = set()        # partitions whose state is in memory
         self.pending: dict[int, int] = {}   # processed, not yet committed (last offset per partition)
         self.dirty: dict[str, int] = {}     # users touched since the last commit -> their changelog partition
+        self.sizer = BatchSizer(settings.max_batch, settings.batch_target_ms)
         self.ready = False
         self.rejoins = 0
         self._rebalances_seen = 0
@@ -139,7 +177,7 @@ class Loop:
         """One iteration; True when a batch of input was processed."""
         if self.metrics is not None:
             self.metrics.beat()
-        polled = self.source.poll(timeout_ms=self.settings.poll_ms, max_records=self.settings.max_batch)
+        polled = self.source.poll(timeout_ms=self.settings.poll_ms, max_records=self.sizer.limit())
         self.apply_rebalance()
         if self.source.stalled():
             self.rejoin()
@@ -200,7 +238,10 @@ class Loop:
     def snapshot(self, reset_rate: bool = False) -> dict[str, Any]:
         self.stats.lag = self.source.lag(set(self.owned))
         rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        cost = self.sizer.cost_s
         return self.stats.snapshot({"partitions": sorted(self.owned), "rss_mb": round(rss_mb, 1),
+                                    "batch_limit": self.sizer.limit(),
+                                    "ms_per_event": round(cost * 1000, 4) if cost is not None else None,
                                     "nonfinite_scores_dropped": self.finite.dropped,
                                     **self.engine.stats()}, reset_rate=reset_rate)
 
@@ -310,6 +351,7 @@ class Loop:
             self.recover(exc)
             return
         t5 = time.perf_counter()
+        self.sizer.observe(len(records), t5 - t0)
         self.stats.record_batch(events=len(records), emitted=len(lists), dead_letters=len(bad),
                                 latencies_ms=latencies,
                                 stages={"decode": t1 - t0, "update": t2 - t1, "recommend": t3 - t2,

@@ -100,6 +100,8 @@ class Settings:
     poll_ms: int = 15
     max_batch: int = 2000
     commit_interval_ms: int = 200
+    batch_target_ms: float = 250.0       # a batch's processing-time target: the next poll takes about this
+                                         # long's worth of events at the measured cost (0: max_batch only)
     top_n: int = 20
     model_path: str = ""
     model_signing_key: str = ""          # secret (masked): HMAC key; publish signs manifests, workers refuse unsigned
@@ -242,7 +244,7 @@ class Settings:
                      "max_users", "model_max_bytes", "session_knn_max_sessions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be at least 1")
-        for name in ("commit_interval_ms", "explore_slots", "user_ttl_s", "drift_cooldown_s",
+        for name in ("commit_interval_ms", "batch_target_ms", "explore_slots", "user_ttl_s", "drift_cooldown_s",
                      "online_checkpoint_s", "rule_max_per_category", "rule_category_depth", "rule_max_per_brand",
                      "rule_min_price", "rule_max_price"):
             if getattr(self, name) < 0:

@@ -21,6 +21,11 @@ def register(app: typer.Typer) -> None:
         metrics_port: int = typer.Option(None, "--metrics-port", help="Serve /healthz, /readyz, /metrics here "
                                                                       "(STREAMREC_METRICS_PORT; 0 = off)."),
         top_n: int = typer.Option(None, "--top-n", help="List length (STREAMREC_TOP_N)."),
+        batch_target_ms: float = typer.Option(None, "--batch-target-ms",
+                                              help="A batch's processing-time target in ms; the next poll "
+                                                   "asks for that long's worth of events at the measured "
+                                                   "cost, at most STREAMREC_MAX_BATCH (STREAMREC_BATCH_TARGET_MS; "
+                                                   "0: the count bound only)."),
         max_events: int = typer.Option(None, "--max-events", help="Stop after N events (tests, benchmarks)."),
         idle_timeout: float = typer.Option(None, "--idle-timeout", help="Stop after this many idle seconds."),
         no_model_sync: bool = typer.Option(False, "--no-model-sync", help="Do not follow model-updates."),
@@ -37,7 +42,8 @@ def register(app: typer.Typer) -> None:
         from streamrec.consumers.worker import Worker
 
         s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
-                                      metrics_port=metrics_port, top_n=top_n, reranker=reranker)
+                                      metrics_port=metrics_port, top_n=top_n, reranker=reranker,
+                                      batch_target_ms=batch_target_ms)
         worker = Worker(s, model_sync=not no_model_sync)
         worker.install_signal_handlers()
         worker.run(max_events=max_events, idle_timeout_s=idle_timeout)

@@ -27,6 +27,18 @@ def register(app: typer.Typer) -> None:
 
         write_json(replay.run(ctx.obj, events, seed, yardstick=yardstick), json_path)
 
+    @bench.command("produce")
+    def bench_produce(ctx: typer.Context,
+                      batches: int = typer.Option(40, "--batches", help="Batches per producer variant."),
+                      lists: int = typer.Option(350, "--lists", help="Lists (and changelog records) per batch."),
+                      rounds: int = typer.Option(4, "--rounds", help="Times every variant runs (mean reported)."),
+                      json_path: str = typer.Option(None, "--json")) -> None:
+        """The worker's send pattern (lists, changelog records, a flush per batch) per producer setting
+        (linger, batch size, compression): microseconds per list and stored bytes, in one run."""
+        from streamrec.bench import produce
+
+        write_json(produce.run(ctx.obj, batches, lists, rounds=rounds), json_path)
+
     @bench.command("train")
     def bench_train(events: str = typer.Option(None, "--events", help="Log to train on (default MovieLens-100K "
                                                                      "from ../shared/data)."),
@@ -60,13 +72,17 @@ def register(app: typer.Typer) -> None:
                                                     help="Also measure a bare kafka-python passthrough loop "
                                                          "on the same broker (ceiling_events_per_s, "
                                                          "ratio_to_ceiling)."),
+                     batch_target_ms: float = typer.Option(None, "--batch-target-ms",
+                                                           help="The worker's batch time target (default: "
+                                                                "STREAMREC_BATCH_TARGET_MS; 0: count only)."),
                      json_path: str = typer.Option(None, "--json")) -> None:
         """Throughput, event-to-recommendation latency and memory of one worker process, beside a bare
         kafka-python passthrough loop in the same run (the yardstick)."""
         from streamrec.bench import worker
 
-        write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee, kind=workload,
-                              reranker=reranker, yardstick=yardstick), json_path)
+        extra = ("--batch-target-ms", f"{batch_target_ms:g}") if batch_target_ms is not None else ()
+        write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee, extra_args=extra,
+                              kind=workload, reranker=reranker, yardstick=yardstick), json_path)
 
     @bench.command("e2e")
     def bench_e2e(ctx: typer.Context,

@@ -143,6 +143,8 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
         "latency_ms": latency,
         "rss_mb": stats.get("rss_mb"), "users_in_state": stats.get("users"),
         "stage_ms_per_batch": stats.get("stage_ms_per_batch"), "avg_batch": stats.get("avg_batch"),
+        "batches": stats.get("batches"), "batch_limit_at_end": stats.get("batch_limit"),
+        "ms_per_event_at_end": stats.get("ms_per_event"), "changelog_records": stats.get("changelog_records"),
         "worker_args": list(extra_args), "machine": machine(), "reranker": reranker,
         "online": {k: stats.get(k) for k in ("hit_rate_at_10", "hit_rate_at_20", "window_hit_rate_at_10",
                                              "reranker_active", "reranker_pairs", "reranker_auc", "reranker_logloss")},

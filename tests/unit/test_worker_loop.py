@@ -267,3 +267,19 @@ def test_the_changelog_is_coalesced_to_one_record_per_user_per_commit_and_restor
     cluster.produce([ev(k, "alice", f"i{k % 7}") for k in range(12)])
     drain(new_loop(cluster, eo))
     assert [o.key for o in cluster.outputs(eo.state_topic())] == [b"alice"] * 3 and cluster.commits == 3
+
+
+def test_a_batch_is_bounded_by_its_time_target_as_well_as_by_count() -> None:
+    from streamrec.consumers.loop import MIN_BATCH
+
+    events = stream(n=1200, users=200, seed=4)
+    runs = {}
+    for target in (0.0, 0.001):     # off, and a target no batch of 400 events can meet (1 us)
+        s = settings(max_batch=400, batch_target_ms=target)
+        cluster = MemoryCluster(partitions=1)
+        cluster.produce(events)
+        loop = new_loop(cluster, s)
+        loop.run(max_batches=3)
+        runs[target] = (loop.stats.events, loop.sizer.limit(), loop.report()["batch_limit"])
+    assert runs[0.0] == (1200, 400, 400)                       # the count bound only
+    assert runs[0.001] == (400 + 2 * MIN_BATCH, MIN_BATCH, MIN_BATCH)   # after the first batch: the floor
