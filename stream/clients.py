@@ -103,16 +103,24 @@ def _base(settings: Settings) -> dict[str, Any]:
     return {"bootstrap_servers": settings.bootstrap, "client_id": settings.client_id, **security_config(settings)}
 
 
+def producer_defaults(settings: Settings) -> dict[str, Any]:
+    """The batching and compression every producer starts from (``streamrec bench produce`` measures them
+    against the alternatives on the worker's send pattern)."""
+    return {
+        "compression_type": _compression(settings),
+        "linger_ms": 5,
+        "batch_size": 256 * 1024,
+        "max_request_size": 4 * 1024 * 1024,
+    }
+
+
 def producer(settings: Settings, *, transactional_id: str | None = None, **overrides: Any) -> KafkaProducer:
     """An idempotent producer (acks=all); transactional when ``transactional_id`` is given."""
     config: dict[str, Any] = {
         **_base(settings),
         "enable_idempotence": True,
         "acks": "all",
-        "compression_type": _compression(settings),
-        "linger_ms": 5,
-        "batch_size": 256 * 1024,
-        "max_request_size": 4 * 1024 * 1024,
+        **producer_defaults(settings),
     }
     if transactional_id:
         config["transactional_id"] = transactional_id
