@@ -155,6 +155,12 @@ class KafkaSink:
         except KafkaError as exc:
             raise BrokerError(f"commit failed: {exc}") from exc
 
+    def flush(self) -> None:
+        try:
+            self.delivery.flush()
+        except KafkaError as exc:
+            raise BrokerError(f"flushing the batch's outputs failed: {exc}") from exc
+
     def abort(self) -> None:
         try:
             self.delivery.abort()

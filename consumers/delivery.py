@@ -7,6 +7,16 @@
 * exactly-once: one transactional producer per worker; the batch's outputs and its input offsets commit in
   one Kafka transaction (``send_offsets_to_transaction`` with the consumer's group metadata, KIP-447
   fencing). Subscribers read with ``isolation_level=read_committed``.
+
+Producer tuning for the worker's pattern (a burst of sends per batch, then a flush): ``linger_ms`` is
+raised to :data:`LINGER_MS` so that the producer's sender thread does not wake up every few milliseconds
+during the burst to ship small batches (it competed with the loop for the GIL); instead the loop flushes
+at the end of every batch (:meth:`AtLeastOnce.flush`; an exactly-once commit flushes anyway), so the
+batch's records go out together, in one request per broker, and no list waits for the linger. Measured with
+``streamrec bench produce`` (reports/README.md): linger 50-200 ms cut the send loop's cost per list by about
+a third against 5 ms; batch size (64 KB to 1 MB) made no difference beyond the run's noise (one batch per
+partition per flush is far below 256 KB); lz4 stays: no compression cost about as much CPU and stored 2.2x
+the bytes, gzip stored a third less and cost about 40% more time.
 """
 
 from __future__ import annotations
@@ -21,11 +31,16 @@ from streamrec.stream import clients
 from streamrec.stream.errors import BrokerError
 from streamrec.stream.settings import Settings
 
+#: the worker producers' linger (see the module docstring); every batch ends with a flush
+LINGER_MS = 100
+WORKER_PRODUCER: dict[str, Any] = {"linger_ms": LINGER_MS}
+
 
 class Delivery(Protocol):
     guarantee: str
 
     def begin(self) -> None: ...
+    def flush(self) -> None: ...
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None: ...
     def commit(self, offsets: dict[TopicPartition, int]) -> None: ...
@@ -42,12 +57,16 @@ class AtLeastOnce:
     guarantee = "at-least-once"
 
     def __init__(self, settings: Settings, consumer: KafkaConsumer) -> None:
-        self.producer = clients.producer(settings, **RECONNECT)
+        self.producer = clients.producer(settings, **RECONNECT, **WORKER_PRODUCER)
         self.consumer = consumer
         self._futures: list[Any] = []
 
     def begin(self) -> None:
         """Nothing to open: sends are asynchronous and acknowledged at the next commit."""
+
+    def flush(self) -> None:
+        """The end of a batch: send what it produced now (the linger would hold it), wait for the acks."""
+        self.producer.flush()
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -75,7 +94,8 @@ class ExactlyOnce:
 
     def __init__(self, settings: Settings, consumer: KafkaConsumer, transactional_id: str) -> None:
         self.producer: KafkaProducer = clients.producer(settings, transactional_id=transactional_id,
-                                                        transaction_timeout_ms=15000, **RECONNECT)
+                                                        transaction_timeout_ms=15000, **RECONNECT,
+                                                        **WORKER_PRODUCER)
         self.producer.init_transactions()
         self.consumer = consumer
         self._open = False
@@ -88,6 +108,9 @@ class ExactlyOnce:
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
         self.producer.send(topic, key=key, value=value, partition=partition, headers=headers)
+
+    def flush(self) -> None:
+        """Nothing to do: the batch's outputs are invisible to read_committed until its commit, which flushes."""
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
         if not self._open:

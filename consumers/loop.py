@@ -347,6 +347,8 @@ class Loop:
             if sink.guarantee == "exactly-once" or \
                     time.monotonic() - self._last_commit >= settings.commit_interval_ms / 1000:
                 changelog_s = self.commit()
+            elif (flush := getattr(sink, "flush", None)) is not None:
+                flush()   # the lists leave now, not after the producer's linger (consumers/delivery.py)
         except StreamrecError as exc:
             self.recover(exc)
             return

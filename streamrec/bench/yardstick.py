@@ -4,8 +4,8 @@ Numbers on a shared machine move from run to run; the ratio of streamrec to the 
 broker, in the same run, is what the benchmarks compare.
 
 * :func:`passthrough_phase` (``bench worker``): a passthrough loop in its own process, the same client
-  settings as the worker (``stream/clients.py`` with the worker's consumer and reconnect overrides, the
-  commit protocol of the guarantee). Per polled batch it produces one record of about :data:`LIST_BYTES`
+  settings as the worker (``stream/clients.py`` with the worker's consumer, producer and reconnect
+  overrides, the commit protocol of the guarantee). Per polled batch it produces one record of about :data:`LIST_BYTES`
   per distinct user (the worker's list rate), then flushes and commits (at-least-once: ``flush`` then
   ``commit``; exactly-once: one transaction per batch with its offsets). It decodes only the last event of
   each user, for the lineage the subscriber's latency needs. Producer (paced replay), loop and subscriber
@@ -57,6 +57,7 @@ def run_loop(settings: Settings, progress: Path, stop: Callable[[], bool]) -> in
     """The passthrough loop (see the module docstring) until ``stop()``; returns the events processed."""
     from kafka.structs import OffsetAndMetadata
 
+    from streamrec.consumers.delivery import WORKER_PRODUCER
     from streamrec.consumers.reconnect import RECONNECT
     from streamrec.stream import clients
     from streamrec.stream.serde import codec_for
@@ -67,7 +68,8 @@ def run_loop(settings: Settings, progress: Path, stop: Callable[[], bool]) -> in
                                 max_poll_interval_ms=300000, **RECONNECT)
     eo = s.guarantee == "exactly-once"
     producer = clients.producer(s, transactional_id=f"{s.group}-yardstick" if eo else None,
-                                **({"transaction_timeout_ms": 15000} if eo else {}), **RECONNECT)
+                                **({"transaction_timeout_ms": 15000} if eo else {}), **RECONNECT,
+                                **WORKER_PRODUCER)
     if eo:
         producer.init_transactions()
     event_codec, rec_codec = codec_for("event"), codec_for("recommendation")
