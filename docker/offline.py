@@ -31,11 +31,14 @@ import sys
 import tempfile
 import time
 import tomllib
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from pathlib import Path
+from typing import Any, TypeVar
 
 ROOT = Path(__file__).resolve().parents[1]
+T = TypeVar("T")
 DOCKER = ROOT / "docker"
 CONF = DOCKER / "podman" / "containers.conf"
 WHEELHOUSE = DOCKER / "wheelhouse"
@@ -136,63 +139,134 @@ def image_exists(tag: str) -> bool:
 
 
 # --- bases --------------------------------------------------------------------------------------------------
-def build_rootfs(name: str, cache: Path) -> Path:
-    """debootstrap one base into a tarball under ``cache``; returns the tarball."""
-    packages, _ = BASES[name]
-    cache.mkdir(parents=True, exist_ok=True)
-    tarball = cache / f"debian-{SUITE}-{name}.tar"
-    debs = cache / "debs"
-    debs.mkdir(exist_ok=True)
-    root = Path(tempfile.mkdtemp(prefix=f"rootfs-{name}-", dir=cache))
+def _chroot_apt(root: Path, packages: Sequence[str]) -> None:
+    """apt-get install ``packages`` into the Debian root ``root`` (over plain HTTP from MIRROR, with /proc
+    mounted for the maintainer scripts)."""
+    env = dict(os.environ, DEBIAN_FRONTEND="noninteractive", PATH=PATH)
+    run(["mount", "-t", "proc", "proc", str(root / "proc")], quiet=True)
     try:
-        run(["debootstrap", "--variant=minbase", f"--cache-dir={debs}", f"--include={','.join(packages)}",
-             SUITE, str(root), MIRROR], quiet=True)
+        run(["chroot", str(root), "apt-get", "install", "-y", "-q", "--no-install-recommends", *packages],
+            env=env, quiet=True)
+    finally:
+        subprocess.run([exe("umount"), str(root / "proc")], check=False)
+
+
+def _tar(root: Path, tarball: Path) -> None:
+    """``root`` as a tarball, less documentation, translations and apt's lists and caches."""
+    excludes = [f"--exclude=./{rel}/*" for rel in PRUNE]
+    tmp = tarball.with_suffix(".tmp")
+    run(["tar", "--numeric-owner", *excludes, "-C", str(root), "-cf", str(tmp), "."], quiet=True)
+    tmp.replace(tarball)
+
+
+# dpkg skips its fsync calls while the roots are built (they are tarred right after; nothing to recover).
+UNSAFE_IO = "etc/dpkg/dpkg.cfg.d/streamrec-unsafe-io"
+
+
+def _tarball(cache: Path, name: str) -> Path:
+    return cache / f"debian-{SUITE}-{name}.tar"
+
+
+def debootstrap(work: Path, cache: Path, timings: dict[str, float]) -> dict[str, Path]:
+    """One ``debootstrap --variant=minbase`` (with apt's package lists) under ``work``, copied once:
+    {"python": root, "jre": root}, each to be finished by :func:`finish_root`."""
+    debs = cache / "debs"
+    debs.mkdir(parents=True, exist_ok=True)
+    env = dict(os.environ, PATH=PATH)
+    minbase, jre = work / "python", work / "jre"
+    with timed("debootstrap (download, unpack)", timings):
+        run(["debootstrap", "--foreign", "--variant=minbase", f"--cache-dir={debs}", SUITE, str(minbase),
+             MIRROR], quiet=True)
+    (minbase / UNSAFE_IO).parent.mkdir(parents=True, exist_ok=True)
+    (minbase / UNSAFE_IO).write_text("force-unsafe-io\n")
+    with timed("debootstrap (install)", timings):
+        run(["chroot", str(minbase), "/debootstrap/debootstrap", "--second-stage"], env=env, quiet=True)
+    (minbase / "etc/apt/sources.list").write_text(f"deb {MIRROR} {SUITE} main\n")
+    with timed("apt-get update, copy", timings):
+        run(["chroot", str(minbase), "apt-get", "update", "-q", "-o", "Acquire::Languages=none"], env=env,
+            quiet=True)
+        run(["cp", "-a", str(minbase), str(jre)], quiet=True)
+    return {"python": minbase, "jre": jre}
+
+
+def finish_root(name: str, root: Path, cache: Path, timings: dict[str, float]) -> None:
+    """apt-get the base's packages into ``root`` (python: a venv at /opt/python too), tar it into the cache."""
+    with timed(f"base {name}: apt-get, tar", timings):
+        _chroot_apt(root, BASES[name][0])
         if name == "python":
             # A venv gives `python` and pip (Debian's python3 has neither); PATH puts it first.
             run(["chroot", str(root), "/usr/bin/python3", "-m", "venv", "/opt/python"], quiet=True)
-        for rel in PRUNE:
-            target = root / rel
-            if target.is_dir():
-                shutil.rmtree(target)
-                target.mkdir()
-            elif target.exists():
-                target.unlink()
-        tmp = tarball.with_suffix(".tmp")
-        run(["tar", "--numeric-owner", "-C", str(root), "-cf", str(tmp), "."], quiet=True)
-        tmp.replace(tarball)
-    finally:
-        shutil.rmtree(root, ignore_errors=True)
-    return tarball
+        (root / UNSAFE_IO).unlink()
+        _tar(root, _tarball(cache, name))
 
 
-def ensure_base(name: str, cache: Path, fresh: bool) -> str:
-    """The base image ``name``, imported from its cached tarball (debootstrapped when missing or fresh)."""
+def import_base(name: str, cache: Path) -> str:
     _, tag = BASES[name]
-    tarball = cache / f"debian-{SUITE}-{name}.tar"
-    if fresh or not tarball.exists():
-        build_rootfs(name, cache)
-    elif image_exists(tag) and not fresh:
-        return tag
     path = f"/opt/python/bin:{PATH}" if name == "python" else PATH
     run(["podman", "import", "--change", f"ENV=PATH={path}", "--change", "ENV=LANG=C.UTF-8",
-         "--change", 'CMD=["/bin/bash"]', str(tarball), tag], env=podman_env(), quiet=True)
+         "--change", 'CMD=["/bin/bash"]', str(_tarball(cache, name)), tag], env=podman_env(), quiet=True)
     return tag
 
 
+def build_rootfs(cache: Path) -> dict[str, float]:
+    """Both tarballs from one debootstrap, one after the other; returns the seconds of each part."""
+    cache.mkdir(parents=True, exist_ok=True)
+    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache))
+    timings: dict[str, float] = {}
+    try:
+        for name, root in debootstrap(work, cache, timings).items():
+            finish_root(name, root, cache, timings)
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    return timings
+
+
+def ensure_bases(cache: Path, fresh: bool) -> dict[str, str]:
+    """Both base images, imported from the cached tarballs (debootstrapped when missing or fresh)."""
+    if fresh or not all(_tarball(cache, name).exists() for name in BASES):
+        build_rootfs(cache)
+    elif all(image_exists(tag) for _, tag in BASES.values()):
+        return {name: tag for name, (_, tag) in BASES.items()}
+    return {name: import_base(name, cache) for name in BASES}
+
+
 # --- wheelhouse ---------------------------------------------------------------------------------------------
-def build_wheelhouse(target: Path = WHEELHOUSE) -> None:
-    """Every wheel an offline build installs: streamrec's dependencies (with the ``serve`` extra, which the
-    worker image carries for ``streamrec serve``), its build backend, torch."""
+# Never in the wheelhouse: CUDA builds of torch bring these (gigabytes); the images take the CPU build.
+FORBIDDEN = ("nvidia_", "nvidia-", "triton-", "cuda_", "cuda-")
+
+
+def build_wheelhouse(target: Path = WHEELHOUSE) -> list[str]:
+    """Exactly the wheels an offline build installs, and nothing left from earlier runs: streamrec's
+    dependencies (with the ``serve`` extra, which the worker image carries for ``streamrec serve``), its build
+    backend, torch (the CPU build: from PIP_FIND_LINKS, e.g. ../shared/wheels, else the PyTorch CPU index) and
+    torch's dependencies. One resolution (``pip wheel``: built wheels are reused from pip's cache). Returns the
+    file names."""
     pyproject = tomllib.loads((ROOT / "pyproject.toml").read_text())
     deps = [*pyproject["project"]["dependencies"], *pyproject["project"]["optional-dependencies"]["serve"]]
     backend = pyproject["build-system"]["requires"]
     target.mkdir(parents=True, exist_ok=True)
-    pip = [sys.executable, "-m", "pip"]
-    run([*pip, "wheel", "-q", "--wheel-dir", str(target), *deps, *backend])
-    torch = [*pip, "download", "-q", "--only-binary", ":all:", "--dest", str(target), f"torch=={TORCH_VERSION}"]
-    if not os.environ.get("PIP_FIND_LINKS"):
-        torch += ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]
-    run(torch)
+    fresh = Path(tempfile.mkdtemp(prefix=".new-", dir=target))
+    try:
+        cmd = [sys.executable, "-m", "pip", "wheel", "-q", "--only-binary", "torch", "--wheel-dir", str(fresh),
+               *deps, *backend, f"torch=={TORCH_VERSION}"]
+        if not os.environ.get("PIP_FIND_LINKS"):
+            cmd += ["--extra-index-url", "https://download.pytorch.org/whl/cpu"]
+        run(cmd)
+        names = sorted(p.name for p in fresh.glob("*.whl"))
+        bad = [n for n in names if n.lower().startswith(FORBIDDEN) or (n.startswith("torch-") and "+cpu" not in n)]
+        if bad:
+            raise SetupError(f"the wheelhouse would hold a CUDA build of torch ({', '.join(bad[:4])}); put the CPU "
+                             "wheel in PIP_FIND_LINKS (e.g. ../shared/wheels) or let pip reach "
+                             "https://download.pytorch.org/whl/cpu")
+        for old in target.glob("*.whl"):
+            old.unlink()
+        for name in names:
+            (fresh / name).replace(target / name)
+    finally:
+        shutil.rmtree(fresh, ignore_errors=True)
+    size = sum((target / n).stat().st_size for n in names) / 1e6
+    print(f"== wheelhouse: {len(names)} wheels, {size:.0f} MB", flush=True)
+    return names
 
 
 # --- images -------------------------------------------------------------------------------------------------
@@ -239,28 +313,62 @@ def image_size_mb(tag: str) -> float:
 
 
 def build_all(fresh: bool, cache: Path | None = None) -> dict[str, float]:
-    """Every step; returns {step: seconds} (and prints the image sizes)."""
+    """Every step; returns {step: seconds} (and prints the image sizes). Network-bound steps run beside
+    CPU-bound ones: the wheelhouse (pip) while debootstrap runs, and the JRE base (apt-get, tar, import)
+    and the Kafka image while the worker and trainer images build on the python base."""
     cache = cache or cache_dir()
+    cache.mkdir(parents=True, exist_ok=True)
     timings: dict[str, float] = {}
     with timed("tools", timings):
         ensure_tools()
     if (problem := podman_problem()) is not None:
         raise SetupError(f"podman cannot run containers here: {problem}")
-    with timed("base python", timings):
-        python_base = ensure_base("python", cache, fresh)
-    with timed("base jre", timings):
-        jre_base = ensure_base("jre", cache, fresh)
-    with timed("wheelhouse", timings):
-        build_wheelhouse()
-    with timed("image kafka", timings):
-        kafka = build_kafka(jre_base)
-    with timed("image worker", timings):
-        build_streamrec("worker", WORKER_IMAGE, python_base)
-    with timed("image trainer", timings):
-        build_streamrec("trainer", TRAINER_IMAGE, python_base)
-    for tag in (WORKER_IMAGE, TRAINER_IMAGE, kafka):
+    kafka_tag = f"streamrec/kafka:{_kafka_version()}"
+    work = Path(tempfile.mkdtemp(prefix="rootfs-", dir=cache))
+    try:
+        with ThreadPoolExecutor(max_workers=1) as pool:
+            wheels = pool.submit(_timed_call, "wheelhouse", timings, build_wheelhouse)
+            if fresh or not all(_tarball(cache, name).exists() for name in BASES):
+                roots = debootstrap(work, cache, timings)
+                finish_root("python", roots["python"], cache, timings)
+                with timed("import base python", timings):
+                    python_base = import_base("python", cache)
+
+                def jre_side() -> str:
+                    finish_root("jre", roots["jre"], cache, timings)
+                    with timed("import base jre", timings):
+                        import_base("jre", cache)
+                    with timed("image kafka", timings):
+                        return build_kafka(BASES["jre"][1])
+                wheels.result()
+                side = pool.submit(jre_side)
+            else:
+                bases = ensure_bases(cache, fresh=False)
+                python_base = bases["python"]
+                wheels.result()
+                side = pool.submit(_timed_call, "image kafka", timings, build_kafka, bases["jre"])
+            with timed("image worker", timings):
+                build_streamrec("worker", WORKER_IMAGE, python_base)
+            with timed("image trainer", timings):
+                build_streamrec("trainer", TRAINER_IMAGE, python_base)
+            kafka_tag = side.result()
+    finally:
+        shutil.rmtree(work, ignore_errors=True)
+    for tag in (WORKER_IMAGE, TRAINER_IMAGE, kafka_tag):
         print(f"== size {tag}: {image_size_mb(tag):.0f} MB")
     return timings
+
+
+def _timed_call(label: str, timings: dict[str, float], fn: Callable[..., T], *args: Any) -> T:
+    with timed(label, timings):
+        return fn(*args)
+
+
+def _kafka_version() -> str:
+    sys.path.insert(0, str(ROOT))
+    from streamrec.stream.settings import Settings
+
+    return Settings.from_env().kafka_version
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -278,15 +386,14 @@ def main(argv: Sequence[str] | None = None) -> int:
             if (problem := podman_problem()) is not None:
                 raise SetupError(f"podman cannot run containers here: {problem}")
         elif args.step == "bases":
-            for name in BASES:
-                with timed(f"base {name}", timings):
-                    ensure_base(name, cache_dir(), args.fresh)
+            with timed("bases", timings):
+                ensure_bases(cache_dir(), args.fresh)
         elif args.step == "wheelhouse":
             build_wheelhouse()
         elif args.step == "kafka":
-            build_kafka(ensure_base("jre", cache_dir(), args.fresh))
+            build_kafka(ensure_bases(cache_dir(), args.fresh)["jre"])
         else:
-            base = ensure_base("python", cache_dir(), args.fresh)
+            base = ensure_bases(cache_dir(), args.fresh)["python"]
             build_streamrec("worker", WORKER_IMAGE, base)
             build_streamrec("trainer", TRAINER_IMAGE, base)
     except SetupError as exc:

@@ -14,7 +14,8 @@ no healthcheck on its own. This script fills those gaps and nothing more:
 ``depends_on`` order: a dependency with ``service_healthy`` is started and its healthcheck run
 (``podman healthcheck run``) until it passes, one with ``service_completed_successfully`` must exit 0
 first. Every wait is bounded; a dependency that fails stops ``up`` with its log tail. ``down`` removes
-the project's containers and network. podman uses docker/podman/containers.conf (CONTAINERS_CONF).
+the project's containers (stopped together, each with its stop signal and a grace period) and network.
+podman uses docker/podman/containers.conf (CONTAINERS_CONF).
 """
 
 from __future__ import annotations
@@ -236,14 +237,14 @@ class Stack:
                 bad.append(name)
         return bad
 
-    def down(self) -> None:
-        """Remove every container and the network of the project (whatever state they are in)."""
-        if self.effective_path.exists():
-            subprocess.run([exe("podman-compose"), "-p", self.project, "-f", str(self.effective_path), "down"],
-                           env=podman_env(), capture_output=True, text=True, timeout=300, check=False)
+    def down(self, grace_s: float = 30.0) -> None:
+        """Remove every container and the network of the project (whatever state they are in). The running
+        containers get their stop signal (SIGTERM: workers finish the batch and commit) and ``grace_s``
+        before SIGKILL, all at once rather than one service after another."""
         names = self.containers()
         if names:
-            podman("rm", "-f", "-t", "5", *names, check=False, timeout=300)
+            podman("stop", "-t", str(int(grace_s)), *names, check=False, timeout=grace_s + 120)
+            podman("rm", "-f", "-t", "0", *names, check=False, timeout=300)
         podman("network", "rm", "-f", f"{self.project}_default", check=False)
         self.effective_path.unlink(missing_ok=True)
 

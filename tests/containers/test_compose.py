@@ -80,9 +80,11 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, float
         yield timings
     finally:
         if not reuse:
+            started = time.monotonic()
             for args in (["rmi", "-f", *tags], ["image", "prune", "-f"]):
                 subprocess.run([offline.exe("podman"), *args], env=offline.podman_env(), capture_output=True,
                                check=False, timeout=300)
+            _say(f"images removed in {time.monotonic() - started:.1f} s")
 
 
 def _http(url: str) -> tuple[int, str]:
@@ -156,6 +158,17 @@ def _lags(settings: Settings) -> dict[int, int]:
     return {tp.partition: ends[tp] - offset(tp) for tp in tps if ends[tp] > offset(tp)}
 
 
+def _why_lag(settings: Settings, stack: Any, ips: dict[str, str]) -> str:
+    """What a lag check that timed out prints: the lag per partition, who owns each partition now, and
+    each worker's own view (its lag gauges, rebalances and the state of its container)."""
+    lines = [f"lag per partition {_lags(settings)}", f"group {_group(settings) or 'not stable'}"]
+    for w, ip in ips.items():
+        status, text = _http(f"http://{ip}:9108/metrics")
+        seen = re.findall(r'^streamrec_(consumer_lag\{[^}]*\}|rebalances_total|events_total) (\S+)', text, re.M)
+        lines.append(f"{w} ({ip}, {stack.inspect(w)['State']['Status']}): metrics {status} {seen}")
+    return "\n".join(lines)
+
+
 def _dead_letters(settings: Settings) -> int:
     from kafka import KafkaConsumer, TopicPartition
 
@@ -223,7 +236,7 @@ def test_the_compose_stack_runs_with_podman(images: dict[str, float], tmp_path: 
         try:
             assert sub.wait_for(lambda a: users <= {x.user_id for x in a}, 180), (
                 f"{len(users - {x.user_id for x in sub.snapshot()})} of {len(users)} users got no list")
-            assert wait_until(lambda: _lag(host) == 0, 120, every_s=1.0), f"lag {_lags(host)}"
+            assert wait_until(lambda: _lag(host) == 0, 120, every_s=1.0), _why_lag(host, stack, ips)
 
             # Kill one worker container: its partitions move to the others, and nothing is lost.
             assert wait_until(lambda: len(_group(host)) == 3, 120, every_s=1.0), _group(host)
@@ -246,7 +259,7 @@ def test_the_compose_stack_runs_with_podman(images: dict[str, float], tmp_path: 
             last = {e.user_id: e.event_id for e in second}
             assert sub.wait_for(lambda a: set(last.items()) <= {(x.user_id, x.trigger_event_id) for x in a}, 180), (
                 "some users' last event after the kill got no list")
-            assert wait_until(lambda: _lag(host) == 0, 120, every_s=1.0), f"lag {_lags(host)}"
+            assert wait_until(lambda: _lag(host) == 0, 120, every_s=1.0), _why_lag(host, stack, ips)
             assert _dead_letters(host) == 0
         finally:
             sub.stop()
@@ -267,7 +280,9 @@ def test_the_compose_stack_runs_with_podman(images: dict[str, float], tmp_path: 
             tail = [line for line in stack.logs(name, 400).splitlines()
                     if '"level": "info"' not in line and '"level": "debug"' not in line][-12:]
             _say(f"{name}: {state['Status']} exit {state.get('ExitCode')}\n" + "\n".join(tail))
-        stack.down()
+        down_started = time.monotonic()
+        stack.down(grace_s=10)
+        _say(f"stack removed in {time.monotonic() - down_started:.1f} s")
         os.environ.pop("KAFKA_HOST_PORT", None)
         os.environ.pop("KAFKA_IMAGE", None)
         assert stack.containers() == [], "containers left behind"

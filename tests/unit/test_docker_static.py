@@ -464,10 +464,32 @@ def test_the_offline_build_arguments_exist_where_they_are_used() -> None:
     for target in ("builder", "trainer"):
         args = [i.args.split("=")[0] for i in df.stage(target).all("ARG")]
         assert "PIP_NO_INDEX" in args, f"stage {target} does not take PIP_NO_INDEX"
-    copies = " ".join(i.args for i in df.stage("builder").all("COPY"))
-    assert "docker/wheelhouse/" in copies
+    # The wheelhouse is bind-mounted into the steps that install, never copied into a layer.
+    copies = [i.args.split() for s in df.stages for i in s.all("COPY")]
+    assert not [c for c in copies if "wheelhouse" in " ".join(c) or "." in c[:-1]], copies
+    for target in ("builder", "worker", "trainer"):
+        mounts = [i.args for i in df.stage(target).all("RUN") if "pip" in i.args and " install" in i.args
+                  or "pip wheel" in i.args]
+        assert mounts and all("type=bind,source=docker/wheelhouse,target=/wheelhouse" in m for m in mounts), target
     assert not ignored("docker/wheelhouse/numpy-2.0-cp311-cp311-manylinux_2_28_x86_64.whl", dockerignore_lines())
     assert ignored("docker/offline.py", dockerignore_lines())
+
+
+def test_the_builder_copies_every_package_folder_and_nothing_else() -> None:
+    """The builder copies the folders the wheel is built from by name (a ``COPY . .`` would copy the
+    wheelhouse into a layer); a new top-level package needs a COPY line there."""
+    copies = [i.args.split() for i in dockerfile().stage("builder").all("COPY")]
+    sources = {c[0].rstrip("/") for c in copies}
+    folders = set(tomllib.loads((ROOT / "pyproject.toml").read_text())["tool"]["setuptools"]["package-dir"].values())
+    assert folders <= sources, f"not copied into the builder: {sorted(folders - sources)}"
+    assert sources <= folders | {"pyproject.toml", "README.md"}, sorted(sources)
+
+
+def test_the_trainer_is_the_worker_plus_torch() -> None:
+    df = dockerfile()
+    assert df.stage("trainer").image == "worker"
+    specs = [s for r in df.stage("trainer").all("RUN") for s in _installed_requirements(r.args)]
+    assert [s for s in specs if not s.startswith("torch")] == [], specs
 
 
 def test_the_local_kafka_image_answers_the_compose_healthcheck() -> None:
@@ -501,3 +523,101 @@ def test_podman_stack_applies_profiles_scale_and_depends_on_order(tmp_path: Path
     assert order.index("topics") < order.index("trainer") and order.index("topics") < order.index("replay")
     assert mod.Stack.depends_on(spec["services"]["worker"]) == {"topics": "service_completed_successfully"}
     assert mod.seconds("1m30s", 0) == 90 and mod.seconds("500ms", 0) == 0.5 and mod.seconds(None, 7) == 7
+
+
+# --- podman_stack's ordering and health logic, against a fake podman ---------------------------------------
+class FakePodman:
+    """Containers of the compose services whose state moves as the script starts them: ``kafka`` turns
+    healthy after ``kafka_checks`` healthchecks, ``topics`` exits with ``topics_exit`` on the first look after
+    its start. Records every start and every healthcheck, in order."""
+
+    def __init__(self, services: dict[str, Any], topics_exit: int = 0, kafka_checks: int = 2,
+                 healthy: bool = True) -> None:
+        self.names = {svc: [f"{svc}_{i}" for i in range(1, (s.get("deploy") or {}).get("replicas", 1) + 1)]
+                      for svc, s in services.items()}
+        self.status = {n: "created" for names in self.names.values() for n in names}
+        self.topics_exit, self.kafka_checks, self.healthy = topics_exit, kafka_checks, healthy
+        self.events: list[str] = []
+
+    def containers(self, service: str | None = None, running_only: bool = False) -> list[str]:
+        names = self.names[service] if service else [n for ns in self.names.values() for n in ns]
+        return [n for n in names if not running_only or self.status[n] == "running"]
+
+    def start(self, *names: str) -> None:
+        for n in names:
+            self.events.append(f"start {n}")
+            self.status[n] = "running"
+
+    def inspect(self, name: str) -> dict[str, Any]:
+        if name.startswith("topics") and self.status[name] == "running":
+            self.status[name] = "exited"
+            self.events.append(f"exit {name} {self.topics_exit}")
+        one_shot = name.startswith(("topics", "replay"))      # healthcheck disabled in the compose file
+        return {"State": {"Status": self.status[name], "ExitCode": self.topics_exit if name.startswith("topics")
+                          else 0}, "Config": {} if one_shot else {"Healthcheck": {"Test": ["CMD-SHELL", "x"]}}}
+
+    def healthcheck(self, name: str) -> bool:
+        self.events.append(f"health {name}")
+        if name.startswith("kafka"):
+            self.kafka_checks -= 1
+            return self.kafka_checks <= 0
+        return self.healthy
+
+
+def _fake_stack(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, **kw: Any) -> tuple[Any, FakePodman]:
+    mod = _stack_module()
+    monkeypatch.setenv("STREAMREC_HOME", str(tmp_path))
+    stack = mod.Stack("p", profiles=("replay",), scale={"worker": 3}, data_dir=tmp_path)
+    fake = FakePodman(stack.effective()["services"], **kw)
+    monkeypatch.setattr(stack, "compose", lambda *a, **k: None)
+    monkeypatch.setattr(stack, "containers", fake.containers)
+    monkeypatch.setattr(stack, "inspect", fake.inspect)
+    monkeypatch.setattr(stack, "healthcheck", fake.healthcheck)
+    monkeypatch.setattr(stack, "logs", lambda name, lines=40: f"log of {name}")
+    monkeypatch.setattr(mod, "podman", lambda *a, **k: fake.start(*a[1:]) if a[0] == "start" else None)
+    monkeypatch.setattr(mod.time, "sleep", lambda s: None)
+    return stack, fake
+
+
+def test_podman_stack_starts_workers_only_after_a_healthy_broker_and_the_topics_exiting_0(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    stack, fake = _fake_stack(monkeypatch, tmp_path)
+    stack.up(timeout_s=30)
+    ev = fake.events
+    healthy = max(i for i, e in enumerate(ev) if e == "health kafka_1")
+    assert ev.index("start kafka_1") < healthy < ev.index("start topics_1") < ev.index("exit topics_1 0")
+    for name in ("worker_1", "worker_2", "worker_3", "trainer_1", "replay_1"):
+        assert ev.index(f"start {name}") > ev.index("exit topics_1 0"), name
+
+
+def test_podman_stack_stops_when_the_topic_initialiser_fails(monkeypatch: pytest.MonkeyPatch,
+                                                             tmp_path: Path) -> None:
+    stack, fake = _fake_stack(monkeypatch, tmp_path, topics_exit=1)
+    with pytest.raises(_stack_module().StackError, match=r"(?s)topics exited with \[1\].*log of topics_1"):
+        stack.up(timeout_s=30)
+    assert not [e for e in fake.events if e.startswith(("start worker", "start trainer", "start replay"))]
+
+
+def test_podman_stack_stops_when_the_broker_never_turns_healthy(monkeypatch: pytest.MonkeyPatch,
+                                                                tmp_path: Path) -> None:
+    stack, fake = _fake_stack(monkeypatch, tmp_path, kafka_checks=10**9)
+    clock = iter(range(0, 10**6, 5))
+    monkeypatch.setattr(_stack_module().time, "monotonic", lambda: float(next(clock)))
+    with pytest.raises(_stack_module().StackError, match="kafka did not reach service_healthy"):
+        stack.up(timeout_s=60)
+    assert "start topics_1" not in fake.events
+
+
+def test_podman_stack_reports_a_failing_healthcheck(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    stack, fake = _fake_stack(monkeypatch, tmp_path)
+    stack.up(timeout_s=30)
+    assert stack.unhealthy() == []
+    fake.healthy = False
+    assert sorted(stack.unhealthy()) == ["trainer_1", "worker_1", "worker_2", "worker_3"]   # not the broker
+
+
+def test_podman_stack_refuses_to_wait_for_health_without_a_healthcheck(tmp_path: Path) -> None:
+    mod = _stack_module()
+    stack = mod.Stack("p")
+    with pytest.raises(mod.StackError, match="has no healthcheck"):
+        stack.wait_condition("topics", "service_healthy", {"healthcheck": {"disable": True}}, float("inf"))
