@@ -41,7 +41,7 @@ typecheck: install  ## mypy over the installed namespace (strict for the maths p
 format: install  ## Sort imports and apply ruff's safe fixes in place
 	$(VENV)/bin/ruff check --fix .
 
-test: install lint  ## Lint, provision the broker, then the whole suite on a real broker (containers: make compose-test)
+test: install lint  ## Lint, provision the broker, then the whole suite on a real broker (containers: make compose-test, run by .ci/run)
 	$(VENV)/bin/streamrec broker provision
 	$(PY) -m pytest -m "not containers" $(PYTEST_ARGS)
 

@@ -80,11 +80,11 @@ def images(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, float
         yield timings
     finally:
         if not reuse:
-            started = time.monotonic()
             for args in (["rmi", "-f", *tags], ["image", "prune", "-f"]):
+                started = time.monotonic()
                 subprocess.run([offline.exe("podman"), *args], env=offline.podman_env(), capture_output=True,
                                check=False, timeout=300)
-            _say(f"images removed in {time.monotonic() - started:.1f} s")
+                _say(f"podman {args[0]} {args[1]}: {time.monotonic() - started:.1f} s")
 
 
 def _http(url: str) -> tuple[int, str]:
