@@ -16,6 +16,8 @@ The log is read with :func:`producers.readers.read_events` (event-time order) an
                    trending, the engine's ranking and filters, a base model retrained and swapped in every
                    ``--sync-every`` events, and the learned reranker when the engine offers one
 ``full_blend``     on request (``--configs``): ``full`` without the reranker, the engine's weighted blend
+``full_content``   on request (``--configs``): ``full`` with the ``content`` source (needs a catalog: the
+                   ``u.item`` beside a MovieLens log, or ``--catalog``)
 =================  ===================================================================================
 
 Base models are trained by :func:`models.base.training.train`; the three base-model configurations share one
@@ -53,7 +55,8 @@ def register(app: typer.Typer) -> None:
         json_path: str = typer.Option(None, "--json", help="Write the JSON report here ('-': stdout)."),
         plot_path: str = typer.Option(None, "--plot", help="Write a PNG of HR@k per window here."),
         configs: str = typer.Option(",".join(CONFIGS), "--configs", help="Comma-separated subset of "
-                                    + ", ".join(CONFIGS) + "; also full_blend (full without the reranker)."),
+                                    + ", ".join(CONFIGS) + "; also full_blend (full without the reranker) and "
+                                    "full_content (full with the content source)."),
         sync_every: str = typer.Option(str(DEFAULT_SYNC_EVERY), "--sync-every",
                                        help="Retrain and swap the full system's base model every N events, or "
                                             "every span of event time (12h, 1d); 0: never after the warm-up."),
@@ -84,6 +87,9 @@ def register(app: typer.Typer) -> None:
                                        help="Restart every simulated worker at this event index, or fraction of the "
                                             "log (0.5): item knowledge is lost, users come back from the "
                                             "changelog; each configuration also runs without the restart."),
+        catalog: str = typer.Option(None, "--catalog",
+                                    help="Catalog records fed to the engine before the replay (u.item, csv or "
+                                         "jsonl; 'none': no catalog). Default: the u.item beside a MovieLens log."),
     ) -> None:
         """Replay a log in event-time order and compare configurations side by side (test, then train)."""
         from streamrec.evaluate import print_summary, run_with_progress, write_outputs
@@ -94,7 +100,7 @@ def register(app: typer.Typer) -> None:
                                  dim=dim, window=window, seed=seed, reranker=reranker,
                                  batch_size=batch_size, jobs=jobs, workers=workers, items=items,
                                  partitions=partitions if partitions is not None else ctx.obj.events_partitions,
-                                 restart_at=restart_at)
+                                 restart_at=restart_at, catalog=catalog)
         result = run_with_progress(opts)
         write_outputs(result, json_path, plot_path)
         if json_path != "-":

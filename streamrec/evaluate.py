@@ -57,7 +57,7 @@ from streamrec.models.events import Event, EventType
 
 CONFIGS = ("popularity", "recent", "sknn", "river_mf", "static_base", "online_vectors", "full")
 #: on request only: ``full`` without the learned reranker, to measure what the reranker adds
-EXTRA_CONFIGS = ("full_blend",)
+EXTRA_CONFIGS = ("full_blend", "full_content")
 #: dataset name -> log format
 DATASETS = {"movielens-100k": "movielens", "otto": "otto", "csv": "csv", "jsonl": "jsonl", "avro": "avro"}
 DEFAULT_SYNC_EVERY = 10_000
@@ -84,6 +84,8 @@ DESCRIPTIONS = {
     "full": "the worker's engine: online vectors, co-visitation, trending, ranking and filters, base model "
             "retrained and swapped every sync_every events (plus the learned reranker when available)",
     "full_blend": "full without the learned reranker: the engine's weighted blend of its sources",
+    "full_content": "full with the content source (catalog items similar in content to the user's recent items; "
+                    "the catalog is fed to the engine before the replay)",
 }
 
 
@@ -113,6 +115,10 @@ class EvalOptions:
     items: tuple[str, ...] = ("split",)    # item knowledge per worker (split) or shared by all (shared)
     partitions: int = 6                    # of the events topic (users -> partitions -> workers)
     restart_at: float | None = None        # an event index (>= 1) or a fraction of the log (< 1)
+    #: catalog records fed to every engine configuration before the replay (``--catalog``): a MovieLens
+    #: ``u.item``, or a csv / jsonl catalog in the item schema's fields; None: none (for MovieLens logs the
+    #: ``u.item`` beside the ratings, when there is one)
+    catalog: Path | None = None
 
     @classmethod
     def parse(cls, *, dataset: str, path: str | None, configs: str | Sequence[str] = CONFIGS,
@@ -155,8 +161,34 @@ class EvalOptions:
                                            if k in rest}))
         if not 0.0 < rest.get("warmup_fraction", 0.1) < 1.0:
             raise InputError("--warmup-fraction must lie strictly between 0 and 1 (base models train on it)")
+        rest["catalog"] = catalog_file(rest.get("catalog"), log, DATASETS[name])
         return cls(dataset=name, path=log, fmt=DATASETS[name], configs=tuple(dict.fromkeys(names)),
                    sync_every=events_every, sync_every_ms=ms_every, targets=parse_targets(targets), **rest)
+
+
+def catalog_file(value: str | Path | None, log: Path, fmt: str) -> Path | None:
+    """``--catalog``: a file, ``none``, or (not given) the MovieLens ``u.item`` beside a MovieLens log."""
+    if value is None:
+        beside = log.parent / "u.item"
+        return beside if fmt == "movielens" and beside.is_file() else None
+    if str(value).strip().lower() == "none":
+        return None
+    path = Path(value)
+    if path.is_dir() and (path / "u.item").is_file():
+        path = path / "u.item"
+    if not path.is_file():
+        raise InputError(f"catalog {path} not found; pass --catalog with a u.item, csv or jsonl file (or none)")
+    return path
+
+
+def read_catalog(path: Path | None) -> tuple[Any, ...]:
+    """The catalog's items (format from the name: ``u.item`` is MovieLens, else csv or jsonl by suffix)."""
+    if path is None:
+        return ()
+    from streamrec.producers.catalog import read_items
+
+    fmt = "movielens" if path.name == "u.item" else "csv" if path.suffix.lower() == ".csv" else "jsonl"
+    return read_items(path, fmt).items
 
 
 def movielens_file(path: Path) -> Path:
@@ -408,8 +440,10 @@ def full_engine(cfg: EvalConfig, events: Sequence[Event], reranker: bool = True)
 
 
 def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event], trainer: SharedTrainer,
-                   reranker: bool = True, opts: EvalOptions | None = None) -> tuple[list[Any], dict[str, Any]]:
-    """The configurations named; with ``opts.workers``, each engine configuration on simulated workers."""
+                   reranker: bool = True, opts: EvalOptions | None = None,
+                   catalog: Sequence[Any] = ()) -> tuple[list[Any], dict[str, Any]]:
+    """The configurations named; with ``opts.workers``, each engine configuration on simulated workers.
+    ``catalog`` goes to every single-engine configuration (``full*``) before its first event."""
     policies: list[Any] = []
     engine: dict[str, Any] = {}
     for name in names:
@@ -431,9 +465,11 @@ def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event
         elif name in ("static_base", "online_vectors"):
             policies.append(TrainedOnce(online=name == "online_vectors", trainer=trainer, name=name))
         else:
-            config, settings = full_engine(cfg, events, reranker and name == "full")
+            config, settings = full_engine(cfg, events, reranker and name in ("full", "full_content"))
             engine = settings if name == "full" or not engine else engine
-            policies.append(FullSystemPolicy(config, trainer=trainer, name=name))
+            if name == "full_content" and "content" not in config.sources:
+                config = dataclasses.replace(config, sources=(*config.sources, "content"))
+            policies.append(FullSystemPolicy(config, trainer=trainer, name=name, catalog=catalog))
     return policies, engine
 
 
@@ -466,8 +502,9 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
     light = [n for n in opts.configs if n in LIGHT_CONFIGS]
     heavy = [n for n in opts.configs if n not in LIGHT_CONFIGS]
     aside = light if jobs >= 1 and light and heavy and (os.cpu_count() or 1) >= SIDE_REPLAY_CPUS else []
+    catalog = read_catalog(opts.catalog)
     policies, engine = build_policies([n for n in opts.configs if n not in aside], cfg, events, trainer,
-                                      opts.reranker, opts)
+                                      opts.reranker, opts, catalog)
     if any(has_sync(p) for p in policies):
         points = sync_points(events, cfg)
         if not any(isinstance(p, FullSystemPolicy | ShardedEnginePolicy) for p in policies):
@@ -492,6 +529,7 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
         report.timings[p.name]["models_trained"] = len(trainer.history) if engine_based else getattr(p, "trainings", 0)
     extra = {
         "path": str(opts.path), "format": opts.fmt, "bad_rows": read.bad_count,
+        "catalog": None if opts.catalog is None else {"path": str(opts.catalog), "items": len(catalog)},
         "policy": describe_policy(cfg, engine),
         "descriptions": {n: DESCRIPTIONS[n] for n in opts.configs},
         "sync_every": opts.sync_every or None, "sync_every_ms": opts.sync_every_ms,

@@ -7,7 +7,8 @@ from pathlib import Path
 from typing import Any
 
 METRICS = ("hr@10", "ndcg@10", "mrr@10", "recall@20", "coverage", "novelty")
-CONFIG_ORDER = ("popularity", "recent", "sknn", "river_mf", "static_base", "online_vectors", "full", "full_blend")
+CONFIG_ORDER = ("popularity", "recent", "sknn", "river_mf", "static_base", "online_vectors", "full", "full_blend",
+                "full_content")
 #: (step, label) of the e-commerce evaluations in the headline
 ECOMMERCE = (("evaluate-otto-sample", "OTTO sample"), ("evaluate-sessions", "generated session log"))
 
@@ -120,6 +121,16 @@ def _evaluation(ev: dict[str, Any], png: str) -> list[str]:
         f"learned reranker: {'on' if ev.get('reranker') else 'not available'}.",
         "",
     ]
+    cold = ev.get("cold") or {}
+    if cold.get("configs"):
+        parts += [f"Item cold start: the {cold['targets']:,} scored targets whose item had fewer than "
+                  f"{cold['item_events_below']} earlier events"
+                  + (f" (catalog: {ev['catalog']['items']:,} items fed to the engine before the replay)"
+                     if ev.get("catalog") else "") + ":", "",
+                  table(["configuration", "hr@10", "ndcg@10", "recall@20", "hr@10 overall"],
+                        [[c, cold["configs"][c].get("hr@10"), cold["configs"][c].get("ndcg@10"),
+                          cold["configs"][c].get("recall@20"), ev["configs"][c].get("hr@10")]
+                         for c in names if c in cold["configs"]]), ""]
     if ratio_rows(ev):
         parts += ["`full` against the best of the baselines (popularity, recent, sknn, river_mf) per metric:", "",
                   table(["metric", "full", "best baseline", "its value", "full / best"], ratio_rows(ev)), ""]

@@ -80,12 +80,18 @@ class ContentConfig:
     brand: float = 1.0
     max_items: int = 200_000    # items beyond this are not indexed (counted in stats: content_refused)
     reweight_growth: float = 2.0
+    flat_max_items: int = 20_000  # exact search up to this many items, an HNSW graph above
+    hnsw_m: int = 16
+    hnsw_ef_construction: int = 40
+    hnsw_ef_search: int = 64
 
     def __post_init__(self) -> None:
         if not 8 <= self.dim <= 4096:
             raise ConfigError(f"content dim is {self.dim}; use 8 to 4096")
         if self.char_n < 2 or self.max_items < 1 or self.reweight_growth <= 1.0:
             raise ConfigError("content char_n must be 2 or more, max_items 1 or more, reweight_growth above 1")
+        if min(self.hnsw_m, self.hnsw_ef_construction, self.hnsw_ef_search) < 1:
+            raise ConfigError("content hnsw_m, hnsw_ef_construction and hnsw_ef_search must be 1 or more")
         for name in ("title", "bigrams", "chars", "description", "tags", "category", "brand"):
             value = getattr(self, name)
             if not math.isfinite(value) or value < 0:
@@ -102,64 +108,67 @@ def item_tokens(item: Item, cfg: ContentConfig) -> dict[str, float]:
     >>> sorted(item_tokens(Item("x", "Red Shoe", category=("shoes", "running")), ContentConfig(chars=0)))
     ['b:red shoe', 'k:shoes', 'k:shoes/running', 'w:red', 'w:shoe']
     """
-    out: dict[str, float] = {}
-
-    def add(token: str, w: float) -> None:
-        if w > 0:
-            out[token] = out.get(token, 0.0) + w
-
+    fields: list[tuple[list[str], float]] = []
     words = _words(item.title)
-    n = cfg.char_n
-    for k, word in enumerate(words):
-        add("w:" + word, cfg.title)
-        if k:
-            add(f"b:{words[k - 1]} {word}", cfg.bigrams)
-        if cfg.chars > 0:
-            padded = f"<{word}>"
-            for j in range(len(padded) - n + 1):
-                add("c:" + padded[j:j + n], cfg.chars)
-    for word in _words(item.description):
-        add("w:" + word, cfg.description)
-    for tag in item.tags:
-        tag_words = _words(tag)
-        if tag_words:
-            add("t:" + " ".join(tag_words), cfg.tags)
+    fields.append((["w:" + w for w in words], cfg.title))
+    if cfg.bigrams > 0 and len(words) > 1:
+        fields.append(([f"b:{a} {b}" for a, b in zip(words, words[1:], strict=False)], cfg.bigrams))
+    if cfg.chars > 0:
+        n = cfg.char_n
+        padded = [f"<{w}>" for w in words]
+        fields.append((["c:" + p[j:j + n] for p in padded for j in range(len(p) - n + 1)], cfg.chars))
+    if item.description:
+        fields.append((["w:" + w for w in _words(item.description)], cfg.description))
+    fields.append((["t:" + " ".join(t) for t in map(_words, item.tags) if t], cfg.tags))
     path: list[str] = []
+    levels: list[str] = []
     for level in item.category:
         level_words = _words(level)
         if not level_words:
             break
         path.append(" ".join(level_words))
-        add("k:" + "/".join(path), cfg.category)
+        levels.append("k:" + "/".join(path))
+    fields.append((levels, cfg.category))
     brand = _words(item.brand)
     if brand:
-        add("r:" + " ".join(brand), cfg.brand)
+        fields.append((["r:" + " ".join(brand)], cfg.brand))
+    out: dict[str, float] = {}
+    get = out.get
+    for tokens, w in fields:
+        if w > 0:
+            for t in tokens:
+                out[t] = get(t, 0.0) + w
     return out
 
 
 def _pack(tokens: dict[str, float]) -> np.ndarray:
     packed = np.empty(len(tokens), dtype=TOKEN)
-    packed["h"] = [zlib.crc32(t.encode()) for t in tokens]
+    crc = zlib.crc32
+    packed["h"] = [crc(t.encode()) for t in tokens]
     packed["tf"] = list(tokens.values())
     return packed
 
 
 class ContentIndex:
-    """Content vectors of the catalog's items and their exact inner-product search (module docstring)."""
+    """Content vectors of the catalog's items and their inner-product search (module docstring)."""
 
     def __init__(self, config: ContentConfig | None = None) -> None:
         self.config = cfg = config or ContentConfig()
         self.dim = cfg.dim
-        self._mat = np.zeros((0, cfg.dim), dtype=np.float32)     # rows 0..n-1 searchable (zero: not shown)
+        self._mat = np.zeros((0, cfg.dim), dtype=np.float32)     # rows 0..n-1 (zero: not recommendable)
         self._ids: list[str] = []
         self._row: dict[str, int] = {}
         self._tokens: list[np.ndarray] = []                       # row -> packed tokens
         self._held: dict[int, np.ndarray] = {}                    # rows of items not recommendable
         self._df = np.zeros(1 << DF_BITS, dtype=np.int32)
         self._weighted_at = 0                                     # N when every vector was last weighted
+        self._ann: Any = None                                     # faiss HNSW above flat_max_items
+        self._ann_row: list[int] = []                             # HNSW id -> row (-1: superseded)
+        self._ann_of: dict[int, int] = {}                         # row -> its current HNSW id
         self.refused = 0
         self.empty = 0                                            # records with no token at all
         self.reweights = 0
+        self.ann_builds = 0
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -173,6 +182,11 @@ class ContentIndex:
     def row_of(self, item: str) -> int:
         return self._row.get(item, -1)
 
+    @property
+    def kind(self) -> str:
+        """``flat`` (exact search over the vectors) or ``hnsw`` (above ``flat_max_items``)."""
+        return "flat" if self._ann is None else "hnsw"
+
     # --- updates ------------------------------------------------------------------------------------
     def update(self, items: Sequence[Item]) -> int:
         """Index catalog records (the newest record of an item wins); returns the items (re)placed."""
@@ -183,6 +197,7 @@ class ContentIndex:
         rows: list[int] = []
         packs: list[np.ndarray] = []
         shown: list[bool] = []
+        gone: list[np.ndarray] = []
         for item_id, it in latest.items():
             packed = _pack(item_tokens(it, self.config))
             row = self._row.get(item_id)
@@ -195,29 +210,32 @@ class ContentIndex:
                 self._row[item_id] = row
                 self._tokens.append(packed)
             else:
-                old = self._tokens[row]
-                np.subtract.at(self._df, old["h"] & _DF_MASK, 1)
+                gone.append(self._tokens[row]["h"])
                 self._tokens[row] = packed
-            np.add.at(self._df, packed["h"] & _DF_MASK, 1)
             self.empty += not len(packed)
             rows.append(row)
             packs.append(packed)
             shown.append(it.recommendable)
         if not rows:
             return 0
+        size = 1 << DF_BITS
+        if gone:   # counts of the replaced records out, the whole batch's in: one bincount each
+            self._df -= np.bincount(np.concatenate(gone) & _DF_MASK, minlength=size).astype(np.int32)
+        self._df += np.bincount(np.concatenate([p["h"] for p in packs]) & _DF_MASK, minlength=size).astype(np.int32)
         self._grow(len(self._ids))
         n = len(self._ids)
         if n >= 64 and n >= self._weighted_at * self.config.reweight_growth:
-            self._reweight(shown_rows={r: s for r, s in zip(rows, shown, strict=True)})
-            return len(rows)
-        vecs = self._vectors(packs)
-        for r, vec, ok in zip(rows, vecs, shown, strict=True):
-            self._place(r, vec, ok)
+            self._reweight(shown_rows=dict(zip(rows, shown, strict=True)))
+        else:
+            vecs = self._vectors(packs)
+            for r, vec, ok in zip(rows, vecs, shown, strict=True):
+                self._place(r, vec, ok)
+            self._sync_ann(rows)
         return len(rows)
 
     def _grow(self, n: int) -> None:
-        if n > len(self._mat):
-            mat = np.zeros((max(n, 2 * len(self._mat), 64), self.dim), dtype=np.float32)
+        if n > len(self._mat):       # by a quarter: amortised O(1) per item, at most 25 % of the rows unused
+            mat = np.zeros((max(n, len(self._mat) + len(self._mat) // 4, 64), self.dim), dtype=np.float32)
             mat[:len(self._mat)] = self._mat
             self._mat = mat
 
@@ -229,10 +247,6 @@ class ContentIndex:
             self._mat[row] = 0.0
             self._held[row] = vec
 
-    def _idf(self) -> np.ndarray:
-        n = max(len(self._ids), 1)
-        return (np.log((1.0 + n) / (1.0 + self._df.astype(np.float32))) + 1.0).astype(np.float32)
-
     def _vectors(self, packs: Sequence[np.ndarray]) -> np.ndarray:
         """L2-normalised vectors of packed token lists, in one bincount."""
         m, d = len(packs), self.dim
@@ -241,8 +255,9 @@ class ContentIndex:
         sizes = [len(p) for p in packs]
         flat = np.concatenate(packs) if sum(sizes) else np.zeros(0, dtype=TOKEN)
         h = flat["h"].astype(np.int64)
-        sign = np.where(h >> 31, -1.0, 1.0).astype(np.float32)
-        weight = flat["tf"] * self._idf()[h & _DF_MASK] * sign
+        n = max(len(self._ids), 1)
+        idf = np.log((1.0 + n) / (1.0 + self._df[h & _DF_MASK].astype(np.float64))) + 1.0
+        weight = flat["tf"] * idf * np.where(h >> 31, -1.0, 1.0)
         keys = np.repeat(np.arange(m, dtype=np.int64), sizes) * d + h % d
         mat = np.bincount(keys, weight, minlength=m * d).astype(np.float32).reshape(m, d)
         norm = np.linalg.norm(mat, axis=1, keepdims=True)
@@ -260,6 +275,43 @@ class ContentIndex:
                 self._place(r, vecs[k], shown_rows.get(r, r not in held))
         self._weighted_at = n
         self.reweights += 1
+        self._ann = None                  # every vector changed: the graph is rebuilt
+        self._sync_ann([])
+
+    # --- the HNSW graph above flat_max_items ------------------------------------------------------
+    def _sync_ann(self, rows: Sequence[int]) -> None:
+        n, cfg = len(self._ids), self.config
+        if n <= cfg.flat_max_items:
+            return
+        dead = len(self._ann_row) - len(self._ann_of)
+        if self._ann is None or dead > 0.25 * max(len(self._ann_row), 1):
+            self._build_ann()
+            return
+        fresh: list[int] = []
+        for r in rows:
+            old = self._ann_of.pop(r, None)
+            if old is not None:
+                self._ann_row[old] = -1
+            if r not in self._held:
+                fresh.append(r)
+        if fresh:
+            base = len(self._ann_row)
+            self._ann.add(np.ascontiguousarray(self._mat[fresh]))
+            self._ann_row.extend(fresh)
+            self._ann_of.update({r: base + k for k, r in enumerate(fresh)})
+
+    def _build_ann(self) -> None:
+        import faiss
+
+        cfg = self.config
+        ann = faiss.IndexHNSWFlat(self.dim, cfg.hnsw_m, faiss.METRIC_INNER_PRODUCT)
+        ann.hnsw.efConstruction = cfg.hnsw_ef_construction
+        live = [r for r in range(len(self._ids)) if r not in self._held]
+        if live:
+            ann.add(np.ascontiguousarray(self._mat[live]))
+        self._ann, self._ann_row = ann, live
+        self._ann_of = {r: k for k, r in enumerate(live)}
+        self.ann_builds += 1
 
     # --- queries ------------------------------------------------------------------------------------
     def vector(self, item: str) -> np.ndarray | None:
@@ -286,7 +338,8 @@ class ContentIndex:
         return q
 
     def search(self, queries: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
-        """Exact top ``k`` rows by inner product per query: ``(scores, rows)``, ``-1`` rows where fewer."""
+        """The top ``k`` rows by inner product per query: ``(scores, rows)``, ``-1`` rows where fewer (items
+        not recommendable score 0 in flat mode and are left out in HNSW mode)."""
         import faiss
 
         n = len(self._ids)
@@ -294,13 +347,26 @@ class ContentIndex:
         if n == 0 or m == 0 or k < 1:
             return np.zeros((m, 0), dtype=np.float32), np.zeros((m, 0), dtype=np.int64)
         q = np.ascontiguousarray(queries, dtype=np.float32)
-        scores, rows = faiss.knn(q, self._mat[:n], min(k, n), metric=faiss.METRIC_INNER_PRODUCT)
+        if self._ann is None:
+            return faiss.knn(q, self._mat[:n], min(k, n), metric=faiss.METRIC_INNER_PRODUCT)
+        self._ann.hnsw.efSearch = max(self.config.hnsw_ef_search, k)
+        scores, ids = self._ann.search(q, k)
+        mapping = np.asarray(self._ann_row, dtype=np.int64)
+        rows = np.where(ids >= 0, mapping[np.maximum(ids, 0)], -1)
+        stale = rows < 0
+        if stale.any():                    # superseded entries: moved to the end, as missing
+            order = np.argsort(stale, axis=1, kind="stable")
+            rows = np.take_along_axis(rows, order, axis=1)
+            scores = np.where(np.take_along_axis(stale, order, axis=1), -np.inf,
+                              np.take_along_axis(scores, order, axis=1)).astype(np.float32)
         return scores, rows
 
     def memory_bytes(self) -> int:
+        """Bytes held: vectors, token lists, IDF counts, and the HNSW graph's copy of the vectors and links."""
+        ann = 0 if self._ann is None else self._ann.ntotal * (4 * self.dim + 8 * self.config.hnsw_m + 16)
         return int(self._mat.nbytes + self._df.nbytes + sum(t.nbytes + 112 for t in self._tokens)
-                   + sum(v.nbytes for v in self._held.values()))
+                   + sum(v.nbytes for v in self._held.values()) + ann)
 
     def stats(self) -> dict[str, Any]:
         return {"content_items": len(self._ids), "content_hidden": len(self._held), "content_refused": self.refused,
-                "content_empty": self.empty, "content_reweights": self.reweights}
+                "content_empty": self.empty, "content_reweights": self.reweights, "content_index": self.kind}

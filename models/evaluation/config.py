@@ -99,8 +99,13 @@ class EvalConfig:
     sync_after_warmup: bool = True
     catalog_size: int | None = None
     progress_every: int = 1000
+    #: item cold start: targets whose item had fewer than this many earlier events (of any user) are also
+    #: scored on their own (the report's ``cold`` section); 0: not measured
+    cold_item_events: int = 5
 
     def __post_init__(self) -> None:
+        if self.cold_item_events < 0:
+            raise ConfigError(f"cold_item_events must be 0 (off) or more, got {self.cold_item_events}")
         if min(self.k, self.recall_k, self.window, self.batch_size, self.progress_every) <= 0:
             raise ConfigError("evaluation k, recall_k, window, batch_size and progress_every must be positive")
         if not 0.0 <= self.warmup_fraction < 1.0:

@@ -11,6 +11,9 @@ Events are replayed in event-time order, in-process and deterministically. For e
 3. only then lets every policy learn every event of the chunk, and updates its own seen sets and
    popularity counts (used for exclusion and novelty).
 
+Item cold start: a target whose item had fewer than ``cold_item_events`` earlier events (of anyone, warm-up
+included) is scored a second time into a cold-start accumulator per policy (the report's ``cold``).
+
 So no policy ever learns an event before that event is scored; ``tests/unit/test_evaluation.py`` checks
 this with a spy policy.
 
@@ -128,6 +131,8 @@ def prequential(events: Iterable[Event], policies: Sequence[Policy], config: Eva
     catalog = cfg.catalog_size or len({e.item_id for e in log})
     depth = max(cfg.k, cfg.recall_k)
     accs = {p.name: Accumulator(cfg.k, cfg.recall_k, cfg.window, catalog) for p in policies}
+    cold_accs = {p.name: Accumulator(cfg.k, cfg.recall_k, cfg.window, catalog) for p in policies}
+    cold_below = cfg.cold_item_events
     timings = {p.name: {"recommend_s": 0.0, "learn_s": 0.0, "sync_s": 0.0, "syncs": 0} for p in policies}
     syncing = [p for p in policies if has_sync(p)]
     history = _History(cfg.exclude)
@@ -184,9 +189,11 @@ def prequential(events: Iterable[Event], policies: Sequence[Policy], config: Eva
                 t0 = time.perf_counter()
                 lists = recommend_batch(p, requests, depth)
                 timings[p.name]["recommend_s"] += time.perf_counter() - t0
-                acc = accs[p.name]
+                acc, cold_acc = accs[p.name], cold_accs[p.name]
                 for e, ranked in zip(targets, lists, strict=True):
                     acc.add(ranked, e.item_id, history.counts, history.total, e.timestamp_ms)
+                    if history.counts.get(e.item_id, 0) < cold_below:
+                        cold_acc.add(ranked, e.item_id, history.counts, history.total, e.timestamp_ms)
         learn(chunk)
         i = j
         report_progress(i)
@@ -200,4 +207,7 @@ def prequential(events: Iterable[Event], policies: Sequence[Policy], config: Eva
         configs={name: acc.result() for name, acc in accs.items()},
         curves={name: acc.curve() for name, acc in accs.items()},
         timings=all_timings, settings=cfg.describe(),
+        cold={} if not cold_below else {
+            "item_events_below": cold_below, "targets": next(iter(cold_accs.values())).n if cold_accs else 0,
+            "configs": {name: acc.result() for name, acc in cold_accs.items()}},
     )

@@ -260,11 +260,15 @@ class FullSystemPolicy:
     filters; the harness's ``exclude`` is applied on top, and lists are cut to ``k`` (the engine's list
     length, set in ``engine_config``, should be at least the harness's ``max(k, recall_k)``).
     ``engine_factory`` builds the engine (default ``Recommender(engine_config or EngineConfig())``).
+    ``catalog`` (catalog records, :class:`~models.catalog.item.Item`) goes to ``engine.update_catalog`` as soon
+    as the engine is built, before any event: the shop's catalog exists before its first click.
     """
 
     def __init__(self, engine_config: Any | None = None, trainer: Trainer | None = None,
-                 engine_factory: Callable[[], Any] | None = None, name: str = "full_system") -> None:
+                 engine_factory: Callable[[], Any] | None = None, name: str = "full_system",
+                 catalog: Sequence[Any] | None = None) -> None:
         self.name = name
+        self.catalog = catalog
         self.engine_config = engine_config
         self.trainer = trainer or torch_trainer()
         self._factory = engine_factory or self._default_engine
@@ -282,6 +286,8 @@ class FullSystemPolicy:
     def engine(self) -> Any:
         if self._engine is None:
             self._engine = self._factory()
+            if self.catalog:
+                self._engine.update_catalog(self.catalog)
         return self._engine
 
     def learn(self, event: Event) -> None:

@@ -11,6 +11,8 @@ JSON schema ``streamrec-eval/1`` (keys sorted, every value a JSON number, string
     curves        {name: [{"window", "evaluated", "end_evaluated", "end_ts_ms", <the same metrics>}]}
     timings       {name: {"recommend_s", "learn_s", "sync_s", "syncs"}} plus "total": {"wall_s"}
     settings      the EvalConfig, as plain values
+    cold          item cold start: {"item_events_below": N, "targets": scored targets whose item had fewer
+                  than N earlier events, "configs": {name: <the metrics over those targets>}} ({}: not measured)
 
 >>> r = EvalReport("toy", 10, 2, 4, 0, 10, 20, 5, {"pop": {"hr@10": 0.5}}, {"pop": []}, {}, {})
 >>> EvalReport.from_json(r.to_json()) == r
@@ -21,7 +23,7 @@ from __future__ import annotations
 
 import json
 import os
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 SCHEMA = "streamrec-eval/1"
@@ -43,6 +45,7 @@ class EvalReport:
     curves: dict[str, list[dict[str, Any]]]
     timings: dict[str, dict[str, float]]
     settings: dict[str, Any]
+    cold: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **asdict(self)}
@@ -55,7 +58,7 @@ class EvalReport:
         raw = json.loads(text)
         if raw.get("schema") != SCHEMA:
             raise ValueError(f"not a {SCHEMA} report (schema {raw.get('schema')!r})")
-        return cls(**{name: raw[name] for name in cls.__dataclass_fields__})
+        return cls(**{name: raw[name] for name in cls.__dataclass_fields__ if name in raw})
 
     def metric(self, name: str) -> dict[str, float]:
         """One metric across configurations, e.g. ``report.metric("hr@10")``."""

@@ -79,48 +79,53 @@ class ContentSource(Plugin):
         if not rows:
             return empty_block()
         scores, found = index.search(index.query(seed_items, seed_weights), 2 * self.k + self.n_seeds)
-        out_rows: list[int] = []
-        out_items: list[str] = []
-        out_scores: list[float] = []
-        item_of = index.item_of
-        for r, own, sc, fr in zip(rows, seed_items, scores.tolist(), found.tolist(), strict=True):
+        keep = (found >= 0) & (scores > 0.0)
+        # the seeds and the items the filter policy blocks, as (query, row) keys, masked in one isin
+        width = np.int64(len(index) + 1)
+        excl: list[int] = []
+        row_of = index.row_of
+        for q, (r, own) in enumerate(zip(rows, seed_items, strict=True)):
             ban = blocked_items(request.states[r], self.filter_seen)
-            taken = 0
-            for s, f in zip(sc, fr, strict=True):
-                if f < 0 or s <= 0.0:
-                    break
-                item = item_of(f)
-                if item in own or (ban and item in ban):
-                    continue
-                out_rows.append(r)
-                out_items.append(item)
-                out_scores.append(s)
-                taken += 1
-                if taken >= self.k:
-                    break
-        if not out_rows:
+            for item in (*own, *ban) if ban else own:
+                c = row_of(item)
+                if c >= 0:
+                    excl.append(q * width + c)
+        if excl:
+            keys = np.arange(len(rows), dtype=np.int64)[:, None] * width + found
+            keep &= ~np.isin(keys, np.asarray(excl, dtype=np.int64))
+        keep &= np.cumsum(keep, axis=1) <= self.k
+        q_idx, pos = np.nonzero(keep)
+        if not len(q_idx):
             return empty_block()
-        rows_a = np.asarray(out_rows, dtype=np.int64)
-        return rows_a, request.space.codes(out_items), request.normalise(np.asarray(out_scores, np.float32), rows_a)
+        rows_a = np.asarray(rows, dtype=np.int64)[q_idx]
+        item_of = index.item_of
+        codes = request.space.codes([item_of(c) for c in found[q_idx, pos].tolist()])
+        return rows_a, codes, request.normalise(scores[q_idx, pos].astype(np.float32), rows_a)
 
     def explain(self, request: Request, rows: Sequence[int], items: Sequence[str]) -> list[str]:
-        """``content:<seed>`` per chosen (row, item): the seed that contributed most to its score."""
-        out: list[str] = []
+        """``content:<seed>`` per chosen (row, item): the seed that contributed most to its score (one small
+        matrix product per user over the items content won for them)."""
+        out = [self.name] * len(rows)
         index = self.index
-        for r, item in zip(rows, items, strict=True):
+        by_row: dict[int, list[int]] = {}
+        for k, r in enumerate(rows):
+            by_row.setdefault(r, []).append(k)
+        for r, ks in by_row.items():
             st = request.states[r]
-            v = index.vector(item)
-            if st is None or v is None:
-                out.append(self.name)
+            if st is None:
                 continue
-            best, best_w = "", 0.0
-            for seed, w in zip(*seeds(st, self.n_seeds), strict=True):
-                sv = index.vector(seed)
-                if sv is not None and seed != item:
-                    contribution = w * float(sv @ v)
-                    if contribution > best_w:
-                        best, best_w = seed, contribution
-            out.append(f"{self.name}:{best}" if best else self.name)
+            names, weights = seeds(st, self.n_seeds)
+            have = [(n, w, v) for n, w in zip(names, weights, strict=True) if (v := index.vector(n)) is not None]
+            vecs = [index.vector(items[k]) for k in ks]
+            found = [j for j, v in enumerate(vecs) if v is not None]
+            if not have or not found:
+                continue
+            seed_mat = np.stack([w * v for _, w, v in have])
+            contrib = np.stack([vecs[j] for j in found]) @ seed_mat.T      # type: ignore[misc]
+            for j, best, value in zip(found, contrib.argmax(axis=1).tolist(), contrib.max(axis=1).tolist(),
+                                      strict=True):
+                if value > 0:
+                    out[ks[j]] = f"{self.name}:{have[best][0]}"
         return out
 
     def stats(self) -> dict[str, Any]:

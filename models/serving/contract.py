@@ -28,6 +28,11 @@ only the hooks a plug-in overrides:
 * ``forget_user(user_id)``; ``stats()`` (merged into the engine's stats);
 * ``to_state()`` / ``load_state(state)`` for checkpoints: plain data only (numbers, strings, lists, arrays).
 
+A source may also explain what it won: ``explain(request, rows, items) -> reasons``, called after selection
+with the (row, item) pairs the source is credited with in the final lists, returns one short reason each
+(``covisit:<seed>``); evidence is computed for the chosen items only (:mod:`models.serving.reasons`). An
+item of a source without ``explain`` has the source's name as its reason.
+
 A new source is one file with a class like::
 
     class Newest(Plugin):

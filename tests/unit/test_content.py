@@ -180,3 +180,25 @@ def test_every_item_has_a_reason_of_its_source(tmp_path: Path) -> None:
     me = lists[-2]
     # x3 was only with x1, in one other session: whichever source won it, its evidence says so
     assert [it.reason for it in me.items if it.item_id == "x3"] in (["covisit:x1"], ["session:1"])
+
+
+def test_above_flat_max_items_an_hnsw_graph_finds_what_exact_search_finds() -> None:
+    rng = np.random.default_rng(5)
+    items = [Item(f"i{k}", f"w{rng.integers(40)} w{rng.integers(40)} w{rng.integers(40)}",
+                  tags=(f"t{rng.integers(12)}",), category=(f"c{k % 6}",)) for k in range(400)]
+    exact, graph = ContentIndex(), ContentIndex(ContentConfig(flat_max_items=100))
+    for start in range(0, 400, 50):             # incremental: the graph is built once, then appended to
+        exact.update(items[start:start + 50])
+        graph.update(items[start:start + 50])
+    assert exact.kind == "flat" and graph.kind == "hnsw"
+    q = exact.query([[f"i{k}"] for k in range(20)], [[1.0]] * 20)
+    _, want = exact.search(q, 10)
+    _, got = graph.search(q, 10)
+    recall = np.mean([len(set(a) & set(b)) / 10 for a, b in zip(want.tolist(), got.tolist(), strict=True)])
+    assert recall > 0.9
+    graph.update([replace(items[want[0][1]], hidden=True), replace(items[7], title="brand new words")])
+    _, after = graph.search(q[:1], 10)
+    assert int(want[0][1]) not in after[0].tolist()             # hidden: left out of the graph's answers
+    assert graph.similarity("i7", "i7") == pytest.approx(1.0, abs=1e-5)
+    _, self7 = graph.search(graph.query([["i7"]], [[1.0]]), 1)
+    assert graph.item_of(int(self7[0][0])) == "i7"              # the new record's vector is what is found
