@@ -26,8 +26,8 @@ from streamrec.models.evaluation.config import EvalConfig
 from streamrec.models.evaluation.report import EvalReport
 from streamrec.models.evaluation.sharding import ITEM_MODES, ShardedEnginePolicy, summarise, variants
 
-__all__ = ["check_shard_options", "plot_scale_out", "restart_index", "scale_out", "scale_out_markdown",
-           "sharded_policies"]
+__all__ = ["check_shard_options", "headline_cells", "plot_scale_out", "restart_index", "scale_out",
+           "scale_out_markdown", "sharded_policies"]
 
 
 def check_shard_options(workers: str | Sequence[int] | None = None, items: str | Sequence[str] | None = None,
@@ -174,6 +174,23 @@ def _get(d: dict[str, Any] | None, key: str) -> Any:
 
 def _ratio(v: float | None) -> str | None:
     return None if v is None else f"{v:.3f}x"
+
+
+def headline_cells(res: dict[str, Any]) -> list[list[Any]]:
+    """The report's headline rows: per log, HR@k with the most workers over one worker (split / shared), and
+    HR@k after the one-worker restart over its twin."""
+    rows: list[list[Any]] = []
+    for label, ev in res["logs"].items():
+        s = ev["scale_out"]
+        k, most = s["k"], max(s["workers"])
+        cfg, restart = s["configs"], s["restarts"].get("full@1w+restart", {})
+        ratios = [_get(cfg.get(f"full@{most}w-{m}"), f"hr@{k}_vs_1_worker") for m in ("split", "shared")]
+        rows.append([f"{res['labels'].get(label, label)}: HR@{k} on {most} simulated workers over 1, item knowledge "
+                     "split / shared; after a restart over no restart (1 worker, first window / rest of the log)",
+                     " / ".join(_ratio(r) or "n/a" for r in ratios) + "; "
+                     + " / ".join(_ratio(restart.get(key)) or "n/a" for key in ("first_window_vs_twin",
+                                                                                  "after_vs_twin"))])
+    return rows
 
 
 def scale_out_markdown(res: dict[str, Any], png: str, table: Callable[[Sequence[str], Sequence[Sequence[Any]]], str]

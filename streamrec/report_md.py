@@ -61,6 +61,11 @@ def headline(summary: dict[str, Any]) -> str:
             hr, nd = ratio.get(f"hr@{res['k']}", {}), ratio.get(f"ndcg@{res['k']}", {})
             rows.append([f"{label}: full's HR@10 / NDCG@10 over the best baseline ({hr.get('best')} / "
                          f"{nd.get('best')})", _slash([hr.get("ratio"), nd.get("ratio")], "x")])
+    scale = _ok(summary, "evaluate-scale-out")
+    if scale:
+        from streamrec.evaluate_shards import headline_cells
+
+        rows += headline_cells(scale)
     if alo or eos:
         rows.append(["One worker, events/s from a backlog: at-least-once / exactly-once",
                      _slash([_get(alo, "events_per_s"), _get(eos, "events_per_s")])])

@@ -152,6 +152,9 @@ class _Worker(FullSystemPolicy):
 
     def restart(self, tables: ItemTables | None) -> None:
         self._engine = restart_engine(self.engine, self._factory, tables)
+        catalog = getattr(self, "catalog", None)
+        if catalog:                       # a restarted worker reads the catalog again before it serves
+            self._engine.update_catalog(catalog)
 
 
 class ShardedEnginePolicy:
@@ -160,12 +163,13 @@ class ShardedEnginePolicy:
     ``engine_config`` is the ``EngineConfig`` of every engine (``None``: the defaults); ``trainer`` trains
     the base model at each sync (``None``: no model, the engines serve their other sources); ``shard_of``
     maps a user to a worker in ``range(workers)``; ``is_target`` says which learned events the harness
-    scored (for the trace; default: every event that follows a scored request in its chunk).
+    scored (for the trace; default: every event that follows a scored request in its chunk); ``catalog``
+    (catalog records) goes to every worker's engine, as :class:`FullSystemPolicy` takes it.
     """
 
     def __init__(self, name: str, engine_config: Any | None, trainer: Trainer | None, shard_of: ShardOf,
                  workers: int, items: str = "split", restart_at: int | None = None,
-                 is_target: Callable[[Event], bool] | None = None) -> None:
+                 is_target: Callable[[Event], bool] | None = None, catalog: Sequence[Any] | None = None) -> None:
         if workers < 1:
             raise ConfigError(f"workers must be at least 1, got {workers}")
         if items not in ITEM_MODES:
@@ -179,7 +183,9 @@ class ShardedEnginePolicy:
         self._shards: dict[str, int] = {}                           # user -> worker, cached
         self._is_target = is_target
         noop: Trainer = _no_trainer
-        self.workers = [_Worker(engine_config, trainer=trainer or noop, name=f"{name}#{k}") for k in range(workers)]
+        given = {"catalog": catalog} if catalog else {}             # every worker reads the whole catalog
+        self.workers = [_Worker(engine_config, trainer=trainer or noop, name=f"{name}#{k}", **given)
+                        for k in range(workers)]
         self.tables: ItemTables | None = None
         if items == "shared":
             self.tables = ItemTables.of(self.workers[0].engine)
