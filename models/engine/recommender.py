@@ -44,6 +44,7 @@ import numpy as np
 from streamrec.models.base.artifact import Artifact
 from streamrec.models.base.encoder import DEFAULT_TYPE_WEIGHTS, TYPE_INDEX, event_strength
 from streamrec.models.base.index import IndexConfig
+from streamrec.models.catalog.content import ContentConfig
 from streamrec.models.catalog.item import Item
 from streamrec.models.catalog.rules import CatalogRules
 from streamrec.models.catalog.store import CatalogStore
@@ -53,7 +54,7 @@ from streamrec.models.online.layer import OnlineConfig, OnlineLayer, OnlineSwitc
 from streamrec.models.online.plugins import Exploration, FeedbackStage, MFSource, OnlineLearning, RerankerScorer
 from streamrec.models.serving import candidates as cand
 from streamrec.models.serving.candidates import PreparedModel, prepare_model
-from streamrec.models.serving.content import ContentConfig, ContentSource
+from streamrec.models.serving.content import ContentSource
 from streamrec.models.serving.contract import Plugin, Request, Scorer, Selected, Source, Stage, overrides
 from streamrec.models.serving.ranking import (
     BlendScorer,
@@ -134,7 +135,9 @@ class EngineConfig:
     k_content: int = 50
     content_seeds: int = 5             # recent items whose content neighbours are candidates
     content_dim: int = 256             # hashed n-gram dimensions (models/catalog/content.py)
-    weight_content: float = 1.0
+    #: 0.3: on MovieLens-100K (first 20,000 ratings) 1.0 raised the cold-item HR@10 from 0.010 to 0.024 but cut
+    #: the overall from 0.162 to 0.153; 0.3 kept the overall (0.165) for a cold-item 0.0115
+    weight_content: float = 0.3
     #: blend weights of other registered sources, by name (a source with no weight gets 1.0)
     source_weights: tuple[tuple[str, float], ...] = ()
     normalise: str = "max"             # max | rank

@@ -81,7 +81,7 @@ class ContentSource(Plugin):
         scores, found = index.search(index.query(seed_items, seed_weights), 2 * self.k + self.n_seeds)
         keep = (found >= 0) & (scores > 0.0)
         # the seeds and the items the filter policy blocks, as (query, row) keys, masked in one isin
-        width = np.int64(len(index) + 1)
+        width = len(index) + 1
         excl: list[int] = []
         row_of = index.row_of
         for q, (r, own) in enumerate(zip(rows, seed_items, strict=True)):
