@@ -49,6 +49,10 @@ Hook = Callable[[], None]
 MIN_BATCH = 50
 #: weight of the newest batch in the running per-event cost
 COST_ALPHA = 0.3
+#: consecutive full batches (a backlog the target does not drain) before the limit is let grow
+FULL_BEFORE_GROWTH = 3
+#: growth of the limit per further full batch while the backlog lasts
+GROWTH = 1.5
 
 
 class BatchSizer:
@@ -59,27 +63,46 @@ class BatchSizer:
     latency they add, stop growing at the target instead of at ``max_batch``; a target of 0 keeps the
     count bound only.
 
+    Smaller batches cost some throughput (per-batch costs, fewer events per list), so when the offered rate
+    is above what target-sized batches can serve the backlog would grow for ever. The sizer therefore lets
+    the limit grow (x :data:`GROWTH` per batch) once :data:`FULL_BEFORE_GROWTH` batches in a row came back
+    full, up to ``max_batch``, and returns to the target at the first batch that is not full.
+
     >>> sizer = BatchSizer(max_batch=5000, target_ms=100)
     >>> sizer.limit()                          # no measurement yet: the count bound
     5000
     >>> sizer.observe(events=1000, seconds=0.5); sizer.limit()    # 0.5 ms per event -> 200 in 100 ms
+    200
+    >>> for _ in range(4): sizer.observe(events=sizer.limit(), seconds=sizer.limit() * 0.0005, full=True)
+    >>> sizer.limit()                          # a backlog the target does not drain: growing
+    450
+    >>> sizer.observe(events=10, seconds=0.005, full=False); sizer.limit()
     200
     """
 
     def __init__(self, max_batch: int, target_ms: float) -> None:
         self.max_batch, self.target_s = max_batch, target_ms / 1000
         self.cost_s: float | None = None
+        self.full_streak = 0
+        self.boost = 1.0
 
-    def observe(self, events: int, seconds: float) -> None:
+    def observe(self, events: int, seconds: float, full: bool = False) -> None:
+        """One processed batch; ``full``: it had as many records as the limit allowed (more were waiting)."""
         if events <= 0 or seconds <= 0:
             return
         cost = seconds / events
         self.cost_s = cost if self.cost_s is None else (1 - COST_ALPHA) * self.cost_s + COST_ALPHA * cost
+        self.full_streak = self.full_streak + 1 if full else 0
+        if self.full_streak >= FULL_BEFORE_GROWTH:
+            self.boost = min(self.boost * GROWTH, self.max_batch / MIN_BATCH)
+        elif not full:
+            self.boost = 1.0
 
     def limit(self) -> int:
         if self.target_s <= 0 or self.cost_s is None:
             return self.max_batch
-        return max(min(MIN_BATCH, self.max_batch), min(self.max_batch, int(self.target_s / self.cost_s)))
+        wanted = int(self.boost * self.target_s / self.cost_s)
+        return max(min(MIN_BATCH, self.max_batch), min(self.max_batch, wanted))
 
 
 class Source(Protocol):
@@ -144,6 +167,7 @@ class Loop:
         self.pending: dict[int, int] = {}   # processed, not yet committed (last offset per partition)
         self.dirty: dict[str, int] = {}     # users touched since the last commit -> their changelog partition
         self.sizer = BatchSizer(settings.max_batch, settings.batch_target_ms)
+        self._full = False                  # the last poll returned as many records as it asked for
         self.ready = False
         self.rejoins = 0
         self._rebalances_seen = 0
@@ -177,7 +201,9 @@ class Loop:
         """One iteration; True when a batch of input was processed."""
         if self.metrics is not None:
             self.metrics.beat()
-        polled = self.source.poll(timeout_ms=self.settings.poll_ms, max_records=self.sizer.limit())
+        limit = self.sizer.limit()
+        polled = self.source.poll(timeout_ms=self.settings.poll_ms, max_records=limit)
+        self._full = len(polled) >= limit
         self.apply_rebalance()
         if self.source.stalled():
             self.rejoin()
@@ -353,7 +379,7 @@ class Loop:
             self.recover(exc)
             return
         t5 = time.perf_counter()
-        self.sizer.observe(len(records), t5 - t0)
+        self.sizer.observe(len(records), t5 - t0, full=self._full)
         self.stats.record_batch(events=len(records), emitted=len(lists), dead_letters=len(bad),
                                 latencies_ms=latencies,
                                 stages={"decode": t1 - t0, "update": t2 - t1, "recommend": t3 - t2,
