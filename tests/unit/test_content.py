@@ -202,3 +202,29 @@ def test_above_flat_max_items_an_hnsw_graph_finds_what_exact_search_finds() -> N
     assert graph.similarity("i7", "i7") == pytest.approx(1.0, abs=1e-5)
     _, self7 = graph.search(graph.query([["i7"]], [[1.0]]), 1)
     assert graph.item_of(int(self7[0][0])) == "i7"              # the new record's vector is what is found
+
+
+def test_lists_tail_and_serve_carry_the_reason() -> None:
+    import structlog
+
+    from streamrec.cmd_data import _render
+    from streamrec.consumers.lists import FiniteScores
+    from streamrec.consumers.serve.app import personal
+    from streamrec.consumers.serve.view import parse_list
+    from streamrec.models.serving.ranking import RecItem, RecList
+    from streamrec.stream.records import Record
+    from streamrec.stream.tail import Message
+
+    rl = RecList("u", (RecItem("a", 0.9, "covisit", "covisit:s1"), RecItem("b", 0.5, "trending", "trending")),
+                 None, None)
+    items = FiniteScores(structlog.wrap_logger(structlog.ReturnLogger())).items(rl)
+    assert [i["reason"] for i in items] == ["covisit:s1", "trending"]
+    rec = {"user_id": "u", "items": items, "trigger_event_id": "e", "trigger_timestamp": T0, "trigger_partition": 0,
+           "trigger_offset": 1, "emitted_at": T0, "model_version": None, "index_version": None}
+    line = _render(Message(Record("recommendations", 0, 5, T0, b"u", b""), rec), "text")
+    assert "a(covisit:s1) b(trending)" in line
+    stored = parse_list(rec, b"u", 0, 5, T0)
+    assert not isinstance(stored, str)
+    assert [i["reason"] for i in personal(stored, 10)["items"]] == ["covisit:s1", "trending"]
+    bad = parse_list({**rec, "items": [{**items[0], "reason": 7}]}, b"u", 0, 6, T0)
+    assert bad == "item 0's reason is int, not text"
