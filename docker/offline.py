@@ -9,14 +9,18 @@ Steps (each one also a subcommand):
 
     tools      apt-get install podman runc podman-compose debootstrap, only those missing
     bases      localhost/streamrec/base-python:bookworm (python3 in a venv at /opt/python) and
-               localhost/streamrec/base-jre:bookworm (openjdk-17-jre-headless), from
-               `debootstrap --variant=minbase bookworm`; the root file systems are cached as tarballs
-               under ~/.cache/streamrec/images and reused until --fresh
-    wheelhouse docker/wheelhouse/: `pip wheel` of every dependency, setuptools and wheel, torch (from
-               PIP_FIND_LINKS, e.g. ../shared/wheels, or the PyTorch CPU index)
+               localhost/streamrec/base-jre:bookworm (openjdk-17-jre-headless), from one
+               `debootstrap --variant=minbase bookworm` copied once, apt-get in each copy; the root file
+               systems are cached as tarballs under ~/.cache/streamrec/images and reused until --fresh
+    wheelhouse docker/wheelhouse/: exactly the wheels the images install (one `pip wheel`): every
+               dependency, setuptools and wheel, torch's CPU build (from PIP_FIND_LINKS, e.g.
+               ../shared/wheels, or the PyTorch CPU index); a CUDA build stops it
     kafka      streamrec/kafka:<version> from docker/kafka/ and the provisioned jars
-    images     streamrec/worker:dev and streamrec/trainer:dev from docker/Dockerfile (--network none)
+    images     streamrec/worker:dev and streamrec/trainer:dev (FROM the worker, plus torch) from
+               docker/Dockerfile (--network none; the wheelhouse bind-mounted, never a layer)
 
+`all` makes the wheelhouse while debootstrap runs, and the JRE base and the Kafka image while the worker
+and trainer images build.
 podman runs with CONTAINERS_CONF=docker/podman/containers.conf (this machine's files are not edited) and
 BUILDAH_FORMAT=docker (so HEALTHCHECK survives in the images). Each step prints how long it took.
 """
