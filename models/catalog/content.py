@@ -218,10 +218,9 @@ class ContentIndex:
             shown.append(it.recommendable)
         if not rows:
             return 0
-        size = 1 << DF_BITS
-        if gone:   # counts of the replaced records out, the whole batch's in: one bincount each
-            self._df -= np.bincount(np.concatenate(gone) & _DF_MASK, minlength=size).astype(np.int32)
-        self._df += np.bincount(np.concatenate([p["h"] for p in packs]) & _DF_MASK, minlength=size).astype(np.int32)
+        if gone:   # counts of the replaced records out, the whole batch's in
+            self._count(np.concatenate(gone), -1)
+        self._count(np.concatenate([p["h"] for p in packs]), 1)
         self._grow(len(self._ids))
         n = len(self._ids)
         if n >= 64 and n >= self._weighted_at * self.config.reweight_growth:
@@ -232,6 +231,13 @@ class ContentIndex:
                 self._place(r, vec, ok)
             self._sync_ann(rows)
         return len(rows)
+
+    def _count(self, hashes: np.ndarray, sign: int) -> None:
+        slots = (hashes & _DF_MASK).astype(np.int64)
+        if len(slots) < 50_000:          # a few records: scattered adds (a bincount would touch all 2^20 slots)
+            np.add.at(self._df, slots, sign)
+        else:
+            self._df += sign * np.bincount(slots, minlength=1 << DF_BITS).astype(np.int32)
 
     def _grow(self, n: int) -> None:
         if n > len(self._mat):       # by a quarter: amortised O(1) per item, at most 25 % of the rows unused
