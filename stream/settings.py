@@ -100,7 +100,7 @@ class Settings:
     poll_ms: int = 15
     max_batch: int = 2000
     commit_interval_ms: int = 200
-    batch_target_ms: float = 250.0       # a batch's processing-time target: the next poll takes about this
+    batch_target_ms: float = 1000.0      # a batch's processing-time target: the next poll takes about this
                                          # long's worth of events at the measured cost (0: max_batch only)
     top_n: int = 20
     model_path: str = ""
