@@ -8,9 +8,9 @@ which runs as well on the in-memory source and sink of ``consumers/testing.py``.
 
 Per batch (see the design's data plane): dead letters for records that fail to decode; duplicates dropped by
 the engine (event id window, offset at or below the user's last applied offset); one ``Recommendation`` per
-touched user with lineage; one changelog record per touched user; then the commit protocol of the chosen
-guarantee (``consumers/delivery.py``). Rebalance callbacks only record changes; restores and drops happen
-on the worker's thread, before the next batch is processed.
+touched user with lineage; at each commit one changelog record per user touched since the last; then the
+commit protocol of the chosen guarantee (``consumers/delivery.py``). Rebalance callbacks only record
+changes; restores and drops happen on the worker's thread, before the next batch is processed.
 """
 
 from __future__ import annotations
