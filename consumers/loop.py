@@ -164,6 +164,7 @@ class Loop:
         self.finite = FiniteScores(log)                      # a non-finite score never reaches a list
         self.state_topic = settings.state_topic()
         self.owned: set[int] = set()        # partitions whose state is in memory
+        self.released: set[int] = set()     # partitions this loop owned once and dropped
         self.pending: dict[int, int] = {}   # processed, not yet committed (last offset per partition)
         self.dirty: dict[str, int] = {}     # users touched since the last commit -> their changelog partition
         self.sizer = BatchSizer(settings.max_batch, settings.batch_target_ms)
@@ -204,11 +205,13 @@ class Loop:
         limit = self.sizer.limit()
         polled = self.source.poll(timeout_ms=self.settings.poll_ms, max_records=limit)
         self._full = len(polled) >= limit
-        self.apply_rebalance()
+        restored = self.apply_rebalance()
         if self.source.stalled():
             self.rejoin()
             return False
-        records = [r for r in polled if r.partition in self.owned]
+        # a partition just taken over reads again from its committed offset: what this poll returned for it
+        # comes again, in order, after the state restore
+        records = [r for r in polled if r.partition in self.owned and r.partition not in restored]
         for hook in self.hooks:
             hook()
         if records:
@@ -277,10 +280,16 @@ class Loop:
             self.metrics.publish(self.snapshot())
 
     # --- assignment --------------------------------------------------------------------------------
-    def apply_rebalance(self) -> None:
+    def apply_rebalance(self) -> set[int]:
+        """Act on the group's latest assignment: drop the partitions no longer ours, restore the new ones
+        from the changelog and rewind each of those to its committed offset. Returns the partitions restored.
+
+        The rewind matters when a partition is revoked and comes straight back to this member: the client
+        keeps its fetch position, so without it the events processed but not yet committed before the revoke
+        (dropped from memory with the partition) would be neither redone nor committed."""
         change = self.source.take_assignment()
         if change is None:
-            return
+            return set()
         assigned, lost = change
         to_restore, to_drop = assigned - self.owned, (self.owned - assigned) | lost
         self.pending = {p: off for p, off in self.pending.items() if p not in to_drop}
@@ -288,11 +297,18 @@ class Loop:
         for p in to_drop:
             self.engine.drop_partition(p)
             self.owned.discard(p)
+        self.released |= to_drop
         if lost:
             self.log.warning("partitions lost", partitions=sorted(lost))
         if to_restore:
             started = time.monotonic()
             n = self.changelog.restore(to_restore, self._restore_one)
+            for p in to_restore:
+                self.source.seek(p, self.source.committed(p))
+            if to_restore & self.released:
+                # events this engine applied before the partition left are redone now: their ids must not
+                # read as duplicates (the per-user offsets restored from the changelog guard the range)
+                self.engine.forget_event_ids()
             self.owned |= to_restore
             self.stats.restored_records += n
             for hook in self.on_assigned:
@@ -305,6 +321,7 @@ class Loop:
                       rebalances=self.source.rebalances)
         self.stats.rebalances += self.source.rebalances - self._rebalances_seen
         self._rebalances_seen = self.source.rebalances
+        return to_restore
 
     def rejoin(self) -> None:
         """The group join is stuck: drop what this member held and join again. Uncommitted work is redone
@@ -315,6 +332,7 @@ class Loop:
         self.dirty = {}
         for p in list(self.owned):
             self.engine.drop_partition(p)
+        self.released |= self.owned
         self.owned = set()
         self.source.rejoin()
         self.ready = False

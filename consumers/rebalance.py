@@ -2,7 +2,8 @@
 in ``poll``; the callbacks only record what changed, and the worker acts on it on its own thread before
 it processes the next batch (so nothing blocks heartbeats, and no commit runs on the IO loop).
 
-Because the worker commits at the end of every batch, nothing is uncommitted when a revoke arrives.
+A revoke may find processed, uncommitted events (the worker commits on an interval): the loop drops
+them with the partition and, should it come back, rewinds it to its committed offset and redoes them.
 """
 
 from __future__ import annotations

@@ -218,6 +218,37 @@ def test_a_revoked_partition_is_dropped_and_restored_from_the_changelog_when_it_
     assert loop.stats.rebalances == 3
 
 
+def test_a_partition_revoked_and_given_straight_back_redoes_its_uncommitted_events() -> None:
+    # the client keeps the fetch position of a partition that comes back to the same member; the loop
+    # dropped the partition's uncommitted work with it, so it must read again from the committed offset
+    s, cluster = settings(max_batch=20, commit_interval_ms=600_000), MemoryCluster(partitions=1)
+    events = [ev(k, f"u{k % 4}", f"i{k % 7}") for k in range(60)]
+    cluster.produce(events)
+    reference = drain(new_loop(_copy(cluster), s))
+    loop = new_loop(cluster, s)
+    loop.step()                                           # the first assignment: restore, read from offset 0
+    assert loop.step() and loop.pending                   # 20 events processed, not committed
+    source = loop.source
+    source.assign(set())                                  # type: ignore[attr-defined]
+    loop.step()
+    assert loop.owned == set()
+    source.assign({0})                                    # type: ignore[attr-defined]
+    drain(loop)
+    assert cluster.committed == cluster.end_offsets()
+    users = sorted({e.user_id for e in events})
+    assert {u: comparable(loop.engine.export_user(u)) for u in users} == \
+        {u: comparable(reference.engine.export_user(u)) for u in users}
+    assert loop.engine.stats()["events_applied"] == 20 + 60   # the first 20 before the revoke, then all 60
+
+
+def _copy(cluster: MemoryCluster) -> MemoryCluster:
+    other = MemoryCluster(partitions=cluster.partitions, settings=cluster.settings)
+    for log in cluster.events:
+        for rec in log:
+            other.append(rec.value, rec.key, partition=rec.partition, timestamp_ms=rec.timestamp_ms)
+    return other
+
+
 def test_one_snapshot_feeds_the_stats_line_and_prometheus() -> None:
     s, cluster = settings(max_batch=10), MemoryCluster(partitions=2)
     cluster.produce(stream(n=120, seed=9))
