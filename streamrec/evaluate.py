@@ -447,13 +447,6 @@ def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event
     policies: list[Any] = []
     engine: dict[str, Any] = {}
     for name in names:
-        if opts is not None and opts.workers and name in ("full", "full_blend"):
-            from streamrec.evaluate_shards import sharded_policies
-
-            config, settings = full_engine(cfg, events, reranker and name == "full")
-            engine = settings if name == "full" or not engine else engine
-            policies += sharded_policies(name, config, trainer, cfg, opts, len(events))
-            continue
         if name == "popularity":
             policies.append(PopularityPolicy(name=name))
         elif name == "recent":
@@ -469,6 +462,11 @@ def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event
             engine = settings if name == "full" or not engine else engine
             if name == "full_content" and "content" not in config.sources:
                 config = dataclasses.replace(config, sources=(*config.sources, "content"))
+            if opts is not None and opts.workers:      # on simulated workers (streamrec/evaluate_shards.py)
+                from streamrec.evaluate_shards import sharded_policies
+
+                policies += sharded_policies(name, config, trainer, cfg, opts, len(events), catalog)
+                continue
             policies.append(FullSystemPolicy(config, trainer=trainer, name=name, catalog=catalog))
     return policies, engine
 

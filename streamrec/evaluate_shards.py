@@ -3,10 +3,11 @@ simulated workers (:mod:`models.evaluation.sharding`) into the evaluation (:mod:
 
 Users are sharded as production shards them (:mod:`streamrec.sharding`: the producer's partitioner, then
 the consumer group's range assignment over ``--partitions``, default the events topic's
-``STREAMREC_EVENTS_PARTITIONS``). Each engine configuration asked for (``full``, ``full_blend``) runs once
-per worker count and item mode (one worker: once), named ``full@3w-split``, ``full@3w-shared``, ``full@1w``;
-with ``--restart-at``, each also runs restarted at that point (``full@3w-split+restart``) beside its twin,
-so the dip is read against the same stream without a restart. The baselines run once, as before.
+``STREAMREC_EVENTS_PARTITIONS``). Each engine configuration asked for (``full``, ``full_blend``,
+``full_content``) runs once per worker count and item mode (one worker: once), named ``full@3w-split``,
+``full@3w-shared``, ``full@1w``; with ``--restart-at``, each also runs restarted at that point
+(``full@3w-split+restart``) beside its twin, so the dip is read against the same stream without a restart.
+The baselines run once, as before.
 
 >>> check_shard_options(workers="1, 3,6", items="split,shared", partitions=6, restart_at="0.5")
 {'workers': (1, 3, 6), 'items': ('split', 'shared'), 'partitions': 6, 'restart_at': 0.5}
@@ -89,15 +90,17 @@ def restart_index(at: float, events: int, warmup: int) -> int:
 
 
 def sharded_policies(base: str, engine_config: Any, trainer: Any, cfg: EvalConfig, opts: Any,
-                     events: int) -> list[ShardedEnginePolicy]:
-    """The simulated-worker configurations of the engine configuration ``base``."""
+                     events: int, catalog: Sequence[Any] = ()) -> list[ShardedEnginePolicy]:
+    """The simulated-worker configurations of the engine configuration ``base`` (every worker gets the whole
+    ``catalog``, as every worker reads the catalog topic in full)."""
     from streamrec.sharding import user_sharding
 
     at = None if opts.restart_at is None else restart_index(opts.restart_at, events, int(events * cfg.warmup_fraction))
     out = []
     for name, n, mode, restart in variants(base, opts.workers, opts.items, restart=at is not None):
         out.append(ShardedEnginePolicy(name, engine_config, trainer, user_sharding(opts.partitions, n), n, mode,
-                                       restart_at=at if restart else None, is_target=cfg.targets.is_target))
+                                       restart_at=at if restart else None, is_target=cfg.targets.is_target,
+                                       catalog=catalog))
     return out
 
 

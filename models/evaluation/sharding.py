@@ -152,9 +152,8 @@ class _Worker(FullSystemPolicy):
 
     def restart(self, tables: ItemTables | None) -> None:
         self._engine = restart_engine(self.engine, self._factory, tables)
-        catalog = getattr(self, "catalog", None)
-        if catalog:                       # a restarted worker reads the catalog again before it serves
-            self._engine.update_catalog(catalog)
+        if self.catalog:                  # a restarted worker reads the catalog again before it serves
+            self._engine.update_catalog(self.catalog)
 
 
 class ShardedEnginePolicy:
@@ -183,9 +182,8 @@ class ShardedEnginePolicy:
         self._shards: dict[str, int] = {}                           # user -> worker, cached
         self._is_target = is_target
         noop: Trainer = _no_trainer
-        given = {"catalog": catalog} if catalog else {}             # every worker reads the whole catalog
-        self.workers = [_Worker(engine_config, trainer=trainer or noop, name=f"{name}#{k}", **given)
-                        for k in range(workers)]
+        self.workers = [_Worker(engine_config, trainer=trainer or noop, name=f"{name}#{k}", catalog=catalog)
+                        for k in range(workers)]                    # every worker reads the whole catalog
         self.tables: ItemTables | None = None
         if items == "shared":
             self.tables = ItemTables.of(self.workers[0].engine)

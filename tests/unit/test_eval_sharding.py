@@ -282,3 +282,20 @@ def test_restart_alone_restarts_the_one_worker_beside_its_twin(tmp_path: Path) -
     entry = report["scale_out"]["restarts"]["full@1w+restart"]
     assert entry["at_event"] == 720 and entry["item_tables_after"]["trending_items"] == 0
     assert entry["curve"] and entry["twin_curve"]
+
+
+def test_every_worker_reads_the_whole_catalog_again_after_a_restart(log: list[Event],
+                                                                     monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamrec.models.engine.recommender import Recommender
+
+    fed: list[tuple[int, tuple[Any, ...]]] = []
+    monkeypatch.setattr(Recommender, "update_catalog", lambda self, items: fed.append((id(self), tuple(items))))
+    catalog = ("item-a", "item-b")
+    policy = ShardedEnginePolicy("c", CONFIG, None, user_sharding(6, 3), 3, restart_at=300, catalog=catalog)
+    before = policy.engines                         # held, so no id is reused
+    first = {id(e) for e in before}
+    assert len(fed) == 3 and {i for i, _ in fed} == first and all(c == catalog for _, c in fed)
+    policy.learn_many(log[:300])
+    restarted = {id(e) for e in policy.engines}
+    assert policy.restarts and not restarted & first
+    assert len(fed) == 6 and {i for i, _ in fed[3:]} == restarted and all(c == catalog for _, c in fed)
