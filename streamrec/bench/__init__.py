@@ -146,3 +146,19 @@ def register(app: typer.Typer) -> None:
         from streamrec.bench import sync
 
         write_json(sync.run(ctx.obj, items, dim, workers, rate), json_path)
+
+    @bench.command("catalog")
+    def bench_catalog(ctx: typer.Context,
+                      trials: int = typer.Option(10, "--trials", help="Hide / show trials (1 to 50)."),
+                      rate: float = typer.Option(300.0, "--rate", help="Offered events/s while the trials run."),
+                      users: int = typer.Option(300, "--users", help="Users of the generated session log."),
+                      items: int = typer.Option(1000, "--items", help="Items of the log and its catalog."),
+                      hidden_s: float = typer.Option(1.5, "--hidden-s", help="Least time an item stays hidden."),
+                      json_path: str = typer.Option(None, "--json", "--out", help="Write the result here too.")
+                      ) -> None:
+        """From `catalog set ITEM --hidden` to the last list that holds the item, in ms and in the worker's
+        batches, beside the median batch interval of the same run; the item must come back when shown."""
+        from streamrec.bench import catalog
+
+        write_json(catalog.run_with_progress(ctx.obj, trials=trials, rate=rate, users=users, items=items,
+                                             hidden_s=hidden_s), json_path)
