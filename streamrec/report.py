@@ -54,12 +54,14 @@ class Sizes:
     sessions_users: int = 2_000
     sessions_items: int = 5_000
     sessions_events: int = 40_000
+    catalog_trials: int = 10             # bench catalog: hide / show trials
 
 
 QUICK = Sizes(replay_events=20_000, worker_events=20_000, worker_items=10_000, worker_rate=2000.0,
               worker_seconds=4.0, train_epochs=2, sync_items=10_000, e2e_workers="1,2", e2e_rate=500.0,
               e2e_seconds=4.0, e2e_events=5_000, kill_workers="2", eval_limit=20_000, eval_epochs=2,
-              eval_sync_every=5_000, sessions_users=300, sessions_items=1_000, sessions_events=8_000)
+              eval_sync_every=5_000, sessions_users=300, sessions_items=1_000, sessions_events=8_000,
+              catalog_trials=3)
 
 #: the evaluation steps (no broker needed)
 EVAL_STEPS = ("evaluate-movielens-100k", "evaluate-otto-sample", "evaluate-sessions", "evaluate-scale-out")
@@ -81,7 +83,7 @@ def _opt(flag: str, value: Any) -> str:
 
 
 def steps(out: Path, z: Sizes) -> list[Step]:
-    from streamrec.bench import e2e, replay, sync, train, worker
+    from streamrec.bench import catalog, e2e, replay, sync, train, worker
     from streamrec.bench.plots import plot_e2e
     from streamrec.evaluate import (
         CONFIGS,
@@ -211,6 +213,9 @@ def steps(out: Path, z: Sizes) -> list[Step]:
         Step("sync", "Model sync: publish to serving in two workers",
              f"streamrec bench sync --items {z.sync_items} --json {out}/sync.json",
              lambda s, _d: sync.run(s, z.sync_items, 64, 2, 1000.0)),
+        Step("catalog", "Catalog: from `catalog set --hidden` to the last list holding the item",
+             f"streamrec bench catalog --trials {z.catalog_trials} --json {out}/catalog.json",
+             lambda s, detail: catalog.run(s, trials=z.catalog_trials, progress=detail)),
         Step("train", "Base-model training (MovieLens-100K)",
              f"streamrec bench train{_opt('--epochs', z.train_epochs)} --json {out}/train.json",
              lambda _s, _d: train.run(str(MOVIELENS_100K), "movielens", "auto", 1, z.train_epochs, 64)),

@@ -93,6 +93,13 @@ def headline(summary: dict[str, Any]) -> str:
         rows.append([f"Model sync, publish to serving in {sync.get('workers')} workers ({_cell(sync.get('items'))} "
                      "items)", f"{_cell(sync.get('sync_s'))} s (longest batch gap "
                                 f"{_cell(sync.get('max_batch_gap_ms'))} ms)"])
+    cat = _ok(summary, "catalog")
+    if cat:
+        rows.append([f"Catalog: `set --hidden` acknowledged to the last list holding the item, p50 / max "
+                     f"({len(cat['trials'])} trials; median batch interval {_cell(cat['median_batch_interval_ms'])} "
+                     "ms)", _slash([_get(cat, "delay_ms", "p50"), _get(cat, "delay_ms", "max")], "ms") + "; "
+                     + _slash([_get(cat, "delay_batches", "p50"), _get(cat, "delay_batches", "max")])
+                     + " batches after it"])
     if train:
         rows.append([f"Base-model training on MovieLens-100K ({train['device']}, {train['threads']} thread)",
                      f"{_cell(train['interactions_per_s'])} interactions/s, {_cell(train['seconds'])} s"])
@@ -171,6 +178,33 @@ def _e2e(res: dict[str, Any], png: str) -> list[str]:
     ]
 
 
+def _catalog(res: dict[str, Any]) -> list[str]:
+    rows = [[t["trial"], t["item"], t["presence_before"], t["set_ms"], t["delay_ms"], t["delay_batches"],
+             t["first_without_ms"], t["batches_while_hidden"], "yes" if t["came_back"] else "no", t["return_ms"]]
+            for t in res["trials"]]
+
+    def p(key: str) -> str:
+        return _slash([_get(res, key, "p50"), _get(res, key, "max")])
+
+    return [
+        table(["delay ms p50 / max", "delay batches p50 / max", "first batch without it ms", "set ms",
+               "median batch interval ms", "came back", "target met"],
+              [[p("delay_ms"), p("delay_batches"), p("first_without_ms"), p("set_ms"),
+                res.get("median_batch_interval_ms"), f"{res.get('came_back')} / {len(res['trials'])}",
+                "yes" if res.get("target_met") else "no"]]), "",
+        table(["trial", "item", "share of batches holding it before", "set ms", "delay ms", "delay batches",
+               "first without ms", "batches while hidden", "came back", "return ms"], rows), "",
+        f"One worker on a generated session log ({res['users']:,} users, {res['items']:,} items, their catalog "
+        f"loaded first) offered {_cell(res['offered_rate'])} events/s. Each trial hides the item held by the most "
+        "batches of the last 2 s with `catalog set`'s own function (set ms: reading the item's newest record "
+        "and writing it whole, to the broker's acknowledgement), then shows it again. Delay: the `emitted_at` of "
+        "the last list holding the item minus the acknowledgement (negative: it came before); delay batches: "
+        "batches emitted after the acknowledgement that still held it (target: at most 1, the batch already "
+        "running); a batch is one `emitted_at` (the worker stamps a batch's lists alike: "
+        f"{res.get('batches_on_topic')} on the topic, {res.get('worker_batches')} in the worker's stats).",
+    ]
+
+
 def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
     """(README.md text, headline table)."""
     m = summary["machine"]
@@ -212,6 +246,8 @@ def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
                                [[res.get("sync_s"), _slash(res.get("sync_s_per_worker") or []),
                                  _slash(res.get("prepare_s_per_worker") or []), res.get("max_batch_gap_ms"),
                                  res.get("artifact_mb")]]))
+        elif name == "catalog":
+            parts += _catalog(res)
         elif name == "train":
             h = res.get("holdout", {})
             parts.append(table(["interactions/s", "seconds", "epochs", "device", "holdout HR@10", "popularity HR@10"],

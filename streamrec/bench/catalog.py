@@ -229,13 +229,20 @@ def run(settings: Settings, trials: int = 10, rate: float = 300.0, users: int = 
                 t0 = time.time() * 1000
                 set_item(s, item, hidden=True)
                 ack = time.time() * 1000
-                _wait(lambda a=ack: sum(1 for b in _batches(_lists(sub)) if b > a) >= min_hidden_batches
-                      and time.time() * 1000 - a >= hidden_s * 1000, 30)
+
+                def hidden_long_enough(a: float = ack) -> bool:
+                    return (sum(1 for b in _batches(_lists(sub)) if b > a) >= min_hidden_batches
+                            and time.time() * 1000 - a >= hidden_s * 1000)
+
+                _wait(hidden_long_enough, 30)
                 show = time.time() * 1000
                 set_item(s, item, hidden=False)
                 show_ack = time.time() * 1000
-                _wait(lambda it=item, sa=show_ack: any(it in x.items and x.emitted_at > sa for x in _lists(sub)),
-                      20)
+
+                def back(it: str = item, sa: float = show_ack) -> bool:
+                    return any(it in x.items and x.emitted_at > sa for x in _lists(sub))
+
+                _wait(back, 20)
                 time.sleep(0.3)                         # the slowest partition's lists of those batches
                 fig = trial_figures(_lists(sub), item, ack, show, show_ack)
                 result_trials.append({"trial": k + 1, "presence_before": round(presence, 3),
