@@ -13,6 +13,12 @@ of the loop itself (the broker, a bug) is logged and the loop resumes at the sam
 backoff. Should the thread die anyway, :meth:`ModelSync.health_problem` says so (``/healthz`` fails) and
 :meth:`ModelSync.ensure_running`, called by the worker between batches, starts it again.
 
+Preparing runs in a child process (``python -m streamrec.models.serving.prepfiles``, niced): the assembled
+artifact goes to a local directory, the child verifies every checksum and value as ``decode_artifact`` does
+and writes numpy and faiss files, and the sync thread maps them (index and embeddings memory-mapped), so
+the thread holds the interpreter lock only for the id tuple and ``index_of`` dict; the loop keeps serving
+the old model meanwhile. :class:`GapStats` logs what a sync cost the loop (``model swap gaps``).
+
 After each swap, refusal and on stop the thread reports what this worker serves to the model topic (a
 small ``serving`` record keyed by worker; ``streamrec model list`` shows them).
 """
@@ -20,23 +26,87 @@ small ``serving`` record keyed by worker; ``streamrec model list`` shows them).
 from __future__ import annotations
 
 import contextlib
+import json
 import os
+import shutil
 import socket
+import subprocess
+import sys
+import tempfile
 import threading
 import time
 from collections import OrderedDict, deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
+from dataclasses import asdict
+from pathlib import Path
 from typing import Any, Protocol
 
-from streamrec.models.base.artifact import decode_artifact
+import numpy as np
+
+from streamrec.models.base.artifact import MANIFEST, Manifest, decode_artifact
 from streamrec.models.errors import ArtifactError
+from streamrec.models.serving.prepfiles import open_prepared
 from streamrec.stream.errors import DecodeError
 from streamrec.stream.modelbus import Assembler, KafkaModelSource, ServingReporter, check_rollback, parse_record
 from streamrec.stream.settings import Settings
 
+#: the preparing child's niceness: below the worker's loop
+PREPARE_NICE = 10
+
 #: crash loop: this many thread deaths within CRASH_WINDOW_S keep /healthz failing after the restart
 CRASH_LIMIT = 3
 CRASH_WINDOW_S = 600.0
+
+
+class GapStats:
+    """What a model sync costs the loop: the longest time between two loop iterations from the first chunk
+    of a new version until a second after its swap, beside the median interval outside such windows.
+    ``tick`` runs on the loop's thread (between batches); ``open``/``phase``/``close`` on the sync thread.
+    Logs ``model swap gaps`` (max_gap_ms, the phase it fell in, median_interval_ms, ratio_to_median)."""
+
+    def __init__(self, log: Any, after_swap_s: float = 1.0) -> None:
+        self.log, self.after_swap_s = log, after_swap_s
+        self.baseline: deque[float] = deque(maxlen=512)   # seconds between iterations outside a window
+        self.version: str | None = None
+        self.stage = ""
+        self.max_gap, self.max_stage = 0.0, ""
+        self.swapped_at: float | None = None
+        self._last: float | None = None
+        self.last_result: dict[str, Any] | None = None
+
+    def open(self, version: str) -> None:
+        if self.version != version:
+            self.version, self.stage, self.swapped_at = version, "assembling", None
+            self.max_gap, self.max_stage = 0.0, ""
+
+    def phase(self, stage: str) -> None:
+        self.stage = stage
+
+    def close(self) -> None:
+        self.version = None
+
+    def tick(self, swapped: str | None = None) -> None:
+        now = time.monotonic()
+        last, self._last = self._last, now
+        if swapped is not None and swapped == self.version:
+            self.stage, self.swapped_at = "after swap", now
+        if last is None:
+            return
+        gap = now - last
+        if self.version is None:
+            self.baseline.append(gap)
+            return
+        if gap > self.max_gap:
+            self.max_gap, self.max_stage = gap, self.stage
+        if self.swapped_at is not None and now - self.swapped_at >= self.after_swap_s:
+            median = float(np.median(self.baseline)) if self.baseline else None
+            self.last_result = {
+                "version": self.version, "max_gap_ms": round(self.max_gap * 1000, 2), "max_gap_phase": self.max_stage,
+                "median_interval_ms": None if median is None else round(median * 1000, 2),
+                "ratio_to_median": None if not median else round(self.max_gap / median, 2),
+                "baseline_intervals": len(self.baseline)}
+            self.log.info("model swap gaps", **self.last_result)
+            self.version = None
 
 
 class ModelSource(Protocol):
@@ -55,13 +125,16 @@ class ModelSync:
     def __init__(self, settings: Settings, engine: Any, log: Any, worker_id: str | None = None, *,
                  source: Callable[[int], ModelSource] | None = None,
                  reporter: Callable[[dict[str, Any]], None] | None = None,
-                 backoff_s: float = 0.5, max_backoff_s: float = 30.0) -> None:
+                 backoff_s: float = 0.5, max_backoff_s: float = 30.0, child_prepare: bool = True,
+                 prepare_timeout_s: float = 600.0) -> None:
         self.settings, self.engine, self.log = settings, engine, log.bind(component="model-sync")
         self.worker_id = worker_id or settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.assembler = Assembler.for_settings(settings)
         self._source = source or (lambda offset: KafkaModelSource(settings, offset))
         self._reporter = reporter if reporter is not None else ServingReporter(settings)
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
+        self.child_prepare, self.prepare_timeout_s = child_prepare, prepare_timeout_s
+        self.gaps = GapStats(log=self.log)
         self.stop_event = threading.Event()
         self.caught_up = threading.Event()
         self._lock = threading.Lock()
@@ -142,9 +215,8 @@ class ModelSync:
 
     # --- the loop (the sync thread) ----------------------------------------------------------------
     def run(self) -> None:
-        # below the worker's own priority: preparing a model must not take the core from the hot path
-        with contextlib.suppress(OSError, AttributeError):
-            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 10)
+        # Not niced: a low-priority thread that the OS preempts while it holds the interpreter lock stalls the
+        # loop (priority inversion). The CPU-heavy preparation runs in a niced child process instead.
         failures = 0
         while not self.stop_event.is_set():
             source: ModelSource | None = None
@@ -202,6 +274,8 @@ class ModelSync:
         rec = parse_record(value)
         kind = rec["kind"]
         if kind in ("CHUNK", "MANIFEST"):
+            if self.caught_up.is_set() and rec["version"] != self.loaded:
+                self.gaps.open(rec["version"])
             done = self.assembler.add(rec)
             if done is None:
                 return
@@ -230,6 +304,8 @@ class ModelSync:
         while len(self.refused) > 64:
             self.refused.popitem(last=False)
         self.window_open_at = None
+        if self.gaps.version == version:
+            self.gaps.close()
         self._report_asked += 1
         self.log.error("model refused; the current model keeps serving", version=version, reason=reason,
                        offset=offset)
@@ -251,14 +327,20 @@ class ModelSync:
             return
         started = time.monotonic()
         self.window_open_at = started  # the worker measures its loop gaps from here (see GapWatch)
+        self.gaps.open(version)
+        self.gaps.phase("preparing")
         try:
-            artifact = decode_artifact(manifest, files)
-            prepared = self.engine.prepare_model(artifact)
+            config = getattr(self.engine, "config", None)
+            if self.child_prepare and hasattr(config, "index_config"):
+                prepared = self._prepare_in_child(manifest, files, config)
+            else:   # an engine without an EngineConfig (tests): in this thread
+                prepared = self.engine.prepare_model(decode_artifact(manifest, files))
         except Exception as exc:  # noqa: BLE001 - whatever fails to decode or prepare is refused, not fatal
             reason = str(exc) if isinstance(exc, ArtifactError) else f"{type(exc).__name__}: {exc}"
             self.assembler.forget(version, reason)
             self._refuse(version, reason)
             return
+        self.gaps.phase("prepared")
         with self._lock:
             self._pending = (version, prepared)
         self.loaded = version
@@ -266,6 +348,38 @@ class ModelSync:
                       index=getattr(prepared, "index_source", None),
                       index_version=getattr(prepared, "index_version", None),
                       seconds=round(time.monotonic() - started, 3))
+
+    def _prepare_in_child(self, manifest: Manifest, files: Mapping[str, bytes], config: Any) -> Any:
+        """Verify and prepare in a child process (``models.serving.prepfiles``): the artifact goes to a
+        local directory, the child checks every checksum and value and writes numpy and faiss files, and
+        this thread maps them (no pickle; the lock is held for the id tuple and dict only)."""
+        work = Path(tempfile.mkdtemp(prefix=f"streamrec-model-{manifest.version[:40]}-"))
+        try:
+            src, out = work / "artifact", work / "prepared"
+            src.mkdir()
+            for name, data in files.items():
+                (src / name).write_bytes(data)
+            (src / MANIFEST).write_text(manifest.to_json())
+            args = {**asdict(config.index_config()), "n_cold_start": config.k_cold_start, "seed": config.seed,
+                    "nice": PREPARE_NICE}
+            proc = subprocess.Popen([sys.executable, "-m", "streamrec.models.serving.prepfiles", str(src), str(out),
+                                     json.dumps(args)], stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                    stdin=subprocess.DEVNULL)
+            deadline = time.monotonic() + self.prepare_timeout_s
+            while proc.poll() is None:
+                if self.stop_event.is_set() or time.monotonic() > deadline:
+                    proc.kill()
+                    proc.wait(10)
+                    raise ArtifactError("preparation stopped" if self.stop_event.is_set() else
+                                        f"preparing took over {self.prepare_timeout_s:.0f} s; killed")
+                time.sleep(0.02)
+            _, err = proc.communicate()
+            if proc.returncode != 0:
+                lines = err.decode(errors="replace").strip().splitlines()
+                raise ArtifactError((lines[-1] if lines else f"prepare exited with {proc.returncode}")[:500])
+            return open_prepared(out, config.index_config())
+        finally:
+            shutil.rmtree(work, ignore_errors=True)   # mapped pages stay valid after the unlink
 
     def _report(self, state: str = "running") -> None:
         asked = self._report_asked   # read first: a swap meanwhile asks again and gets its own report
@@ -288,6 +402,7 @@ class ModelSync:
     def swap_if_ready(self) -> None:
         """Called by the worker between two batches."""
         if self._pending is None:
+            self.gaps.tick()
             return
         with self._lock:
             pending, self._pending = self._pending, None
@@ -299,6 +414,7 @@ class ModelSync:
         self.serving = version
         self.swaps += 1
         self.last_swap_at = time.time()
+        self.gaps.tick(swapped=version)
         self._report_asked += 1   # the sync thread sends it: no network call on the hot path
         self.log.info("model swapped", version=version, swap_ms=round((time.perf_counter() - started) * 1000, 2),
                       sync_s=round(time.monotonic() - (self.window_open_at or time.monotonic()), 3))

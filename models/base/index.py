@@ -238,6 +238,34 @@ def load_index(data: bytes, version: str, config: IndexConfig | None = None) -> 
     return loaded.configured(config or IndexConfig())
 
 
+def read_index_file(path: str, version: str, config: IndexConfig | None = None, mmap: bool = True) -> ItemIndex:
+    """An :class:`ItemIndex` read from a file written by :func:`write_index_file`, memory-mapped where faiss
+    can (``IO_FLAG_MMAP_IFC``: flat and HNSW-flat storage are mapped, not copied, so two workers on one host
+    share the pages and loading costs milliseconds); faiss holds no GIL while it reads. The file may be
+    deleted once this returns: the mapping keeps its pages."""
+    flags = getattr(faiss, "IO_FLAG_MMAP_IFC", 0) if mmap else 0
+    try:
+        try:
+            raw = faiss.read_index(str(path), flags)
+        except RuntimeError:
+            if not flags:
+                raise
+            raw = faiss.read_index(str(path))   # a kind faiss cannot map: read it whole
+    except RuntimeError as exc:
+        raise ArtifactError(f"the item index file {path} cannot be read by faiss {faiss.__version__} ({exc})") from exc
+    if raw.metric_type != faiss.METRIC_INNER_PRODUCT:
+        raise ArtifactError("the item index does not search by inner product; build it with "
+                            "models.base.index.build_index and republish the model")
+    params = _build_params(raw)
+    tag = _tag(params)
+    return ItemIndex(raw, params["kind"], f"{version}+{tag}" if version else tag).configured(config or IndexConfig())
+
+
+def write_index_file(index: ItemIndex, path: str) -> None:
+    """Write ``index`` in faiss's format to ``path`` (read it back with :func:`read_index_file`)."""
+    faiss.write_index(index._index, str(path))
+
+
 def index_vectors(index: ItemIndex) -> np.ndarray:
     """A copy of the stored vectors as float32 (n, d), row ``i`` = item ``i`` (bit for bit what was added:
     flat and HNSW keep raw float32 rows; IVF-Flat keeps them in its lists)."""
