@@ -51,7 +51,7 @@ from streamrec.stream.modelbus import Assembler, KafkaModelSource, ServingReport
 from streamrec.stream.settings import Settings
 
 #: the preparing child's niceness: below the worker's loop
-PREPARE_NICE = 10
+PREPARE_NICE = 5
 
 #: crash loop: this many thread deaths within CRASH_WINDOW_S keep /healthz failing after the restart
 CRASH_LIMIT = 3
@@ -99,12 +99,16 @@ class GapStats:
         if gap > self.max_gap:
             self.max_gap, self.max_stage = gap, self.stage
         if self.swapped_at is not None and now - self.swapped_at >= self.after_swap_s:
-            median = float(np.median(self.baseline)) if self.baseline else None
+            base = np.asarray(self.baseline, dtype=np.float64)
+            median, p99, top = (None, None, None) if not len(base) else \
+                (float(np.median(base)), float(np.percentile(base, 99)), float(base.max()))
+            ms = (lambda v: None if v is None else round(v * 1000, 2))  # noqa: E731
             self.last_result = {
-                "version": self.version, "max_gap_ms": round(self.max_gap * 1000, 2), "max_gap_phase": self.max_stage,
-                "median_interval_ms": None if median is None else round(median * 1000, 2),
+                "version": self.version, "max_gap_ms": ms(self.max_gap), "max_gap_phase": self.max_stage,
+                "median_interval_ms": ms(median), "p99_interval_ms": ms(p99), "max_interval_ms": ms(top),
                 "ratio_to_median": None if not median else round(self.max_gap / median, 2),
-                "baseline_intervals": len(self.baseline)}
+                "ratio_to_p99": None if not p99 else round(self.max_gap / p99, 2),
+                "baseline_intervals": len(base)}
             self.log.info("model swap gaps", **self.last_result)
             self.version = None
 
@@ -135,6 +139,7 @@ class ModelSync:
         self.backoff_s, self.max_backoff_s = backoff_s, max_backoff_s
         self.child_prepare, self.prepare_timeout_s = child_prepare, prepare_timeout_s
         self.gaps = GapStats(log=self.log)
+        self.last_prepare: dict[str, float] = {}   # child_s, open_s of the last preparation in a child
         self.stop_event = threading.Event()
         self.caught_up = threading.Event()
         self._lock = threading.Lock()
@@ -330,6 +335,7 @@ class ModelSync:
         self.gaps.open(version)
         self.gaps.phase("preparing")
         try:
+            self.last_prepare = {}
             config = getattr(self.engine, "config", None)
             if self.child_prepare and hasattr(config, "index_config"):
                 prepared = self._prepare_in_child(manifest, files, config)
@@ -346,7 +352,7 @@ class ModelSync:
         self.loaded = version
         self.log.info("model prepared", version=version, items=manifest.item_count, dim=manifest.dim,
                       index=getattr(prepared, "index_source", None),
-                      index_version=getattr(prepared, "index_version", None),
+                      index_version=getattr(prepared, "index_version", None), **self.last_prepare,
                       seconds=round(time.monotonic() - started, 3))
 
     def _prepare_in_child(self, manifest: Manifest, files: Mapping[str, bytes], config: Any) -> Any:
@@ -377,7 +383,11 @@ class ModelSync:
             if proc.returncode != 0:
                 lines = err.decode(errors="replace").strip().splitlines()
                 raise ArtifactError((lines[-1] if lines else f"prepare exited with {proc.returncode}")[:500])
-            return open_prepared(out, config.index_config())
+            child_s = time.monotonic() - (deadline - self.prepare_timeout_s)
+            opened = time.monotonic()
+            prepared = open_prepared(out, config.index_config())
+            self.last_prepare = {"child_s": round(child_s, 3), "open_s": round(time.monotonic() - opened, 3)}
+            return prepared
         finally:
             shutil.rmtree(work, ignore_errors=True)   # mapped pages stay valid after the unlink
 

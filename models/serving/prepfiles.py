@@ -27,12 +27,15 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import shutil
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from streamrec.models.base.artifact import INDEX as ARTIFACT_INDEX
 from streamrec.models.base.artifact import load_artifact
 from streamrec.models.base.encoder import UserEncoder
 from streamrec.models.base.index import IndexConfig, read_index_file, write_index_file
@@ -50,7 +53,9 @@ def prepare_files(src: str | os.PathLike[str], out: str | os.PathLike[str], inde
                   n_cold_start: int = 50, seed: int = 0) -> dict[str, Any]:
     """Verify and prepare the artifact directory ``src`` (raises :class:`ArtifactError` for anything a
     worker must refuse) and write the serving files to ``out``; returns the summary it writes there."""
+    started = time.perf_counter()
     model = prepare_model(load_artifact(src), index_config, n_cold_start, seed)
+    verified_s = time.perf_counter() - started
     path = Path(out)
     path.mkdir(parents=True, exist_ok=True)
     (path / IDS).write_text(json.dumps(list(model.item_ids)))
@@ -59,10 +64,15 @@ def prepare_files(src: str | os.PathLike[str], out: str | os.PathLike[str], inde
     if model.categories is not None:
         np.save(path / CATEGORIES, model.categories.astype(np.int64), allow_pickle=False)
     np.savez(path / ENCODER, **model.encoder.to_arrays())  # type: ignore[arg-type]
-    write_index_file(model.index, str(path / INDEX))
+    shipped = Path(src) / ARTIFACT_INDEX
+    if model.index_source == "shipped" and shipped.is_file():
+        shutil.copyfile(shipped, path / INDEX)   # the verified shipped bytes: no second serialisation
+    else:
+        write_index_file(model.index, str(path / INDEX))
     summary = {"version": model.version, "items": len(model.item_ids), "dim": int(model.embeddings.shape[1]),
                "index_source": model.index_source, "index_version": model.index.version,
-               "categories": model.categories is not None}
+               "categories": model.categories is not None, "verify_s": round(verified_s, 3),
+               "seconds": round(time.perf_counter() - started, 3)}
     (path / SUMMARY).write_text(json.dumps(summary))   # last: its presence says the rest is written
     return summary
 

@@ -188,7 +188,13 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float,
         "yardstick": {**floor, "total_s": None if floor_s is None else round(floor_s, 3)},
         "ratio": {
             "sync_to_yardstick": None if sync_s is None or not floor_s else round(sync_s / floor_s, 2),
-            "max_gap_to_median_interval": max((g.get("ratio_to_median") or 0.0 for g in swap_gaps), default=None)},
+            "max_gap_to_median_interval": max((g.get("ratio_to_median") or 0.0 for g in swap_gaps), default=None),
+            "max_gap_to_p99_interval": max((g.get("ratio_to_p99") or 0.0 for g in swap_gaps), default=None)},
+        "loop_intervals_outside_sync_per_worker": [
+            {k: g.get(k) for k in ("median_interval_ms", "p99_interval_ms", "max_interval_ms", "baseline_intervals")}
+            for g in swap_gaps],
+        "prepare_split_per_worker": [
+            {k: _log_value(lg, "model prepared", k, "sync-b") for k in ("child_s", "open_s")} for lg in logs],
         "swap_gap_ms_per_worker": gap_ms, "swap_gap_phase_per_worker": [g.get("max_gap_phase") for g in swap_gaps],
         "median_batch_interval_ms_per_worker": medians,
         "memory_per_worker": memory, "users": users, "machine": machine(),
