@@ -145,6 +145,7 @@ class ModelSync:
         self._lock = threading.Lock()
         self._thread: threading.Thread | None = None
         self._pending: tuple[str, Any] | None = None
+        self._retired: Any = None                # the model swapped out, until the sync thread drops it
         self.position = 0                        # the next offset to read
         self._end: int | None = None             # the topic's end when first opened: caught up there
         self.target: str | None = None           # the version that should be in service
@@ -250,6 +251,8 @@ class ModelSync:
                 close()
 
     def _step(self, source: ModelSource) -> None:
+        if self._retired is not None:
+            self._retired = None   # the last reference to the model swapped out: freed here, not on the loop
         for offset, value in source.poll(200):
             self._handle_safely(offset, value)
             self.position = offset + 1
@@ -420,6 +423,8 @@ class ModelSync:
             return
         version, prepared = pending
         started = time.perf_counter()
+        # the old model is released on the sync thread: freeing its ids, dict and index is O(items)
+        self._retired = getattr(self.engine, "model", None)
         self.engine.swap(prepared)
         self.serving = version
         self.swaps += 1

@@ -116,3 +116,37 @@ def test_gap_stats_report_the_longest_gap_of_a_sync_beside_the_median_interval()
     assert recs[0]["max_gap_ms"] >= 60 and recs[0]["median_interval_ms"] < 30 and recs[0]["ratio_to_median"] > 2
     gaps.tick()
     assert len([1 for _, event, _ in log.lines if event == "model swap gaps"]) == 1
+
+
+def test_the_model_swapped_out_is_released_on_the_sync_thread_not_the_loop() -> None:
+    import threading
+    import weakref
+
+    freed_on: list[str] = []
+
+    class Model:
+        def __init__(self, version: str) -> None:
+            self.version = version
+
+        def __del__(self) -> None:
+            freed_on.append(threading.current_thread().name)
+
+    class Engine:
+        model: Any = None
+
+        def swap(self, prepared: Any) -> None:
+            self.model = prepared
+
+    topic = Topic([])
+    sync, _, _ = make(topic, Engine())   # type: ignore[arg-type]
+    sync.engine.model = Model("v1")
+    old = weakref.ref(sync.engine.model)
+    sync._pending = ("v2", Model("v2"))
+    sync.swap_if_ready()                 # the loop's thread
+    assert sync.engine.model.version == "v2" and old() is not None and freed_on == []
+    sync.start()
+    try:
+        assert wait(lambda: old() is None, 10)
+    finally:
+        sync.stop()
+    assert freed_on == ["model-sync"]
