@@ -241,11 +241,19 @@ def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
                                [[res.get("events_per_s"), *(_get(res, "latency_ms", p) for p in ("p50", "p90", "p99")),
                                  res.get("offered_rate"), res.get("rss_mb"), res.get("users_in_state")]]))
         elif name == "sync":
+            loops, mem = res.get("loop_intervals_outside_sync_per_worker") or [], res.get("memory_per_worker") or []
             parts.append(table(["publish to serving s", "per worker s", "prepare s per worker", "longest batch gap ms",
-                                "artifact MB"],
+                                "artifact MB", "raw read + index load s", "ratio to it",
+                                "loop interval outside sync, median / p99 ms", "RSS MB empty / after (users)"],
                                [[res.get("sync_s"), _slash(res.get("sync_s_per_worker") or []),
-                                 _slash(res.get("prepare_s_per_worker") or []), res.get("max_batch_gap_ms"),
-                                 res.get("artifact_mb")]]))
+                                 _slash(res.get("prepare_s_per_worker") or []),
+                                 _slash(res.get("swap_gap_ms_per_worker") or [res.get("max_batch_gap_ms")]),
+                                 res.get("artifact_mb"), _get(res, "yardstick", "total_s"),
+                                 _get(res, "ratio", "sync_to_yardstick"),
+                                 "; ".join(_slash([lp.get("median_interval_ms"), lp.get("p99_interval_ms")])
+                                           for lp in loops),
+                                 "; ".join(f"{_cell(m.get('empty_rss_mb'))} / {_cell(m.get('rss_mb'))} "
+                                           f"({_cell(m.get('users'))})" for m in mem)]]))
         elif name == "catalog":
             parts += _catalog(res)
         elif name == "train":
