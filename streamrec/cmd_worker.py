@@ -31,6 +31,23 @@ def register(app: typer.Typer) -> None:
         no_model_sync: bool = typer.Option(False, "--no-model-sync", help="Do not follow model-updates."),
         reranker: bool = typer.Option(None, "--reranker/--no-reranker",
                                       help="Learned river reranker instead of the static blend (STREAMREC_RERANKER)."),
+        catalog: bool = typer.Option(None, "--catalog/--no-catalog",
+                                     help="Follow the items topic: hidden / unavailable items are never listed "
+                                          "(STREAMREC_CATALOG)."),
+        rule_max_per_category: int = typer.Option(None, "--rule-max-per-category",
+                                                  help="At most N items of one category per list; 0: no cap "
+                                                       "(STREAMREC_RULE_MAX_PER_CATEGORY)."),
+        rule_max_per_brand: int = typer.Option(None, "--rule-max-per-brand",
+                                               help="At most N items of one brand per list; 0: no cap "
+                                                    "(STREAMREC_RULE_MAX_PER_BRAND)."),
+        rule_exclude_categories: str = typer.Option(None, "--rule-exclude-categories",
+                                                    help="Comma-separated categories never listed "
+                                                         "(STREAMREC_RULE_EXCLUDE_CATEGORIES)."),
+        rule_min_price: float = typer.Option(None, "--rule-min-price",
+                                             help="Items priced below are never listed (STREAMREC_RULE_MIN_PRICE)."),
+        rule_max_price: float = typer.Option(None, "--rule-max-price",
+                                             help="Items priced above are never listed; 0: no maximum "
+                                                  "(STREAMREC_RULE_MAX_PRICE)."),
     ) -> None:
         """Consume events, update state, emit a fresh list per touched user. SIGTERM: finish, commit, close."""
         import signal
@@ -43,7 +60,11 @@ def register(app: typer.Typer) -> None:
 
         s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
                                       metrics_port=metrics_port, top_n=top_n, reranker=reranker,
-                                      batch_target_ms=batch_target_ms)
+                                      batch_target_ms=batch_target_ms, catalog=catalog,
+                                      rule_max_per_category=rule_max_per_category,
+                                      rule_max_per_brand=rule_max_per_brand,
+                                      rule_exclude_categories=rule_exclude_categories,
+                                      rule_min_price=rule_min_price, rule_max_price=rule_max_price)
         worker = Worker(s, model_sync=not no_model_sync)
         worker.install_signal_handlers()
         worker.run(max_events=max_events, idle_timeout_s=idle_timeout)

@@ -54,3 +54,27 @@ def test_the_command_line_prints_one_line_and_exits_2(args: list[str], message: 
     assert exc.value.code == 2
     lines = capsys.readouterr().err.strip().splitlines()
     assert len(lines) == 1 and lines[0].startswith("error: ") and message in lines[0], lines
+
+
+def test_the_worker_rule_flags_reach_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    # the flags are checked by the settings object before the worker is built or a broker contacted
+    from streamrec.models.errors import ConfigError
+
+    result = CliRunner().invoke(cli.app, ["worker", "--rule-min-price", "50", "--rule-max-price", "10"])
+    assert isinstance(result.exception, ConfigError), result.output
+    assert "STREAMREC_RULE_MAX_PRICE=10.0 is below STREAMREC_RULE_MIN_PRICE=50.0" in str(result.exception)
+    seen: list[object] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_worker(settings: object, model_sync: bool) -> None:
+        seen.append(settings)
+        raise Stop
+
+    monkeypatch.setattr("streamrec.consumers.worker.Worker", fake_worker)
+    result = CliRunner().invoke(cli.app, ["worker", "--rule-max-per-brand", "2", "--rule-exclude-categories",
+                                          "adult,test", "--no-catalog"])
+    assert isinstance(result.exception, Stop), result.output
+    (s,) = seen
+    assert (s.rule_max_per_brand, s.rule_exclude_categories, s.catalog) == (2, "adult,test", False)  # type: ignore[attr-defined]
