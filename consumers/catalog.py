@@ -137,6 +137,8 @@ class CatalogFollower:
                 self.engine.remove_items(gone)
         if queued:
             self.last_update_at = time.time()
+            self.log.info("catalog applied", records=sum(len(i) for i, _ in queued),
+                          removed=sum(len(g) for _, g in queued))
 
     # --- the follower thread -----------------------------------------------------------------------
     def _run(self) -> None:
