@@ -45,6 +45,7 @@ from typing import Any
 
 import numpy as np
 
+from streamrec.e2e import wait_until
 from streamrec.models.errors import InputError
 from streamrec.stream.settings import Settings
 
@@ -149,15 +150,6 @@ def summarise(trials: Sequence[dict[str, Any]], batch_times: Sequence[int]) -> d
     }
 
 
-def _wait(predicate: Callable[[], bool], timeout_s: float, every_s: float = 0.02) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if predicate():
-            return True
-        time.sleep(every_s)
-    return predicate()
-
-
 def _settle(sub: Any, quiet_s: float = 0.5, timeout_s: float = 5.0) -> None:
     """Let the subscriber read the last batches' lists: until nothing new arrives for ``quiet_s``."""
     deadline, seen = time.monotonic() + timeout_s, -1
@@ -215,7 +207,7 @@ def run(settings: Settings, trials: int = 10, rate: float = 300.0, users: int = 
             log, s, Pacing("rate", rate), stop=stop)), daemon=True)
         producer.start()
         try:
-            if not _wait(lambda: len(_batches(_lists(sub))) >= 20, 120, 0.2):
+            if not wait_until(lambda: len(_batches(_lists(sub))) >= 20, 120, 0.2):
                 raise RuntimeError(f"the worker emitted no lists in 120 s; see {log_path}")
             time.sleep(2.0)                             # lists flowing at the offered rate
             trials_from = int(time.time() * 1000)
@@ -234,7 +226,7 @@ def run(settings: Settings, trials: int = 10, rate: float = 300.0, users: int = 
                     return (sum(1 for b in _batches(_lists(sub)) if b > a) >= min_hidden_batches
                             and time.time() * 1000 - a >= hidden_s * 1000)
 
-                _wait(hidden_long_enough, 30)
+                wait_until(hidden_long_enough, 30)
                 show = time.time() * 1000
                 set_item(s, item, hidden=False)
                 show_ack = time.time() * 1000
@@ -242,7 +234,7 @@ def run(settings: Settings, trials: int = 10, rate: float = 300.0, users: int = 
                 def back(it: str = item, sa: float = show_ack) -> bool:
                     return any(it in x.items and x.emitted_at > sa for x in _lists(sub))
 
-                _wait(back, 20)
+                wait_until(back, 20)
                 time.sleep(0.3)                         # the slowest partition's lists of those batches
                 fig = trial_figures(_lists(sub), item, ack, show, show_ack)
                 result_trials.append({"trial": k + 1, "presence_before": round(presence, 3),
