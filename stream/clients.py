@@ -15,8 +15,11 @@ from typing import Any
 from kafka import KafkaAdminClient, KafkaConsumer, KafkaProducer
 from kafka.errors import SaslAuthenticationFailedError
 
+from streamrec.stream.client_fixes import deliver_data_before_close
 from streamrec.stream.errors import BrokerError
 from streamrec.stream.settings import Settings
+
+deliver_data_before_close()  # a broker's last answer before it closes is not lost (client_fixes.py)
 
 
 def _compression(settings: Settings) -> str | None:
