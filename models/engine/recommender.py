@@ -366,11 +366,11 @@ class Recommender:
             s = event_strength(e.event_type, e.value, tw)
             pos = -1
             if st.shown:                     # test, then train: where was the item in the user's last list?
-                evaluated += 1
-                if item in st.shown:
-                    pos = st.shown.index(item)
-                    hit10 += pos < 10
-                    hit20 += pos < 20
+                pos = st.shown.index(item) if item in st.shown else -1
+                if e.user_id not in touched:  # the hit rate scores a user's first event of a batch only (the
+                    evaluated += 1            # later ones were made before this batch's list was sent)
+                    hit10 += 0 <= pos < 10
+                    hit20 += 0 <= pos < 20
             for learn in learners:
                 learn(e, item, s, st, pos)
             st.observe(item, t, ts, s, lim, eid, off)

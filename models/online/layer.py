@@ -159,6 +159,7 @@ class OnlineLayer:
         self.learned_batches = 0
         self._acted: dict[int, set[int]] = {}
         self._batch_events = 0
+        self._batch_users: set[str] = set()   # users with an event in the batch being applied
         self._X: np.ndarray | None = None
         self._serve = False                  # the reranker's scores replace the blend
         self._next_gate = oc.warmup_pairs    # pairs learned when the gate is next decided
@@ -176,12 +177,17 @@ class OnlineLayer:
         if ts > self.now_ms:
             self.now_ms = ts
         self._batch_events += 1
+        # the drift monitor scores only a user's first event of a batch: their later ones were made before
+        # the list of the batch was sent, so scoring them against the older list would make the hit rate
+        # (and a drift alarm) depend on the batch size, which load changes
+        first = event.user_id not in self._batch_users
+        self._batch_users.add(event.user_id)
         if self.reranker is not None:           # the item table only feeds the reranker's features
             ctx = event.context
             self.items.observe(item, ts, ctx.get("category") if ctx else None)
         signal = None
         if state.shown:
-            if self.drift is not None:
+            if self.drift is not None and first:
                 signal = self.drift.observe(position, ts)
             if self.log is not None:
                 got = self.log.lookup(event.user_id)
@@ -193,10 +199,12 @@ class OnlineLayer:
         """Learn the labelled pairs of the batch just applied (test, then train)."""
         if self.reranker is None or self.log is None or not self._acted:
             self._acted, self._batch_events = {}, 0
+            self._batch_users.clear()
             return
         cap = max(self.config.max_pairs, int(self.config.pairs_per_event * self._batch_events))
         X, y, w = label_pairs(self.log, self._acted, self.policy, self._rng, cap)
         self._acted, self._batch_events = {}, 0
+        self._batch_users.clear()
         if len(y):
             order = self._rng.permutation(len(y))
             self.reranker.learn(X[order], y[order], w[order], baseline=X[order, BLEND])

@@ -108,3 +108,22 @@ def test_the_monitor_survives_a_checkpoint() -> None:
     ph = Recommender(EngineConfig(drift_detector="page_hinkley"))
     assert ph.online is not None
     assert ph.online.restore(parts)["drift"].startswith("refused")
+
+
+def test_only_a_users_first_event_of_a_batch_is_scored_so_the_hit_rate_does_not_depend_on_batch_size() -> None:
+    rec = Recommender(EngineConfig(drift_detector="adwin", online=OnlineConfig(drift_window=500)))
+    warm = [Event(f"w{k}", "u", f"i{k % 3}", EventType.CLICK, T0 + k) for k in range(9)]
+    rec.recommend(rec.apply(warm))
+    shown = rec.store.get("u").shown
+    assert shown, "the user got a list"
+    # one batch: the first event clicks an item of the list, the next two were made before the new list
+    later = [Event("a", "u", shown[0], EventType.CLICK, T0 + 100), Event("b", "u", "x", EventType.CLICK, T0 + 101),
+             Event("c", "u", "y", EventType.CLICK, T0 + 102)]
+    rec.apply(later)
+    st = rec.stats()
+    assert (st["evaluated"], st["hits_at_10"], st["hit_rate_at_10"]) == (1, 1, 1.0)
+    assert rec.online is not None and rec.online.drift is not None and rec.online.drift.evaluated == 1
+    # the next batch scores the user's first event again
+    rec.recommend(["u"])
+    rec.apply([Event("d", "u", "z", EventType.CLICK, T0 + 200)])
+    assert rec.stats()["evaluated"] == 2 and rec.online.drift.evaluated == 2

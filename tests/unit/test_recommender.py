@@ -150,10 +150,13 @@ def test_test_then_train_counts_hits_on_the_last_shown_list(art: Artifact) -> No
     rec = Recommender(EngineConfig(), artifact=art)
     rec.apply([ev("u", "i3")])
     shown = items_of(rec, "u")
-    rec.apply([ev("u", shown[0]), ev("u", shown[15]), ev("u", "not-in-the-list")])
+    for item in (shown[0], shown[15], "not-in-the-list"):   # one batch each; the list stays the one shown
+        rec.apply([ev("u", item)])
     s = rec.stats()
     assert (s["evaluated"], s["hits_at_10"], s["hits_at_20"]) == (3, 1, 2)
     assert s["hit_rate_at_20"] == pytest.approx(2 / 3)
+    rec.apply([ev("u", shown[0]), ev("u", shown[1])])      # in one batch only the user's first event counts
+    assert (rec.stats()["evaluated"], rec.stats()["hits_at_10"]) == (4, 2)
 
 
 def test_cold_start_without_history_and_without_a_model(art: Artifact) -> None:
