@@ -3,9 +3,11 @@ evaluations (MovieLens-100K; e-commerce: the OTTO sample and a generated session
 files and PNGs in ``--out``, and ``--out/README.md`` with Markdown tables, the exact command behind each
 figure, the machine facts and the date.
 
-``--only`` runs the named steps and keeps the figures of the others from their JSON files in ``--out``
-(marked as kept in the README), so ``--only evaluate-movielens-100k,evaluate-otto-sample,evaluate-sessions``
-refreshes the evaluation without re-running the benchmarks. A run of evaluation steps only starts no broker.
+``--only`` runs the named steps and rewrites only their sections of ``--out/README.md`` (and the headline,
+from every step's JSON in ``--out``); the other sections, with any notes written into them, stay as they were
+(a README that does not exist yet is written whole, the steps not run marked as kept). So
+``--only evaluate-movielens-100k,evaluate-otto-sample,evaluate-sessions`` refreshes the evaluation without
+re-running the benchmarks. A run of evaluation steps only starts no broker.
 
 Steps run in-process, one after another, on one broker (the running embedded broker, or a throwaway one
 for the whole report); each benchmark gets fresh topics. A step that fails is reported as failed and the
@@ -232,7 +234,7 @@ def run_report(settings: Settings, out: Path, quick: bool, only: list[str] | Non
 
     from streamrec.bench.common import broker_session, machine
     from streamrec.models.errors import InputError
-    from streamrec.report_md import render
+    from streamrec.report_md import render, splice
 
     every = steps(out, QUICK if quick else Sizes())
     unknown = sorted(set(only or ()) - {s.name for s in every})
@@ -278,7 +280,13 @@ def run_report(settings: Settings, out: Path, quick: bool, only: list[str] | Non
                "command": f"streamrec report --out {out}" + (" --quick" if quick else "")
                + (f" --only {','.join(only)}" if only else "")}
     readme, headline = render(summary, out)
-    (out / "README.md").write_text(readme)
+    previous = out / "README.md"
+    if only and previous.is_file():    # rewrite only the sections run now (and the headline)
+        took = ", ".join(f"{results[n]['title']} ({results[n]['seconds']:.0f} s)" for n in only if n in results)
+        readme = splice(previous.read_text(), readme, [results[n]["title"] for n in only if n in results],
+                        f"Re-run on {summary['date']} by `{summary['command']}`: {took}; the other sections "
+                        "are as they were.")
+    previous.write_text(readme)
     summary["headline"] = headline
     return summary
 

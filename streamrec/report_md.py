@@ -67,12 +67,18 @@ def headline(summary: dict[str, Any]) -> str:
 
         rows += headline_cells(scale)
     if alo or eos:
-        rows.append(["One worker, events/s from a backlog: at-least-once / exactly-once",
-                     _slash([_get(alo, "events_per_s"), _get(eos, "events_per_s")])])
+        ratios = [_get(alo, "ratio_to_ceiling"), _get(eos, "ratio_to_ceiling")]
+        rows.append(["One worker, events/s from a backlog: at-least-once / exactly-once"
+                     + (" (x the bare kafka-python loop of the same run)" if any(ratios) else ""),
+                     _slash([_get(alo, "events_per_s"), _get(eos, "events_per_s")])
+                     + (f" ({_slash(ratios, 'x')})" if any(ratios) else "")])
         rate = _get(alo, "offered_rate") or _get(eos, "offered_rate")
+        p99s = [_get(alo, "p99_ratio_to_reference"), _get(eos, "p99_ratio_to_reference")]
         rows.append([f"Event-to-recommendation latency at {_cell(rate)} events/s, p50 / p99: at-least-once; "
-                     "exactly-once", _slash([_get(alo, "latency_ms", "p50"), _get(alo, "latency_ms", "p99")], "ms")
-                     + "; " + _slash([_get(eos, "latency_ms", "p50"), _get(eos, "latency_ms", "p99")], "ms")])
+                     "exactly-once" + (" (p99 x the bare loop's)" if any(p99s) else ""),
+                     _slash([_get(alo, "latency_ms", "p50"), _get(alo, "latency_ms", "p99")], "ms")
+                     + "; " + _slash([_get(eos, "latency_ms", "p50"), _get(eos, "latency_ms", "p99")], "ms")
+                     + (f" ({_slash(p99s, 'x')})" if any(p99s) else "")])
     if e2e:
         runs = e2e["runs"]
         counts = " / ".join(str(r["workers"]) for r in runs)
@@ -104,8 +110,10 @@ def headline(summary: dict[str, Any]) -> str:
         rows.append([f"Base-model training on MovieLens-100K ({train['device']}, {train['threads']} thread)",
                      f"{_cell(train['interactions_per_s'])} interactions/s, {_cell(train['seconds'])} s"])
     if replay:
+        ratio = replay.get("ratio_to_ceiling")
         rows.append(["Replay into Kafka / read back (decoded)",
-                     _slash([replay["produce_events_per_s"], replay["read_events_per_s"]], "events/s")])
+                     _slash([replay["produce_events_per_s"], replay["read_events_per_s"]], "events/s")
+                     + (f" ({_cell(ratio)}x the plain producer)" if ratio else "")])
     return table(["measure", "figure"], rows)
 
 
@@ -205,6 +213,67 @@ def _catalog(res: dict[str, Any]) -> list[str]:
     ]
 
 
+def _worker(res: dict[str, Any]) -> list[str]:
+    """One worker bench: the worker, the bare kafka-python loop of the same run and their ratios, then where a
+    batch's time went and the bytes per event on each output topic."""
+    lat = ("p50", "p90", "p99")
+
+    def offered(d: dict[str, Any] | None) -> str:
+        rate = _get(d, "offered_rate") or res.get("offered_rate")
+        return f"{_cell(rate)} ({_cell(_get(d, 'achieved_offered_rate'))})"
+
+    rows: list[list[Any]] = [["worker", res.get("events_per_s"), *(_get(res, "latency_ms", p) for p in lat),
+                              offered(res), res.get("rss_mb"), res.get("users_in_state")]]
+    ref = res.get("reference")
+    if ref:
+        rows.append(["bare kafka-python passthrough (yardstick)", ref.get("events_per_s"),
+                     *(_get(ref, "latency_ms", p) for p in lat), offered(ref), "", ""])
+        rows.append(["ratio", f"{_cell(res.get('ratio_to_ceiling'))}x (target 0.5x)", "", "",
+                     f"{_cell(res.get('p99_ratio_to_reference'))}x (target 2x)", "", "", ""])
+    lines = [table(["", "events/s from a backlog", "latency p50 ms", "p90 ms", "p99 ms", "offered rate (achieved)",
+                    "peak RSS MB", "users in state"], rows)]
+    stages = res.get("stage_ms_per_batch") or {}
+    if stages:
+        per = ", ".join(f"{k} {_cell(v)}" for k, v in sorted(stages.items()))
+        lines += ["", f"Per batch ({_cell(res.get('avg_batch'))} events on average, {_cell(res.get('batches'))} "
+                      f"batches), ms: {per}."]
+    stored, sent = res.get("bytes_per_event") or {}, res.get("payload_bytes_per_event") or {}
+    if stored:
+        per = ", ".join(f"{k} {_cell(v)} / {_cell(sent.get(k))}" for k, v in sorted(stored.items()))
+        lines[-1] += (f" Bytes per processed event, stored (compressed) / sent: {per}"
+                      + (f" ({_cell(res.get('changelog_records'))} changelog records)."
+                         if res.get("changelog_records") else "."))
+    return lines
+
+
+def splice(previous: str, fresh: str, titles: Sequence[str], note: str) -> str:
+    """``previous`` (a README made before) with the sections titled ``titles`` and the headline table taken
+    from ``fresh``, and its first "Generated" line followed by ``note``: every other section, and any note
+    written into it by hand, stays as it was. A section missing from ``previous`` is added at the end."""
+    def sections(text: str) -> list[tuple[str, str]]:
+        out: list[tuple[str, str]] = []
+        for chunk in ("\n" + text).split("\n## ")[1:]:
+            title = chunk.split("\n", 1)[0].strip()
+            out.append((title, "## " + chunk.rstrip() + "\n"))
+        return out
+
+    head_old = previous.split("\n## ", 1)[0].rstrip()
+    new = dict(sections(fresh))
+    lines = head_old.splitlines()
+    gen = next((k for k, line in enumerate(lines) if line.startswith("Generated ")), None)
+    if gen is not None:
+        lines[gen] = lines[gen].rstrip() + " " + note
+    parts, seen = ["\n".join(lines).rstrip() + "\n"], set()
+    for title, body in sections(previous):
+        if title == "Headline" or title in titles:
+            parts.append(new.get(title, body))
+            seen.add(title)
+        else:
+            parts.append(body)
+    parts += [new[t] for t in titles if t not in seen and t in new]
+    return "\n".join(parts).rstrip() + "\n"
+
+
 def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
     """(README.md text, headline table)."""
     m = summary["machine"]
@@ -236,10 +305,7 @@ def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
         elif name.startswith("e2e"):
             parts += _e2e(res, f"{name}.png")
         elif name.startswith("worker"):
-            parts.append(table(["events/s", "latency p50 ms", "p90 ms", "p99 ms", "offered rate", "peak RSS MB",
-                                "users in state"],
-                               [[res.get("events_per_s"), *(_get(res, "latency_ms", p) for p in ("p50", "p90", "p99")),
-                                 res.get("offered_rate"), res.get("rss_mb"), res.get("users_in_state")]]))
+            parts += _worker(res)
         elif name == "sync":
             loops, mem = res.get("loop_intervals_outside_sync_per_worker") or [], res.get("memory_per_worker") or []
             parts.append(table(["publish to serving s", "per worker s", "prepare s per worker", "longest batch gap ms",
@@ -262,8 +328,11 @@ def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
                                [[res["interactions_per_s"], res["seconds"], res["epochs"], res["device"],
                                  h.get("hr@10"), h.get("popularity_hr@10")]]))
         elif name == "replay":
-            parts.append(table(["events", "produced events/s", "read back events/s", "compression", "partitions"],
-                               [[res["events"], res["produce_events_per_s"], res["read_events_per_s"],
-                                 res["compression"], res["partitions"]]]))
+            parts.append(table(["events", "produced events/s", "plain producer of the same pre-encoded records "
+                                "(yardstick)", "ratio (target 0.8x)", "read back events/s", "compression",
+                                "partitions"],
+                               [[res["events"], res["produce_events_per_s"], _get(res, "reference", "events_per_s"),
+                                 res.get("ratio_to_ceiling"), res["read_events_per_s"], res["compression"],
+                                 res["partitions"]]]))
         parts += ["", f"Raw figures: [{name}.json]({name}.json)", ""]
     return "\n".join(parts).rstrip() + "\n", head

@@ -11,7 +11,7 @@ from streamrec.evaluate import EvalOptions, evaluate
 from streamrec.models.errors import InputError
 from streamrec.producers.synthetic import generate, write_log
 from streamrec.report import run_report
-from streamrec.report_md import render, table
+from streamrec.report_md import _worker, render, splice, table
 from streamrec.stream.settings import Settings
 
 MACHINE = {"cpus": 2, "cpu": "test cpu", "memory_gb": 4.0, "python": "3.11", "platform": "linux"}
@@ -95,3 +95,32 @@ def test_ecommerce_section_ratio_table_and_kept_benchmarks(tmp_path: Path) -> No
     assert (tmp_path / "evaluate-otto-sample.png").read_bytes()[:4] == b"\x89PNG"
     assert "--only evaluate-otto-sample" in readme
     assert "OTTO sample: full's HR@10 / NDCG@10 over the best baseline" in summary["headline"]
+
+
+def test_only_rewrites_the_named_sections_and_keeps_the_others_with_their_notes() -> None:
+    previous = ("# streamrec: benchmarks and evaluation\n\nGenerated then by `streamrec report`.\n\n"
+                "## Headline\n\n| old headline |\n\n## Model sync\n\nold sync table\n\nA note written by hand.\n\n"
+                "## Replay into Kafka\n\nold replay table\n")
+    fresh = ("# streamrec: benchmarks and evaluation\n\nGenerated now.\n\n## Headline\n\n| new headline |\n\n"
+             "## Model sync\n\nregenerated sync, without the note\n\n## Replay into Kafka\n\nnew replay table\n\n"
+             "## Catalog\n\nnew catalog\n")
+    out = splice(previous, fresh, ["Replay into Kafka", "Catalog"], "Re-run now: replay, catalog.")
+    assert out.splitlines()[2] == "Generated then by `streamrec report`. Re-run now: replay, catalog."
+    assert "| new headline |" in out and "| old headline |" not in out
+    assert "old sync table\n\nA note written by hand." in out and "regenerated sync" not in out
+    assert "new replay table" in out and "old replay table" not in out
+    assert out.index("## Model sync") < out.index("## Replay into Kafka") < out.index("## Catalog")   # new at end
+    assert out.endswith("new catalog\n")
+
+
+def test_worker_section_shows_the_yardstick_and_the_ratios() -> None:
+    res = {"events_per_s": 4000.0, "latency_ms": {"p50": 100.0, "p90": 200.0, "p99": 300.0}, "offered_rate": 5000,
+           "achieved_offered_rate": 4990.0, "rss_mb": 320.0, "users_in_state": 7000, "ratio_to_ceiling": 0.2,
+           "p99_ratio_to_reference": 3.0, "reference": {"events_per_s": 20000.0, "achieved_offered_rate": 4995.0,
+                                                        "latency_ms": {"p50": 20.0, "p90": 50.0, "p99": 100.0}},
+           "stage_ms_per_batch": {"recommend": 50.0, "decode": 10.0}, "avg_batch": 900.0, "batches": 10,
+           "bytes_per_event": {"recommendations": 30.0}, "payload_bytes_per_event": {"recommendations": 70.0}}
+    text = "\n".join(_worker(res))
+    assert "| bare kafka-python passthrough (yardstick) | 20,000 |" in text
+    assert "0.200x (target 0.5x)" in text and "3x (target 2x)" in text
+    assert "decode 10, recommend 50" in text and "recommendations 30 / 70" in text
