@@ -43,6 +43,7 @@ from streamrec.models.errors import InputError
 from streamrec.producers.formats.base import (
     TIMESTAMP_UNITS,
     BadRow,
+    BadRowTally,
     RowError,
     TimestampUnit,
     check_utf8,
@@ -53,6 +54,7 @@ from streamrec.producers.formats.base import (
     open_text,
     parse_id,
     parse_timestamp,
+    skipped_summary,
 )
 from streamrec.producers.formats.tabular import CSV_MISSING
 
@@ -388,10 +390,7 @@ class CatalogRead:
     duplicates: int = 0     # rows whose item id an earlier row had (every row is kept: the last one wins)
 
     def summary(self) -> str:
-        text = f"{len(self.items)} items from {self.path} ({self.fmt}), {self.bad_count} bad rows skipped"
-        if self.bad_rows:
-            text += "; first: " + "; ".join(str(b) for b in self.bad_rows[:3])
-        return text
+        return skipped_summary(len(self.items), "items", self.path, self.fmt, self.bad_count, self.bad_rows)
 
 
 @dataclass
@@ -411,22 +410,16 @@ class ItemStream:
 
     def __iter__(self) -> Iterator[Item]:
         self.count, self.bad_count, self.bad_rows = 0, 0, []
+        tally = BadRowTally(self.path, self.strict, self.max_examples, examples=self.bad_rows)
         for row in self.parser(self.path, self.limits):
             if isinstance(row, Item):
                 self.count += 1
                 yield row
                 continue
-            if self.strict:
-                raise InputError(f"{self.path}, line {row.line}: {row.reason} (fix the row, or drop --strict "
-                                 "to skip bad rows and report them)")
-            self.bad_count += 1
-            if len(self.bad_rows) < self.max_examples:
-                self.bad_rows.append(row)
-        if self.count == 0:
-            if self.bad_count:
-                raise InputError(f"{self.path}: none of its {self.bad_count} rows is a usable {self.fmt} item "
-                                 f"(first: {self.bad_rows[0]}); check --format and --map")
-            raise InputError(f"{self.path} holds no items (only a header or blank lines); point to a catalog")
+            tally.add(row)
+            self.bad_count = tally.count
+        tally.check_some_usable(self.count, f"a usable {self.fmt} item", "check --format and --map",
+                                "holds no items (only a header or blank lines); point to a catalog")
 
 
 def iter_items(path: str | Path, fmt: str, mapping: CatalogMapping | None = None, strict: bool = False,

@@ -39,7 +39,7 @@ from typing import Any
 from streamrec.models.errors import InputError
 from streamrec.models.events import Event
 from streamrec.producers.formats import avro, movielens, otto
-from streamrec.producers.formats.base import BadRow, TimeBounds
+from streamrec.producers.formats.base import BadRow, BadRowTally, TimeBounds, skipped_summary
 from streamrec.producers.formats.mapping import PRESETS, ColumnMapping, Preset, parse_mapping
 from streamrec.producers.formats.tabular import parse_csv, parse_jsonl
 
@@ -88,10 +88,7 @@ class ReadResult:
     bad_count: int  # every bad row, including those not kept as examples
 
     def summary(self) -> str:
-        text = f"{len(self.events)} events from {self.path} ({self.fmt}), {self.bad_count} bad rows skipped"
-        if self.bad_rows:
-            text += "; first: " + "; ".join(str(b) for b in self.bad_rows[:3])
-        return text
+        return skipped_summary(len(self.events), "events", self.path, self.fmt, self.bad_count, self.bad_rows)
 
 
 class EventStream:
@@ -115,6 +112,7 @@ class EventStream:
 
     def __iter__(self) -> Iterator[Event]:
         self.count, self.bad_count, self.bad_rows, self.out_of_order = 0, 0, [], 0
+        tally = BadRowTally(self.path, self.strict, self.max_examples, examples=self.bad_rows)
         latest = -(2**63)
         for row in self._parser(self.path, TimeBounds.now()):
             if isinstance(row, Event):
@@ -125,18 +123,10 @@ class EventStream:
                     latest = row.timestamp_ms
                 yield row
                 continue
-            if self.strict:
-                raise InputError(f"{self.path}, line {row.line}: {row.reason} (fix the row, or drop --strict "
-                                 "to skip bad rows and report them)")
-            self.bad_count += 1
-            if len(self.bad_rows) < self.max_examples:
-                self.bad_rows.append(row)
-        if self.count == 0:
-            if self.bad_count:
-                raise InputError(f"{self.path}: none of its {self.bad_count} rows is usable as {self.fmt} "
-                                 f"(first: {self.bad_rows[0]}); check --format and the column mapping")
-            raise InputError(f"{self.path} holds no events (only a header or blank lines); "
-                             "point to a log with data")
+            tally.add(row)
+            self.bad_count = tally.count
+        tally.check_some_usable(self.count, f"usable as {self.fmt}", "check --format and the column mapping",
+                                "holds no events (only a header or blank lines); point to a log with data")
 
     def sort_key(self, event: Event) -> tuple[Any, ...]:
         if self._tie_break is None:

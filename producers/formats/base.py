@@ -33,12 +33,13 @@ import gzip
 import json
 import math
 import time
-from collections.abc import Iterator
-from dataclasses import dataclass
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any, Literal, TextIO
 
+from streamrec.models.errors import InputError
 from streamrec.models.events import MIN_TIMESTAMP_MS as MIN_TIMESTAMP_MS  # re-exported for the generators
 from streamrec.models.events import Event, EventLimits, check_event
 
@@ -60,6 +61,44 @@ class BadRow:
 
     def __str__(self) -> str:
         return f"line {self.line}: {self.reason}"
+
+
+@dataclass
+class BadRowTally:
+    """The bad rows of one pass over a file: every one counted, the first ``max_examples`` kept; with
+    ``strict`` the first one stops the pass instead (one clear error naming its line)."""
+
+    path: Any
+    strict: bool = False
+    max_examples: int = 20
+    count: int = 0
+    examples: list[BadRow] = field(default_factory=list)
+
+    def add(self, row: BadRow) -> None:
+        if self.strict:
+            raise InputError(f"{self.path}, line {row.line}: {row.reason} (fix the row, or drop --strict "
+                             "to skip bad rows and report them)")
+        self.count += 1
+        if len(self.examples) < self.max_examples:
+            self.examples.append(row)
+
+    def check_some_usable(self, usable: int, what: str, hint: str, empty: str) -> None:
+        """After a pass: an error when no row was usable (``what``: "usable as csv events"), naming the first
+        bad row and ``hint``, or ``empty`` when the file had no rows at all."""
+        if usable:
+            return
+        if self.count:
+            raise InputError(f"{self.path}: none of its {self.count} rows is {what} (first: {self.examples[0]}); "
+                             f"{hint}")
+        raise InputError(f"{self.path} {empty}")
+
+
+def skipped_summary(n: int, noun: str, path: Any, fmt: str, bad_count: int, bad_rows: Sequence[BadRow]) -> str:
+    """"12 events from log.csv (csv), 2 bad rows skipped; first: line 3: ...": a read's one-line summary."""
+    text = f"{n} {noun} from {path} ({fmt}), {bad_count} bad rows skipped"
+    if bad_rows:
+        text += "; first: " + "; ".join(str(b) for b in bad_rows[:3])
+    return text
 
 
 class RowError(ValueError):
