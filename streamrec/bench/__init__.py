@@ -84,6 +84,23 @@ def register(app: typer.Typer) -> None:
         write_json(worker.run(ctx.obj, events, items, dim, rate, users, seconds, guarantee, extra_args=extra,
                               kind=workload, reranker=reranker, yardstick=yardstick), json_path)
 
+    @bench.command("engine")
+    def bench_engine(ctx: typer.Context,
+                     events: int = typer.Option(30_000, "--events", help="Events of the sessions workload."),
+                     items: int = typer.Option(100_000, "--items", help="Items in the base model."),
+                     dim: int = typer.Option(64, "--dim", help="Embedding dimension."),
+                     batch: int = typer.Option(1_000, "--batch", help="Events per batch."),
+                     users: int = typer.Option(None, "--users", help="Distinct users (default events/4)."),
+                     warmup: int = typer.Option(3, "--warmup", help="Batches run before measuring."),
+                     profile: int = typer.Option(0, "--profile", help="Also list the N functions of largest "
+                                                                      "own time (cProfile)."),
+                     json_path: str = typer.Option(None, "--json")) -> None:
+        """The worker's engine without Kafka: ms per batch of decode, update, recommend (and its split per
+        source, score, select, stages) and record encoding. No broker, so no yardstick: compare runs."""
+        from streamrec.bench import engine
+
+        write_json(engine.run(ctx.obj, events, items, dim, batch, users, warmup, profile), json_path)
+
     @bench.command("e2e")
     def bench_e2e(ctx: typer.Context,
                   workers: str = typer.Option("1,2,3", "--workers", help="Worker counts to run, e.g. 1,2,3."),
