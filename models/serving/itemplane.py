@@ -1,0 +1,460 @@
+"""The item plane's pure state (issue 13): what workers emit, what item owners keep, what workers serve from.
+
+Item knowledge (co-visitation, trending) is learnt from every worker's traffic through Kafka
+(``consumers/itemplane.py`` runs the loops; docs/item-plane.md gives the design and its figures):
+
+* :class:`DeltaCollector` (in each worker): the increments a batch makes, aggregated per events partition and
+  per *anchor* item: ``{neighbour: weight}`` by the pair rule of :class:`~models.serving.covisit.CoVisitation`
+  (``strength / distance`` both ways over the user's previous ``window`` distinct items) and a trending
+  increment (``strength``), all decayed to the anchor's newest event time in the batch. :meth:`take` returns one
+  :class:`ItemDelta` per (partition, anchor), stamped with its source: the events partition and the first and
+  last offset of the range the deltas cover.
+* :class:`ItemStats` (in the owner of an item-deltas partition): the exact, bounded, time-decayed statistics of
+  its items, per item the weights as of the item's newest event time (so a record is self-contained: the
+  changelog and the results carry it as is). Decay is the forward decay of ``models/decay.py`` written per
+  item: a weight ``w`` at ``t`` is worth ``w * 2 ** ((t - now) / half_life)`` at ``now``. A delta is applied
+  only when its source range starts after the last range of its partition the item applied (``applied``): a
+  redone range is skipped, never counted twice (:meth:`ItemStats.apply`).
+* :class:`ItemCache` (in each worker): every item's published result (top neighbours, trending score), read
+  in full from the results topic, decayed to the newest time it holds when read.
+* :class:`PlaneCovisitSource`, :class:`PlaneTrendingSource`: the ``covisit`` and ``trending`` sources (the
+  same score columns, so the reranker's features are unchanged) that learn locally as before, collect the
+  deltas, and serve each seed's neighbours and the trending list from the cache when it has them (global),
+  from the worker's own table otherwise (an item too new to have come back yet).
+
+>>> col = DeltaCollector(window=2)
+>>> col.enter(partition=0, first=10, last=12)
+>>> for prev, item in [((), "a"), (("a",), "b"), (("b", "a"), "c")]:
+...     col.covisit(prev, item, 1.0, ts_ms=0)
+>>> {d.item_id: dict(d.neighbours) for d in col.take()}
+{'b': {'a': 1.0, 'c': 1.0}, 'a': {'b': 1.0, 'c': 0.5}, 'c': {'b': 1.0, 'a': 0.5}}
+>>> st = ItemStats()
+>>> d = ItemDelta("a", 0, (("b", 1.0),), 2.0, 0, 10, 12)
+>>> st.apply(d), st.apply(d)
+('applied', 'redone')
+>>> st.neighbours("a"), st.trending("a")
+([('b', 1.0)], 2.0)
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+from collections import OrderedDict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from operator import itemgetter
+from typing import Any
+
+import numpy as np
+
+from streamrec.models.errors import ConfigError
+from streamrec.models.events import Event
+from streamrec.models.serving.candidates import normalise
+from streamrec.models.serving.contract import Block, Request, empty_block, shared
+from streamrec.models.serving.sources import CovisitSource, TrendingSource, seeds
+from streamrec.models.serving.state import UserState
+from streamrec.models.timeunits import DAY_MS
+
+__all__ = ["DeltaCollector", "ItemCache", "ItemDelta", "ItemPlane", "ItemStats", "PlaneCovisitSource",
+           "PlaneTrendingSource"]
+
+
+@dataclass(frozen=True)
+class ItemDelta:
+    """The increments of one anchor item from one source range, weights as of ``ts_ms``."""
+
+    item_id: str
+    ts_ms: int
+    neighbours: tuple[tuple[str, float], ...]
+    trending: float
+    source_partition: int
+    source_first: int
+    source_last: int
+
+
+def _decay(dt_ms: float, half_life_ms: float) -> float:
+    """``2 ** (dt / half_life)``: the forward-decay factor of ``models/decay.py`` between two event times."""
+    return float(2.0 ** (dt_ms / half_life_ms))
+
+
+@dataclass
+class _Row:
+    ts: int
+    nb: dict[str, float] = field(default_factory=dict)
+    trending: float = 0.0
+
+    def advance(self, ts: int, covisit_hl: float, trending_hl: float) -> tuple[float, float]:
+        """Move the row's time to ``max(ts, self.ts)``; the factors an increment at ``ts`` is worth now."""
+        if ts > self.ts:
+            fc, ft = _decay(self.ts - ts, covisit_hl), _decay(self.ts - ts, trending_hl)
+            self.nb = {j: w * fc for j, w in self.nb.items()}
+            self.trending *= ft
+            self.ts = ts
+            return 1.0, 1.0
+        return _decay(ts - self.ts, covisit_hl), _decay(ts - self.ts, trending_hl)
+
+
+class DeltaCollector:
+    """A worker's increments since the last commit, per events partition and anchor item."""
+
+    def __init__(self, window: int = 5, covisit_half_life_ms: int = 7 * DAY_MS,
+                 trending_half_life_ms: int = DAY_MS) -> None:
+        if window < 1 or covisit_half_life_ms <= 0 or trending_half_life_ms <= 0:
+            raise ConfigError("DeltaCollector needs window >= 1 and positive half-lives")
+        self.window, self.hl_c, self.hl_t = window, covisit_half_life_ms, trending_half_life_ms
+        self._ranges: dict[int, list[int]] = {}          # partition -> [first, last]
+        self._rows: dict[int, dict[str, _Row]] = {}      # partition -> anchor -> increments
+        self._cur: dict[str, _Row] | None = None
+
+    def enter(self, partition: int, first: int, last: int) -> None:
+        """The next learnt events are those of ``partition``, offsets ``first .. last``."""
+        rng = self._ranges.get(partition)
+        if rng is None:
+            self._ranges[partition] = [first, last]
+        else:
+            rng[0], rng[1] = min(rng[0], first), max(rng[1], last)
+        self._cur = self._rows.setdefault(partition, {})
+
+    def _row(self, item: str, ts: int) -> tuple[_Row, float, float]:
+        rows = self._cur
+        if rows is None:           # callers return early outside enter()
+            raise ConfigError("DeltaCollector: learning before enter()")
+        row = rows.get(item)
+        if row is None:
+            row = rows[item] = _Row(ts)
+        fc, ft = row.advance(ts, self.hl_c, self.hl_t)
+        return row, fc, ft
+
+    def covisit(self, previous: Sequence[str], item: str, strength: float, ts_ms: int) -> None:
+        """The pair increments of one event (the rule of ``CoVisitation.update``); nothing is collected
+        outside :meth:`enter` (an engine that no loop drives, e.g. the evaluation, emits nothing)."""
+        if self._cur is None or not 0.0 <= strength < math.inf or not previous or previous[0] == item:
+            return
+        row_j, fc_j, _ = self._row(item, ts_ms)
+        done: list[str] = []
+        for dist, i in enumerate(previous[:self.window], 1):
+            if i == item or i in done:
+                continue
+            done.append(i)
+            w = strength / dist
+            row_j.nb[i] = row_j.nb.get(i, 0.0) + w * fc_j
+            row_i, fc_i, _ = self._row(i, ts_ms)
+            row_i.nb[item] = row_i.nb.get(item, 0.0) + w * fc_i
+
+    def trend(self, item: str, strength: float, ts_ms: int) -> None:
+        if self._cur is None or not 0.0 <= strength < math.inf:
+            return
+        row, _, ft = self._row(item, ts_ms)
+        row.trending += strength * ft
+
+    def pending(self) -> int:
+        """Anchors waiting to be emitted."""
+        return sum(len(r) for r in self._rows.values())
+
+    def drop(self, partitions: Iterable[int]) -> None:
+        """Forget the increments of partitions no longer owned (they will be redone by their new owner)."""
+        for p in partitions:
+            self._ranges.pop(p, None)
+            self._rows.pop(p, None)
+        self._cur = None
+
+    def clear(self) -> None:
+        self._ranges, self._rows, self._cur = {}, {}, None
+
+    def take(self) -> list[ItemDelta]:
+        """One delta per (partition, anchor) since the last call; the collector starts empty again."""
+        out: list[ItemDelta] = []
+        for p, rows in self._rows.items():
+            first, last = self._ranges[p]
+            for item, row in rows.items():
+                out.append(ItemDelta(item, row.ts, tuple(row.nb.items()), row.trending, p, first, last))
+        self.clear()
+        return out
+
+
+@dataclass
+class _Stat(_Row):
+    applied: dict[int, int] = field(default_factory=dict)   # events partition -> last source offset applied
+
+
+class ItemStats:
+    """The exact statistics of one item-deltas partition's items, bounded: ``max_neighbours`` per item (the
+    strongest kept once a row holds half as many again) and ``max_items`` items (least recently updated
+    evicted; :meth:`take_evicted` names them so their records can be removed)."""
+
+    def __init__(self, max_neighbours: int = 20, max_items: int = 100_000, covisit_half_life_ms: int = 7 * DAY_MS,
+                 trending_half_life_ms: int = DAY_MS) -> None:
+        if max_neighbours < 1 or max_items < 1 or covisit_half_life_ms <= 0 or trending_half_life_ms <= 0:
+            raise ConfigError("ItemStats needs max_neighbours, max_items >= 1 and positive half-lives")
+        self.max_neighbours, self.max_items = max_neighbours, max_items
+        self.hl_c, self.hl_t = covisit_half_life_ms, trending_half_life_ms
+        self._hi = max_neighbours + max(1, max_neighbours // 2)
+        self._rows: OrderedDict[str, _Stat] = OrderedDict()
+        self._evicted: list[str] = []
+        self.n = dict.fromkeys(("applied", "redone", "overlap", "evicted", "pruned"), 0)
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._rows
+
+    def apply(self, d: ItemDelta) -> str:
+        """Add one delta: ``"applied"``; ``"redone"`` (its range ends at or before the last range of its
+        partition this item applied: a redone batch) or ``"overlap"`` (it starts inside that range: a redo
+        whose range end differs) are skipped, so no increment is ever counted twice."""
+        row = self._rows.get(d.item_id)
+        if row is not None:
+            done = row.applied.get(d.source_partition, -1)
+            if d.source_first <= done:
+                kind = "redone" if d.source_last <= done else "overlap"
+                self.n[kind] += 1
+                return kind
+            self._rows.move_to_end(d.item_id)
+        else:
+            if len(self._rows) >= self.max_items:
+                old, _ = self._rows.popitem(last=False)
+                self._evicted.append(old)
+                self.n["evicted"] += 1
+            row = self._rows[d.item_id] = _Stat(d.ts_ms)
+        fc, ft = row.advance(d.ts_ms, self.hl_c, self.hl_t)
+        nb = row.nb
+        for j, w in d.neighbours:
+            nb[j] = nb.get(j, 0.0) + w * fc
+        row.trending += d.trending * ft
+        if len(nb) > self._hi:
+            row.nb = dict(heapq.nlargest(self.max_neighbours, nb.items(), key=itemgetter(1)))
+            self.n["pruned"] += 1
+        row.applied[d.source_partition] = d.source_last
+        self.n["applied"] += 1
+        return "applied"
+
+    def neighbours(self, item: str, k: int | None = None) -> list[tuple[str, float]]:
+        """Strongest first, weights as of the item's newest event time."""
+        row = self._rows.get(item)
+        if row is None:
+            return []
+        return heapq.nlargest(k or len(row.nb), row.nb.items(), key=itemgetter(1))
+
+    def trending(self, item: str) -> float:
+        row = self._rows.get(item)
+        return 0.0 if row is None else row.trending
+
+    def record(self, item: str, k: int | None = None) -> dict[str, Any] | None:
+        """The item's state as plain data (``item_result.avsc``): all of it, or its top ``k`` neighbours."""
+        row = self._rows.get(item)
+        if row is None:
+            return None
+        return {"item_id": item, "ts": row.ts, "trending": row.trending,
+                "neighbours": [{"item_id": j, "weight": w} for j, w in self.neighbours(item, k)],
+                "sources": [{"partition": p, "offset": o} for p, o in sorted(row.applied.items())]}
+
+    def load(self, rec: dict[str, Any]) -> None:
+        """Install an item from its record (a changelog restore; the newest record of an item wins)."""
+        row = _Stat(int(rec["ts"]), {n["item_id"]: float(n["weight"]) for n in rec["neighbours"]},
+                    float(rec["trending"]), {int(s["partition"]): int(s["offset"]) for s in rec["sources"]})
+        self._rows[rec["item_id"]] = row
+        self._rows.move_to_end(rec["item_id"])
+
+    def remove(self, item: str) -> None:
+        self._rows.pop(item, None)
+
+    def take_evicted(self) -> list[str]:
+        out, self._evicted = self._evicted, []
+        return out
+
+    def items(self) -> list[str]:
+        return list(self._rows)
+
+
+class ItemCache:
+    """Every item's published result in a worker: top neighbours and trending score, each as of its ``ts``.
+
+    >>> c = ItemCache(covisit_half_life_ms=1000, trending_half_life_ms=1000)
+    >>> c.put("a", 1000, [("b", 4.0)], 2.0); c.put("b", 2000, [("a", 4.0)], 2.0)
+    >>> c.scores(["a", "b"], [1.0, 1.0])            # a's weights are one half-life older than b's
+    {'b': 2.0, 'a': 4.0}
+    >>> items, scores = c.top(5); items, scores.tolist()
+    (['b', 'a'], [2.0, 1.0])
+    """
+
+    def __init__(self, covisit_half_life_ms: int = 7 * DAY_MS, trending_half_life_ms: int = DAY_MS,
+                 max_items: int = 1_000_000, keep: int = 500, refresh_ms: int = 1_000) -> None:
+        self.hl_c, self.hl_t, self.max_items, self.keep = covisit_half_life_ms, trending_half_life_ms, max_items, keep
+        self.refresh_ms = refresh_ms
+        self._rows: OrderedDict[str, tuple[int, dict[str, float]]] = OrderedDict()
+        self._trend: dict[str, tuple[int, float]] = {}
+        self.now_ms = 0
+        self._top: tuple[list[str], np.ndarray] = ([], np.zeros(0, dtype=np.float32))
+        self._changed = False
+        self._built_at: int | None = None
+        self.evicted = 0
+        self.updates = 0
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._rows
+
+    def put(self, item: str, ts_ms: int, neighbours: Sequence[tuple[str, float]], trending: float) -> None:
+        if item not in self._rows and len(self._rows) >= self.max_items:
+            old, _ = self._rows.popitem(last=False)
+            self._trend.pop(old, None)
+            self.evicted += 1
+        self._rows[item] = (ts_ms, dict(neighbours))
+        self._rows.move_to_end(item)
+        if trending > 0:
+            self._trend[item] = (ts_ms, trending)
+        else:
+            self._trend.pop(item, None)
+        self.now_ms = max(self.now_ms, ts_ms)
+        self._changed = True
+        self.updates += 1
+
+    def remove(self, item: str) -> None:
+        self._rows.pop(item, None)
+        self._changed |= self._trend.pop(item, None) is not None
+
+    def row(self, item: str) -> dict[str, float] | None:
+        """The item's neighbours, weights decayed to ``now_ms``."""
+        got = self._rows.get(item)
+        if got is None:
+            return None
+        f = _decay(got[0] - self.now_ms, self.hl_c)
+        return {j: w * f for j, w in got[1].items()}
+
+    def scores(self, seeds: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
+        acc: dict[str, float] = {}
+        for s, ws in zip(seeds, weights, strict=True):
+            got = self._rows.get(s)
+            if got is None:
+                continue
+            f = ws * _decay(got[0] - self.now_ms, self.hl_c)
+            for j, w in got[1].items():
+                acc[j] = acc.get(j, 0.0) + f * w
+        return acc
+
+    def top(self, k: int, now_ms: int | None = None) -> tuple[list[str], np.ndarray]:
+        """The ``k`` (at most ``keep``) items with the highest trending score decayed to ``now_ms`` of the cache,
+        rebuilt when changed and ``refresh_ms`` of serving time passed (or never built)."""
+        if self._changed and (self._built_at is None or now_ms is None or now_ms - self._built_at >= self.refresh_ms
+                              or not self._top[0]):
+            keys = list(self._trend)
+            if keys:
+                ts = np.fromiter((v[0] for v in self._trend.values()), dtype=np.float64, count=len(keys))
+                sc = np.fromiter((v[1] for v in self._trend.values()), dtype=np.float64, count=len(keys))
+                sc = sc * np.exp2((ts - self.now_ms) / self.hl_t)
+                n = min(self.keep, len(keys))
+                part = np.argpartition(-sc, n - 1)[:n] if n < len(keys) else np.arange(len(keys))
+                order = part[np.argsort(-sc[part], kind="stable")]
+                self._top = ([keys[i] for i in order.tolist()], sc[order].astype(np.float32))
+            else:
+                self._top = ([], np.zeros(0, dtype=np.float32))
+            self._changed, self._built_at = False, now_ms
+        items, scores = self._top
+        return items[:k], scores[:k]
+
+
+class ItemPlane:
+    """What the engine's plane sources share: the worker's delta collector and its item cache."""
+
+    def __init__(self, window: int = 5, covisit_half_life_ms: int = 7 * DAY_MS,
+                 trending_half_life_ms: int = DAY_MS) -> None:
+        self.collector = DeltaCollector(window, covisit_half_life_ms, trending_half_life_ms)
+        self.cache = ItemCache(covisit_half_life_ms, trending_half_life_ms)
+        self.served = dict.fromkeys(("global_seeds", "local_seeds"), 0)
+
+
+class PlaneCovisitSource(CovisitSource):
+    """``covisit`` on the item plane: learns and collects deltas; a seed's neighbours come from the cache
+    (every worker's traffic) when it holds the seed, else from this worker's own table."""
+
+    name = "covisit"
+
+    def __init__(self, plane: ItemPlane, k: int = 50, seeds: int = 5, window: int = 5, max_neighbors: int = 20,
+                 max_items: int = 100_000, half_life_ms: int = 7 * DAY_MS) -> None:
+        super().__init__(k, seeds, window, max_neighbors, max_items, half_life_ms)
+        self.plane = plane
+
+    def learn(self, event: Event, item: str, strength: float, state: UserState, position: int) -> None:
+        self.plane.collector.covisit(state.recent_items, item, strength, event.timestamp_ms)
+        self.table.update(state.recent_items, item, strength, event.timestamp_ms)
+
+    def _acc(self, st: UserState) -> dict[str, float]:
+        cache, table, served = self.plane.cache, self.table, self.plane.served
+        acc: dict[str, float] = {}
+        for s, ws in zip(*seeds(st, self.n_seeds), strict=True):
+            row = cache.row(s)
+            if row is None:
+                row = dict(table.neighbors(s))
+                served["local_seeds"] += 1
+            else:
+                served["global_seeds"] += 1
+            for j, w in row.items():
+                acc[j] = acc.get(j, 0.0) + ws * w
+        return acc
+
+    def candidates(self, request: Request) -> Block | None:
+        items: list[str] = []
+        values: list[float] = []
+        lengths: list[int] = []
+        for st in request.states:
+            acc = self._acc(st) if st is not None and st.recent_items else {}
+            items.extend(acc)
+            values.extend(acc.values())
+            lengths.append(len(acc))
+        if not items:
+            return empty_block()
+        rows = np.repeat(np.arange(len(request.states), dtype=np.int64), lengths)
+        vals = normalise(np.array(values), rows)
+        order = np.argsort(rows * 4.0 - vals)
+        starts = np.r_[0, np.cumsum(lengths)][:-1]
+        keep = order[np.arange(len(order)) - np.repeat(starts, lengths) < self.k]
+        rows = rows[keep]
+        return rows, request.space.codes([items[i] for i in keep.tolist()]), request.normalise(vals[keep], rows)
+
+    def explain(self, request: Request, rows: Sequence[int], items: Sequence[str]) -> list[str]:
+        out: list[str] = []
+        cache = self.plane.cache
+        for r, item in zip(rows, items, strict=True):
+            st = request.states[r]
+            best, best_w = "", 0.0
+            if st is not None:
+                for seed, w in zip(*seeds(st, self.n_seeds), strict=True):
+                    row = cache.row(seed)
+                    v = w * (row.get(item, 0.0) if row is not None else dict(self.table.neighbors(seed)).get(item, 0.0))
+                    if v > best_w:
+                        best, best_w = seed, v
+            out.append(f"covisit:{best}" if best else "covisit")
+        return out
+
+    def stats(self) -> dict[str, Any]:
+        p = self.plane
+        return {"covisit_items": len(self.table), "item_cache_items": len(p.cache),
+                "item_cache_updates": p.cache.updates, "item_deltas_pending": p.collector.pending(),
+                "covisit_global_seeds": p.served["global_seeds"], "covisit_local_seeds": p.served["local_seeds"]}
+
+
+class PlaneTrendingSource(TrendingSource):
+    """``trending`` on the item plane: learns and collects deltas; serves the global list from the cache when
+    it holds trending scores, else this worker's own counts."""
+
+    name = "trending"
+
+    def __init__(self, plane: ItemPlane, k: int = 50, half_life_ms: int = DAY_MS, max_items: int = 100_000,
+                 refresh_events: int = 1_000, refresh_ms: int = 1_000) -> None:
+        super().__init__(k, half_life_ms, max_items, refresh_events, refresh_ms)
+        self.plane = plane
+        plane.cache.keep, plane.cache.refresh_ms = max(k, 500), refresh_ms
+
+    def learn(self, event: Event, item: str, strength: float, state: UserState, position: int) -> None:
+        self.plane.collector.trend(item, strength, event.timestamp_ms)
+        self.table.update(item, strength, event.timestamp_ms)
+
+    def candidates(self, request: Request) -> Block | None:
+        top, top_scores = self.plane.cache.top(self.k, request.now_ms)
+        if not top:
+            return super().candidates(request)
+        return shared(np.arange(len(request), dtype=np.int64), request.space.codes(top), top_scores, request)
