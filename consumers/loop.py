@@ -173,6 +173,8 @@ class Loop:
         self.rejoins = 0
         self._rebalances_seen = 0
         self._last_commit = time.monotonic()
+        #: the item plane's deltas (consumers/itemcache.DeltaEmitter, docs/item-plane.md); None: plane off
+        self.item_deltas: Any = None
 
     # --- running -----------------------------------------------------------------------------------
     def run(self, max_events: int | None = None, idle_timeout_s: float | None = None,
@@ -245,6 +247,9 @@ class Loop:
                     records += 1
             self.stats.bytes_sent["changelog"] += sent
             self.stats.changelog_records += records
+        if self.item_deltas is not None:   # in the commit's transaction (exactly-once), or flushed before it
+            self.sink.begin()
+            self.stats.bytes_sent["item_deltas"] += self.item_deltas.emit(self.sink.send)
         changelog_s = time.perf_counter() - started
         self.sink.commit(self.pending)
         self.pending = {}
@@ -294,6 +299,8 @@ class Loop:
         to_restore, to_drop = assigned - self.owned, (self.owned - assigned) | lost
         self.pending = {p: off for p, off in self.pending.items() if p not in to_drop}
         self.dirty = {u: p for u, p in self.dirty.items() if p not in to_drop}
+        if self.item_deltas is not None:
+            self.item_deltas.drop(to_drop)
         for p in to_drop:
             self.engine.drop_partition(p)
             self.owned.discard(p)
@@ -330,6 +337,8 @@ class Loop:
         self.sink.abort()
         self.pending = {}
         self.dirty = {}
+        if self.item_deltas is not None:
+            self.item_deltas.clear()
         for p in list(self.owned):
             self.engine.drop_partition(p)
         self.released |= self.owned
@@ -415,6 +424,8 @@ class Loop:
         touched: dict[str, None] = {}
         arrivals: dict[str, int] = {}
         for p, items in by_partition.items():
+            if self.item_deltas is not None:   # the source range of the item deltas this apply learns
+                self.item_deltas.enter(p, min(d.record.offset for d in items), max(d.record.offset for d in items))
             applied = self.engine.apply([d.event for d in items], partition=p,
                                         offsets=[d.record.offset for d in items])
             self.stats.duplicates += len(items) - self.engine.last_applied_count
@@ -430,6 +441,8 @@ class Loop:
         self.sink.abort()
         self.pending = {}
         self.dirty = {}
+        if self.item_deltas is not None:
+            self.item_deltas.clear()
         owned = set(self.owned)
         for p in owned:
             self.engine.drop_partition(p)

@@ -24,6 +24,7 @@ from typing import Any
 import structlog
 from kafka.errors import KafkaError
 
+from streamrec.consumers import itemcache
 from streamrec.consumers.assembly import WorkerParts, assemble
 from streamrec.consumers.loop import Loop
 from streamrec.consumers.stats import WorkerStats
@@ -43,12 +44,16 @@ def build_worker(settings: Settings, engine: Recommender | None = None, model_sy
 class Worker:
     def __init__(self, settings: Settings, engine: Recommender | None = None, model_sync: bool = True,
                  parts: WorkerParts | None = None) -> None:
+        settings = itemcache.plane_settings(settings)   # the item plane's sources (docs/item-plane.md)
         self.settings = settings
         self.worker_id = settings.worker_id or f"{socket.gethostname()}-{os.getpid()}"
         self.log = log.bind(worker=self.worker_id, group=settings.group, guarantee=settings.guarantee)
         self.parts = parts or assemble(settings, self.worker_id, self.log, engine=engine, model_sync=model_sync)
         self.engine = self.parts.engine
         self.loop: Loop = self.parts.loop
+        self.items: itemcache.ItemCacheFollower | None = None   # the item cache, rebuilt before serving
+        if settings.item_plane:
+            self.items = itemcache.attach(settings, self.engine, self.loop, self.log, self.parts.source.also_close)
         self.online = self.parts.online
         self.sync = self.parts.sync
         self.metrics = self.parts.metrics

@@ -86,6 +86,14 @@ class Settings:
     model_retention_ms: int = 90 * 24 * 3600 * 1000
     items_topic: str = "items"           # the catalog (compacted, keyed by item id; README "Catalog")
     items_partitions: int = 1
+    # --- the item plane (docs/item-plane.md; consumers/itemplane.py, `streamrec items`) ---------------
+    item_plane: bool = False             # covisit / trending learnt from every worker through Kafka (see docs)
+    item_deltas_topic: str = "item-deltas"     # workers' increments, keyed and partitioned by item
+    item_results_topic: str = "item-results"   # owners' results (compacted): top neighbours, trending score
+    item_partitions: int = 6             # partitions of item-deltas (and of the owners' changelog, item-results)
+    item_interval_ms: int = 200          # an item owner applies, publishes and commits this often
+    item_neighbours: int = 20            # neighbours per item an owner publishes (and keeps: 1.5x before pruning)
+    item_max_items: int = 100_000        # items an owner keeps per item-deltas partition (least recent evicted)
     # --- the catalog in the worker (consumers/catalog.py, models/catalog/) ---------------------------
     catalog: bool = True                 # follow the items topic: hidden / unavailable items are never listed
     rule_max_per_category: int = 0       # at most this many items of one category per list; 0: no cap
@@ -146,6 +154,14 @@ class Settings:
 
     def state_topic(self, group: str | None = None) -> str:
         return f"{group or self.group}.state"
+
+    def item_group(self, group: str | None = None) -> str:
+        """The item owners' consumer group (of item-deltas)."""
+        return f"{group or self.group}.items"
+
+    def item_state_topic(self, group: str | None = None) -> str:
+        """The item owners' changelog, co-partitioned with item-deltas."""
+        return f"{self.item_group(group)}.state"
 
     def replace(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced; ``None`` values (unset CLI flags) are ignored."""
@@ -240,7 +256,7 @@ class Settings:
             raise ConfigError(f"{PREFIX}RULE_MAX_PRICE={self.rule_max_price} is below {PREFIX}RULE_MIN_PRICE="
                               f"{self.rule_min_price}")
         for name in ("events_partitions", "recommendations_partitions", "items_partitions", "max_batch", "top_n",
-                     "poll_ms",
+                     "poll_ms", "item_partitions", "item_interval_ms", "item_neighbours", "item_max_items",
                      "max_users", "model_max_bytes", "session_knn_max_sessions"):
             if getattr(self, name) < 1:
                 raise ConfigError(f"{PREFIX}{name.upper()}={getattr(self, name)} must be at least 1")

@@ -18,6 +18,7 @@ from streamrec import (  # noqa: E402
     cmd_catalog,
     cmd_data,
     cmd_evaluate,
+    cmd_items,
     cmd_model,
     cmd_serve,
     cmd_worker,
@@ -53,6 +54,7 @@ cmd_data.register_demo(app)
 cmd_catalog.register(app)
 cmd_model.register(app)
 cmd_worker.register(app)
+cmd_items.register(app)
 cmd_serve.register(app)
 cmd_evaluate.register(app)
 report.register(app)

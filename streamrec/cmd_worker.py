@@ -34,6 +34,9 @@ def register(app: typer.Typer) -> None:
         catalog: bool = typer.Option(None, "--catalog/--no-catalog",
                                      help="Follow the items topic: hidden / unavailable items are never listed "
                                           "(STREAMREC_CATALOG)."),
+        item_plane: bool = typer.Option(None, "--item-plane/--no-item-plane",
+                                        help="Co-visitation and trending learnt from every worker through Kafka "
+                                             "(needs `streamrec items`; STREAMREC_ITEM_PLANE; docs/item-plane.md)."),
         rule_max_per_category: int = typer.Option(None, "--rule-max-per-category",
                                                   help="At most N items of one category per list; 0: no cap "
                                                        "(STREAMREC_RULE_MAX_PER_CATEGORY)."),
@@ -60,7 +63,7 @@ def register(app: typer.Typer) -> None:
 
         s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
                                       metrics_port=metrics_port, top_n=top_n, reranker=reranker,
-                                      batch_target_ms=batch_target_ms, catalog=catalog,
+                                      batch_target_ms=batch_target_ms, catalog=catalog, item_plane=item_plane,
                                       rule_max_per_category=rule_max_per_category,
                                       rule_max_per_brand=rule_max_per_brand,
                                       rule_exclude_categories=rule_exclude_categories,

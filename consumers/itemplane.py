@@ -1,0 +1,233 @@
+"""The item owners (docs/item-plane.md): ``streamrec items``, a consumer group of the item-deltas topic.
+
+Each owner process joins ``<group>.items`` on item-deltas; for every partition it is given it restores the
+exact statistics from the owners' changelog ``<group>.items.state`` (compacted, co-partitioned with
+item-deltas, one ``item_result`` record per item with all of its neighbours and, per events partition, the last
+source offset it applied), then seeks to the committed offset. It then turns:
+
+poll deltas → validate (a bad record goes to the DLQ with the worker's error headers) → apply to the
+partition's :class:`~models.serving.itemplane.ItemStats` (a delta whose source range starts at or before the
+range its item applied last is skipped: no increment counted twice) → every ``STREAMREC_ITEM_INTERVAL_MS``: one
+changelog record and one result (top ``STREAMREC_ITEM_NEIGHBOURS`` neighbours, trending score) per item changed,
+tombstones for items evicted, flushed and acknowledged, *then* the item-deltas offsets committed. So the
+changelog's last record of an item is its state as of at least the committed offsets, and what is redone after
+a crash is skipped by the per-item source offsets: a restarted owner comes back equal to the last delta applied.
+
+The loop is single-threaded and holds no Kafka object outside this module; rebalance callbacks only record
+changes (``consumers/rebalance.py``).
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from typing import Any
+
+from kafka import TopicPartition
+from kafka.errors import KafkaError
+from kafka.structs import OffsetAndMetadata
+
+from streamrec.consumers.decode import DeadLetter
+from streamrec.consumers.rebalance import RebalanceTracker
+from streamrec.consumers.reconnect import RECONNECT
+from streamrec.models.serving.itemplane import ItemStats
+from streamrec.models.timeunits import DAY_MS
+from streamrec.stream import clients
+from streamrec.stream.errors import BrokerError, DecodeError
+from streamrec.stream.itemdeltas import decode_delta, decode_result, encode_result
+from streamrec.stream.records import Record
+from streamrec.stream.settings import Settings
+
+__all__ = ["ItemOwner", "restore_items"]
+
+
+def restore_items(settings: Settings, partitions: set[int], stats: dict[int, ItemStats],
+                  timeout_s: float = 60.0) -> int:
+    """Replay the owners' changelog partitions into ``stats``; returns the records read."""
+    if not partitions:
+        return 0
+    topic = settings.item_state_topic()
+    consumer = clients.consumer(settings, group=None, max_poll_records=5000, fetch_max_wait_ms=10, **RECONNECT)
+    try:
+        tps = [TopicPartition(topic, p) for p in sorted(partitions)]
+        consumer.assign(tps)
+        consumer.seek_to_beginning(*tps)
+        end = consumer.end_offsets(tps)
+        count, deadline = 0, time.monotonic() + timeout_s
+        while any(consumer.position(tp) < end[tp] for tp in tps):
+            if time.monotonic() > deadline:
+                raise BrokerError(f"restoring {topic} partitions {sorted(partitions)} took over {timeout_s}s")
+            for tp, recs in consumer.poll(timeout_ms=100).items():
+                table = stats[tp.partition]
+                for r in recs:
+                    count += 1
+                    if r.value is None:
+                        table.remove((r.key or b"").decode("utf-8", "replace"))
+                        continue
+                    try:
+                        table.load(decode_result(r.value, r.key, settings.max_id_bytes))
+                    except DecodeError:
+                        continue   # a record we cannot read: that item starts fresh
+        return count
+    finally:
+        consumer.close()
+
+
+class ItemOwner:
+    def __init__(self, settings: Settings, log: Any, owner_id: str = "items",
+                 covisit_half_life_ms: int = 7 * DAY_MS, trending_half_life_ms: int = DAY_MS) -> None:
+        self.settings, self.log = settings, log.bind(component="item-owner", owner=owner_id)
+        self.topic = settings.item_deltas_topic
+        self.hl = (covisit_half_life_ms, trending_half_life_ms)
+        self.consumer = clients.consumer(settings, group=settings.item_group(), max_poll_records=5000,
+                                         client_id=f"{settings.client_id}-{owner_id}", session_timeout_ms=10000,
+                                         heartbeat_interval_ms=2000, **RECONNECT)
+        if not self.consumer.partitions_for_topic(self.topic):
+            self.consumer.close()
+            raise BrokerError(f"topic {self.topic!r} does not exist on {settings.bootstrap}; create it with "
+                              "`streamrec topics create`")
+        self.tracker = RebalanceTracker(self.topic)
+        self.consumer.subscribe([self.topic], listener=self.tracker)
+        self.producer = clients.producer(settings, linger_ms=20, **RECONNECT)
+        self.tables: dict[int, ItemStats] = {}
+        self.dirty: dict[int, set[str]] = {}
+        self.pending: dict[int, int] = {}
+        self._futures: list[Any] = []
+        self._last_commit = time.monotonic()
+        self.stop_event = threading.Event()
+        self.ready = False
+        self.n = dict.fromkeys(("deltas", "applied", "redone", "overlap", "dead_letters", "results", "restored",
+                                "commits"), 0)
+        self.result_bytes = 0
+
+    # --- running -----------------------------------------------------------------------------------
+    def run(self, idle_timeout_s: float | None = None) -> None:
+        last_input = time.monotonic()
+        try:
+            while not self.stop_event.is_set():
+                if self.step():
+                    last_input = time.monotonic()
+                elif idle_timeout_s is not None and time.monotonic() - last_input > idle_timeout_s:
+                    break
+            self.commit()
+        finally:
+            self.close()
+
+    def step(self) -> bool:
+        polled = self.consumer.poll(timeout_ms=50, max_records=5000)
+        restored = self._rebalance()
+        records = [Record.from_kafka(r) for recs in polled.values() for r in recs]
+        records = [r for r in records if r.partition in self.tables and r.partition not in restored]
+        if records:
+            self.apply(records)
+        if self.pending and time.monotonic() - self._last_commit >= self.settings.item_interval_ms / 1000:
+            self.commit()
+        return bool(records)
+
+    def apply(self, records: list[Record]) -> None:
+        max_id = self.settings.max_id_bytes
+        for rec in records:
+            self.n["deltas"] += 1
+            try:
+                if rec.value is None:
+                    raise ValueError("an item delta without a value")
+                delta = decode_delta(rec.value, rec.key, max_id)
+            except DecodeError as exc:
+                self._dead_letter(DeadLetter(rec, exc.error_type, str(exc)))
+            except (KeyError, ValueError, TypeError) as exc:
+                self._dead_letter(DeadLetter(rec, "invalid_record", f"{type(exc).__name__}: {exc}"))
+            else:
+                kind = self.tables[rec.partition].apply(delta)
+                self.n[kind] += 1
+                if kind == "applied":
+                    self.dirty.setdefault(rec.partition, set()).add(delta.item_id)
+            self.pending[rec.partition] = max(self.pending.get(rec.partition, -1), rec.offset)
+
+    def commit(self) -> None:
+        """Changelog and results of every item changed, acknowledged, then the offsets."""
+        self.write()
+        if self.pending:
+            self.consumer.commit({TopicPartition(self.topic, p): OffsetAndMetadata(o + 1, "", -1)
+                                  for p, o in self.pending.items()})
+            self.n["commits"] += 1
+        self.pending = {}
+        self._last_commit = time.monotonic()
+
+    def write(self) -> None:
+        """One changelog record and one result per item changed since the last call (tombstones for the evicted),
+        flushed and acknowledged (:class:`BrokerError` otherwise)."""
+        s, send = self.settings, self.producer.send
+        state_topic, k = s.item_state_topic(), s.item_neighbours
+        for p, items in self.dirty.items():
+            table = self.tables.get(p)
+            if table is None:
+                continue
+            for item in items:
+                full = table.record(item)
+                if full is None:       # evicted since
+                    continue
+                key = item.encode("utf-8", "surrogatepass")
+                self._futures.append(send(state_topic, key=key, value=encode_result(full), partition=p))
+                top = {**full, "sources": [], "neighbours": full["neighbours"][:k]}   # strongest first
+                value = encode_result(top)
+                self._futures.append(send(s.item_results_topic, key=key, value=value))
+                self.result_bytes += len(key) + len(value)
+                self.n["results"] += 1
+            for item in table.take_evicted():
+                key = item.encode("utf-8", "surrogatepass")
+                self._futures.append(send(state_topic, key=key, value=None, partition=p))
+                self._futures.append(send(s.item_results_topic, key=key, value=None))
+        self.dirty = {}
+        self.producer.flush()
+        futures, self._futures = self._futures, []
+        if any(f.failed() for f in futures):
+            raise BrokerError("an item result or changelog record was not acknowledged; offsets not committed")
+
+    # --- assignment --------------------------------------------------------------------------------
+    def _rebalance(self) -> set[int]:
+        if not self.tracker.changed:
+            return set()
+        assigned, lost = self.tracker.take_assignment()
+        owned = set(self.tables)
+        to_restore, to_drop = assigned - owned, (owned - assigned) | lost
+        for p in to_drop:
+            self.tables.pop(p, None)
+            self.dirty.pop(p, None)
+            self.pending.pop(p, None)
+        if to_restore:
+            started = time.monotonic()
+            for p in to_restore:
+                self.tables[p] = ItemStats(self.settings.item_neighbours, self.settings.item_max_items, *self.hl)
+            n = restore_items(self.settings, to_restore, self.tables, self.settings.restore_timeout_s)
+            self.n["restored"] += n
+            for p in to_restore:
+                tp = TopicPartition(self.topic, p)
+                committed = self.consumer.committed(tp)
+                if committed is None:
+                    self.consumer.seek_to_beginning(tp)
+                else:
+                    self.consumer.seek(tp, committed)
+            self.log.info("item partitions restored", partitions=sorted(to_restore), records=n,
+                          items=sum(len(self.tables[p]) for p in to_restore),
+                          seconds=round(time.monotonic() - started, 3))
+        self.ready = bool(self.tables)
+        return to_restore
+
+    def _dead_letter(self, dl: DeadLetter) -> None:
+        self.n["dead_letters"] += 1
+        rec = dl.record
+        self.log.warning("dead letter", topic=rec.topic, partition=rec.partition, offset=rec.offset,
+                         error_type=dl.error_type, error=dl.message[:200])
+        self._futures.append(self.producer.send(self.settings.dlq_topic, key=rec.key, value=rec.value,
+                                                headers=dl.headers()))
+
+    def stats(self) -> dict[str, Any]:
+        return {**self.n, "items": sum(len(t) for t in self.tables.values()), "partitions": sorted(self.tables),
+                "result_bytes": self.result_bytes}
+
+    def close(self) -> None:
+        for close in (lambda: self.producer.close(timeout=10), lambda: self.consumer.close(autocommit=False)):
+            try:
+                close()
+            except (KafkaError, OSError) as exc:
+                self.log.warning("closing an item owner client failed", error=str(exc))
