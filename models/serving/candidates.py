@@ -195,6 +195,14 @@ class CodeSpace:
     def item(self, code: int) -> str:
         return self._ids[code] if code < self.n_model else self._extra_ids[code - self.n_model]
 
+    def items(self, codes: Sequence[int]) -> list[str]:
+        """The item of every code (:meth:`item` for a whole list of codes)."""
+        ids, n = self._ids, self.n_model
+        if not self._extra_ids:
+            return [ids[c] for c in codes]
+        extra = self._extra_ids
+        return [ids[c] if c < n else extra[c - n] for c in codes]
+
 
 def normalise(scores: np.ndarray, rows: np.ndarray, method: str = "max") -> np.ndarray:
     """Normalise a source's scores per row; ``rows`` is grouped (contiguous) and each row best first."""

@@ -193,9 +193,8 @@ def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space
         sel = np.concatenate([sel[~short[batch.rows[sel]]], redo])
         sel = sel[np.argsort(batch.rows[sel], kind="stable")]
         counts = np.bincount(batch.rows[sel], minlength=n_rows)
-    codes, vals, prim = batch.codes[sel].tolist(), scores[sel].tolist(), primary[sel].tolist()
-    item = space.item
-    items = [RecItem(item(c), v, sources[p], sources[p]) for c, v, p in zip(codes, vals, prim, strict=True)]
+    names = [sources[p] for p in primary[sel].tolist()]
+    items = list(map(RecItem, space.items(batch.codes[sel].tolist()), scores[sel].tolist(), names, names))
     bounds = np.r_[0, np.cumsum(counts)].tolist()
     return [items[bounds[r]:bounds[r + 1]] for r in range(n_rows)]
 

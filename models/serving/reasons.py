@@ -23,7 +23,6 @@ chosen items per user, never for the hundreds of candidates.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import replace
 
 from streamrec.models.serving.contract import Request
 from streamrec.models.serving.ranking import RecItem
@@ -57,9 +56,11 @@ def explain_lists(request: Request, lists: list[list[RecItem]],
     for name, where in wanted.items():
         reasons = explain[name](request, [r for r, _ in where], [lists[r][k].item_id for r, k in where])
         for (r, k), reason in zip(where, reasons, strict=True):
-            out[r][k] = replace(out[r][k], reason=reason)
+            it = out[r][k]
+            if reason != it.reason:
+                out[r][k] = RecItem(it.item_id, it.score, it.source, reason)
     for items in out:
         for k, it in enumerate(items):
             if not it.reason:
-                items[k] = replace(it, reason=it.source)
+                items[k] = RecItem(it.item_id, it.score, it.source, it.source)
     return out

@@ -96,6 +96,8 @@ class CovisitSource(Plugin):
                  max_items: int = 100_000, half_life_ms: int = 7 * DAY_MS) -> None:
         self.k, self.n_seeds = k, seeds
         self.table = CoVisitation(window, max_neighbors, max_items, half_life_ms)
+        #: the last request's seeds per row, for :meth:`explain` (only the last request's are kept)
+        self._last: tuple[Request | None, dict[int, tuple[list[str], list[float]]]] = (None, {})
 
     def learn(self, event: Event, item: str, strength: float, state: UserState, position: int) -> None:
         self.table.update(state.recent_items, item, strength, event.timestamp_ms)
@@ -105,8 +107,10 @@ class CovisitSource(Plugin):
         values: list[float] = []
         lengths: list[int] = []
         table, n_seeds = self.table, self.n_seeds
-        for st in request.states:
-            acc = table.scores(*seeds(st, n_seeds)) if st is not None and st.recent_items else {}
+        memo: dict[int, tuple[list[str], list[float]]] = {}
+        self._last = (request, memo)
+        for r, st in enumerate(request.states):
+            acc = table.scores(*memo.setdefault(r, seeds(st, n_seeds))) if st is not None and st.recent_items else {}
             items.extend(acc)
             values.extend(acc.values())
             lengths.append(len(acc))
@@ -125,11 +129,15 @@ class CovisitSource(Plugin):
         """``covisit:<seed>`` per chosen (row, item): the seed with the largest weighted co-visitation."""
         out: list[str] = []
         nb = self.table._nb
+        last, memo = self._last
+        if last is not request:
+            memo = {}
         for r, item in zip(rows, items, strict=True):
             st = request.states[r]
             best, best_w = "", 0.0
             if st is not None:
-                for seed, w in zip(*seeds(st, self.n_seeds), strict=True):
+                own = memo.get(r)
+                for seed, w in zip(*(own if own is not None else seeds(st, self.n_seeds)), strict=True):
                     row = nb.get(seed)
                     v = w * row.get(item, 0.0) if row else 0.0
                     if v > best_w:

@@ -27,12 +27,13 @@ FIXTURE = Path(__file__).resolve().parents[1] / "fixtures" / "engine_lists.json.
 USERS, ITEMS, EVENTS, BATCH, START_MS = 300, 3000, 4000, 400, 1_700_000_000_000
 
 CONFIGS: dict[str, dict[str, Any]] = {
-    "worker": {"reranker": True, "drift_detector": "adwin"},
+    "worker": {"reranker": True, "drift_detector": "adwin", "filter_seen": "purchased"},
     "every_source": {"sources": ("ann", "covisit", "session_knn", "recent", "content", "trending", "cold_start"),
                      "rule_max_per_brand": 4, "rule_max_per_category": 6, "rule_exclude_categories": ("toys",),
-                     "catalog": True},
+                     "filter_seen": "purchased", "catalog": True},
     "mmr_explore": {"diversity": "mmr", "filter_seen": "all", "explore_slots": 2, "normalise": "rank"},
     "no_model": {"model": False, "diversity": "none", "filter_seen": "none", "k_trending": 5},
+    "category_cap": {"diversity": "category", "max_category_share": 0.2, "filter_seen": "all", "k_ann": 100},
 }
 STATS = ("events_applied", "duplicates_event_id", "evaluated", "hits_at_10", "hits_at_20", "lists")
 
