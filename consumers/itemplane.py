@@ -33,12 +33,12 @@ from streamrec.consumers.reconnect import RECONNECT
 from streamrec.models.serving.itemplane import ItemStats
 from streamrec.models.timeunits import DAY_MS
 from streamrec.stream import clients
-from streamrec.stream.errors import BrokerError, DecodeError
+from streamrec.stream.errors import BrokerError, DecodeError, StreamrecError
 from streamrec.stream.itemdeltas import decode_delta, decode_result, encode_result
 from streamrec.stream.records import Record
 from streamrec.stream.settings import Settings
 
-__all__ = ["ItemOwner", "restore_items"]
+__all__ = ["ItemOwner", "OwnerThread", "restore_items"]
 
 
 def restore_items(settings: Settings, partitions: set[int], stats: dict[int, ItemStats],
@@ -102,16 +102,29 @@ class ItemOwner:
 
     # --- running -----------------------------------------------------------------------------------
     def run(self, idle_timeout_s: float | None = None) -> None:
+        """Turn until ``stop_event`` (or ``idle_timeout_s`` without input), then commit and close. A broker error
+        is logged and recovered from (state restored again from the changelog, offsets rewound)."""
         last_input = time.monotonic()
         try:
             while not self.stop_event.is_set():
-                if self.step():
-                    last_input = time.monotonic()
-                elif idle_timeout_s is not None and time.monotonic() - last_input > idle_timeout_s:
-                    break
+                try:
+                    if self.step():
+                        last_input = time.monotonic()
+                    elif idle_timeout_s is not None and time.monotonic() - last_input > idle_timeout_s:
+                        break
+                except (KafkaError, StreamrecError) as exc:
+                    self.recover(exc)
             self.commit()
         finally:
             self.close()
+
+    def recover(self, exc: Exception) -> None:
+        """A step failed: forget what was not committed, restore the owned partitions again."""
+        self.log.error("item owner step failed; restoring from the changelog", error=f"{type(exc).__name__}: {exc}")
+        owned = set(self.tables)
+        self.tables, self.dirty, self.pending, self._futures = {}, {}, {}, []
+        self.stop_event.wait(0.5)
+        self._restore(owned)
 
     def step(self) -> bool:
         polled = self.consumer.poll(timeout_ms=50, max_records=5000)
@@ -195,6 +208,12 @@ class ItemOwner:
             self.dirty.pop(p, None)
             self.pending.pop(p, None)
         if to_restore:
+            self._restore(to_restore)
+        self.ready = bool(self.tables)
+        return to_restore
+
+    def _restore(self, to_restore: set[int]) -> None:
+        if to_restore:
             started = time.monotonic()
             for p in to_restore:
                 self.tables[p] = ItemStats(self.settings.item_neighbours, self.settings.item_max_items, *self.hl)
@@ -210,8 +229,6 @@ class ItemOwner:
             self.log.info("item partitions restored", partitions=sorted(to_restore), records=n,
                           items=sum(len(self.tables[p]) for p in to_restore),
                           seconds=round(time.monotonic() - started, 3))
-        self.ready = bool(self.tables)
-        return to_restore
 
     def _dead_letter(self, dl: DeadLetter) -> None:
         self.n["dead_letters"] += 1
@@ -231,3 +248,34 @@ class ItemOwner:
                 close()
             except (KafkaError, OSError) as exc:
                 self.log.warning("closing an item owner client failed", error=str(exc))
+
+
+class OwnerThread:
+    """An :class:`ItemOwner` on a daemon thread of a worker process (``STREAMREC_ITEM_OWNER``, the default with
+    the plane on): the worker process is also a member of ``<group>.items``."""
+
+    def __init__(self, settings: Settings, log: Any, owner_id: str, covisit_half_life_ms: int = 7 * DAY_MS,
+                 trending_half_life_ms: int = DAY_MS) -> None:
+        self.owner = ItemOwner(settings, log, owner_id, covisit_half_life_ms, trending_half_life_ms)
+        self.error: BaseException | None = None
+        self.thread = threading.Thread(target=self._run, name="item-owner", daemon=True)
+
+    def start(self) -> OwnerThread:
+        self.thread.start()
+        return self
+
+    def _run(self) -> None:
+        try:
+            self.owner.run()
+        except BaseException as exc:  # noqa: BLE001 - logged; the worker's /healthz reports it
+            self.error = exc
+            self.owner.log.error("item owner stopped", error=f"{type(exc).__name__}: {exc}")
+
+    def health_problem(self) -> str | None:
+        if self.thread.is_alive() or self.owner.stop_event.is_set():
+            return None
+        return f"the item owner thread stopped: {self.error}"
+
+    def stop(self) -> None:
+        self.owner.stop_event.set()
+        self.thread.join(30)

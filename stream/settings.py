@@ -88,6 +88,8 @@ class Settings:
     items_partitions: int = 1
     # --- the item plane (docs/item-plane.md; consumers/itemplane.py, `streamrec items`) ---------------
     item_plane: bool = False             # covisit / trending learnt from every worker through Kafka (see docs)
+    item_owner: bool = True              # with the plane on, the worker process also owns item partitions (a
+                                         # thread in <group>.items); off: run `streamrec items` processes
     item_deltas_topic: str = "item-deltas"     # workers' increments, keyed and partitioned by item
     item_results_topic: str = "item-results"   # owners' results (compacted): top neighbours, trending score
     item_partitions: int = 6             # partitions of item-deltas (and of the owners' changelog, item-results)

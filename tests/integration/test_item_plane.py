@@ -72,8 +72,7 @@ def _users_on(partitions: set[int], n: int, prefix: str) -> list[str]:
 
 
 def test_a_covisitation_learnt_on_one_worker_reaches_the_other_workers_users(kafka: Settings) -> None:
-    s = _plane(kafka)
-    owner = OwnerThread(s)
+    s = _plane(kafka)     # the item owners are threads of the two worker processes (STREAMREC_ITEM_OWNER)
     w1, w2 = ThreadWorker(s.replace(worker_id="w1"), model_sync=False), None
     sub = Subscriber(s)
     try:
@@ -113,7 +112,6 @@ def test_a_covisitation_learnt_on_one_worker_reaches_the_other_workers_users(kaf
         w1.stop()
         if w2 is not None:
             w2.stop()
-        owner.stop()
 
 
 def _send(s: Settings, deltas: list[ItemDelta]) -> None:
@@ -138,7 +136,7 @@ def _state(owner: ItemOwner) -> dict[str, Any]:
 
 
 def test_a_restarted_owner_comes_back_equal_and_counts_nothing_twice(kafka: Settings) -> None:
-    s = _plane(kafka, item_interval_ms=600_000)     # commits only when the test says so
+    s = _plane(kafka, item_interval_ms=600_000, item_owner=False)     # commits only when the test says so
     a = ItemOwner(s, LOG, "a")
     _steps(a, lambda: a.ready and len(a.tables) == 3)
     d1 = [ItemDelta("a", T0, (("b", 1.0),), 1.0, 0, 0, 9), ItemDelta("b", T0, (("a", 1.0),), 1.0, 0, 0, 9)]
@@ -173,7 +171,7 @@ def test_a_restarted_owner_comes_back_equal_and_counts_nothing_twice(kafka: Sett
 
 
 def test_exactly_once_workers_put_each_delta_on_the_topic_once(kafka: Settings) -> None:
-    s = _plane(kafka, guarantee="exactly-once")
+    s = _plane(kafka, guarantee="exactly-once", item_owner=False)   # a separate owner, as `streamrec items` runs
     owner = OwnerThread(s)
     w = ThreadWorker(s.replace(worker_id="eos-1"), model_sync=False)
     try:
