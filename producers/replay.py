@@ -23,8 +23,10 @@ from __future__ import annotations
 
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
+from typing import Any
 
 from kafka import KafkaProducer
 from kafka.admin import ConfigResource, ConfigResourceType
@@ -205,7 +207,9 @@ def _retriable(exc: BaseException) -> bool:
 
 
 class _Sender:
-    """The producer and the records it failed to deliver (collected by errbacks on the sender thread)."""
+    """The producer and the records it failed to deliver: each send's future waits in ``pending`` (send
+    order) and :meth:`collect` takes the resolved ones off the front, keeping the failures (a scan every few
+    hundred sends costs less than an errback per record)."""
 
     def __init__(self, settings: Settings, producer: KafkaProducer | None, topic: str,
                  partition_of: KeyPartitioner) -> None:
@@ -213,7 +217,7 @@ class _Sender:
         self.own = producer is None
         self.prod = producer or clients.producer(settings)
         self.codec = codec_for("event")
-        self.lock = threading.Lock()
+        self.pending: deque[tuple[Any, int, Event]] = deque()
         self.failures: list[tuple[int, Event, BaseException]] = []
         self.refused: list[NotSent] = []
         self.failed: list[NotSent] = []
@@ -228,15 +232,22 @@ class _Sender:
         except KafkaError as exc:
             self.failure(number, ev, exc)
             return
-        future.add_errback(self.failure, number, ev)
+        self.pending.append((future, number, ev))
 
     def failure(self, number: int, ev: Event, exc: BaseException) -> None:
-        with self.lock:
-            self.failures.append((number, ev, exc))
+        self.failures.append((number, ev, exc))
+
+    def collect(self) -> None:
+        """Take the resolved sends off the front of ``pending``; a failed one joins ``failures``."""
+        pending, failures = self.pending, self.failures
+        while pending and pending[0][0].is_done:
+            future, number, ev = pending.popleft()
+            if future.exception is not None:
+                failures.append((number, ev, future.exception))
 
     def _take(self) -> list[tuple[int, Event, BaseException]]:
-        with self.lock:
-            taken, self.failures = self.failures, []
+        self.collect()
+        taken, self.failures = self.failures, []
         return sorted(taken, key=lambda f: f[0])
 
     def refuse(self, number: int, ev: Event, reason: str) -> NotSent:
@@ -253,10 +264,11 @@ class _Sender:
 
     def flush(self) -> None:
         """``flush`` that outlasts kafka-python's own hiccups: after a batch was split or aborted it can
-        raise although the batches completed (their futures, and so the errbacks, still resolve)."""
+        raise although the batches completed (their futures still resolve). Every send is resolved after it."""
         for _ in range(50):
             try:
                 self.prod.flush()
+                self.collect()
                 return
             except KafkaError as exc:
                 error = exc
@@ -347,7 +359,7 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
     check = SizeCheck.for_producer(out.prod, max_message_bytes or info.max_message_bytes)
     # the hot loop binds what it calls (a send is ~30 us of kafka-python; these lookups would add a tenth)
     encode_value, partition_of, on_failure, refuse = out.codec.encode, out.partition_of, out.failure, out.refuse
-    produce = out.prod.send
+    produce, pending = out.prod.send, out.pending.append
     handed, last_id, interrupted, stopped = 0, None, False, False
     first_ts: int | None = None
     start = time.perf_counter()
@@ -374,10 +386,12 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
             if sent_at is not None:
                 sent_at[ev.event_id] = time.time() * 1000
             try:
-                produce(topic, key=key, value=value, partition=partition_of(key)).add_errback(on_failure, handed, ev)
+                pending((produce(topic, key=key, value=value, partition=partition_of(key)), handed, ev))
             except KafkaError as exc:
                 on_failure(handed, ev, exc)
             last_id = ev.event_id
+            if handed % 256 == 0:
+                out.collect()
             if out.failures:  # the broker refused something: settle before going on, so order is kept
                 if not out.settle():
                     stopped = True

@@ -20,12 +20,15 @@ def register(app: typer.Typer) -> None:
                      seed: int = typer.Option(0, "--seed"),
                      yardstick: bool = typer.Option(True, "--yardstick/--no-yardstick",
                                                     help="Also time a plain kafka-python producer of the same "
-                                                         "pre-encoded records (ceiling_events_per_s).")) -> None:
+                                                         "pre-encoded records (ceiling_events_per_s)."),
+                     rounds: int = typer.Option(3, "--rounds", min=1,
+                                                help="Alternated rounds of the plain producer and the replay; "
+                                                     "the figures are medians.")) -> None:
         """Events/s produced (idempotent, compressed, keyed) and read back (decoded) through the broker,
         beside a plain kafka-python producer of the same pre-encoded records (the yardstick)."""
         from streamrec.bench import replay
 
-        write_json(replay.run(ctx.obj, events, seed, yardstick=yardstick), json_path)
+        write_json(replay.run(ctx.obj, events, seed, yardstick=yardstick, rounds=rounds), json_path)
 
     @bench.command("produce")
     def bench_produce(ctx: typer.Context,
