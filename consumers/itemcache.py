@@ -153,8 +153,7 @@ class ItemCacheFollower:
             if rec is None:
                 cache.remove(item)
             else:
-                cache.put(item, rec["ts"], [(n["item_id"], n["weight"]) for n in rec["neighbours"]],
-                          rec["trending"])
+                cache.put(item, rec["ts"], zip(rec["neighbours"], rec["weights"], strict=True), rec["trending"])
         if queued:
             self.last_applied_at = time.time()
 

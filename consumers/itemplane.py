@@ -181,7 +181,7 @@ class ItemOwner:
                     continue
                 key = item.encode("utf-8", "surrogatepass")
                 self._futures.append(send(state_topic, key=key, value=encode_result(full), partition=p))
-                top = {**full, "sources": [], "neighbours": full["neighbours"][:k]}   # strongest first
+                top = {**full, "sources": [], "neighbours": full["neighbours"][:k], "weights": full["weights"][:k]}
                 value = encode_result(top)
                 self._futures.append(send(s.item_results_topic, key=key, value=value))
                 self.result_bytes += len(key) + len(value)

@@ -34,7 +34,7 @@ _MAX_TS = 1 << 50
 
 def delta_to_record(d: ItemDelta) -> dict[str, Any]:
     return {"item_id": d.item_id, "ts": d.ts_ms, "trending": d.trending,
-            "neighbours": [{"item_id": j, "weight": w} for j, w in d.neighbours],
+            "neighbours": [j for j, _ in d.neighbours], "weights": [w for _, w in d.neighbours],
             "source_partition": d.source_partition, "source_first": d.source_first, "source_last": d.source_last}
 
 
@@ -66,7 +66,7 @@ def decode_delta(value: bytes, key: bytes | None = None, max_id_bytes: int = 256
     if rec["source_partition"] < 0 or not 0 <= rec["source_first"] <= rec["source_last"]:
         raise InvalidRecordError(f"source {rec['source_partition']}:{rec['source_first']}..{rec['source_last']} "
                                  f"of {item!r} is not a partition and an offset range")
-    return ItemDelta(item, rec["ts"], tuple((n["item_id"], float(n["weight"])) for n in rec["neighbours"]),
+    return ItemDelta(item, rec["ts"], tuple(zip(rec["neighbours"], map(float, rec["weights"]), strict=True)),
                      float(rec["trending"]), rec["source_partition"], rec["source_first"], rec["source_last"])
 
 
@@ -85,10 +85,14 @@ def _check(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> str:
         raise InvalidRecordError(f"key {key[:64]!r} is not the item id {item[:64]!r}")
     if not 0 <= rec["ts"] < _MAX_TS:
         raise InvalidRecordError(f"ts {rec['ts']} of {item!r} is out of range")
-    if len(rec["neighbours"]) > MAX_NEIGHBOURS:
-        raise InvalidRecordError(f"{item!r} has {len(rec['neighbours'])} neighbours (at most {MAX_NEIGHBOURS})")
-    for n in rec["neighbours"]:
-        _id(n["item_id"], f"a neighbour of {item!r}", max_id_bytes)
-        _weight(n["weight"], "neighbour weight", item)
+    nb, weights = rec["neighbours"], rec["weights"]
+    if len(nb) > MAX_NEIGHBOURS or len(weights) != len(nb):
+        raise InvalidRecordError(f"{item!r} has {len(nb)} neighbours and {len(weights)} weights (one weight per "
+                                 f"neighbour, at most {MAX_NEIGHBOURS})")
+    for j in nb:
+        _id(j, f"a neighbour of {item!r}", max_id_bytes)
+    for w in weights:
+        if not 0.0 <= w < math.inf:
+            _weight(w, "neighbour weight", item)
     _weight(rec["trending"], "trending", item)
     return item

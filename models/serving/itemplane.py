@@ -246,13 +246,14 @@ class ItemStats:
         row = self._rows.get(item)
         if row is None:
             return None
-        return {"item_id": item, "ts": row.ts, "trending": row.trending,
-                "neighbours": [{"item_id": j, "weight": w} for j, w in self.neighbours(item, k)],
+        top = self.neighbours(item, k)
+        return {"item_id": item, "ts": row.ts, "trending": row.trending, "neighbours": [j for j, _ in top],
+                "weights": [w for _, w in top],
                 "sources": [{"partition": p, "offset": o} for p, o in sorted(row.applied.items())]}
 
     def load(self, rec: dict[str, Any]) -> None:
         """Install an item from its record (a changelog restore; the newest record of an item wins)."""
-        row = _Stat(int(rec["ts"]), {n["item_id"]: float(n["weight"]) for n in rec["neighbours"]},
+        row = _Stat(int(rec["ts"]), dict(zip(rec["neighbours"], map(float, rec["weights"]), strict=True)),
                     float(rec["trending"]), {int(s["partition"]): int(s["offset"]) for s in rec["sources"]})
         self._rows[rec["item_id"]] = row
         self._rows.move_to_end(rec["item_id"])
@@ -298,7 +299,7 @@ class ItemCache:
     def __contains__(self, item: object) -> bool:
         return item in self._rows
 
-    def put(self, item: str, ts_ms: int, neighbours: Sequence[tuple[str, float]], trending: float) -> None:
+    def put(self, item: str, ts_ms: int, neighbours: Iterable[tuple[str, float]], trending: float) -> None:
         if item not in self._rows and len(self._rows) >= self.max_items:
             old, _ = self._rows.popitem(last=False)
             self._trend.pop(old, None)

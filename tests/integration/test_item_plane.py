@@ -5,6 +5,7 @@ and counts nothing twice; exactly-once workers put each delta on item-deltas onc
 
 from __future__ import annotations
 
+import os
 import threading
 import time
 import uuid
@@ -14,13 +15,14 @@ from typing import Any
 import structlog
 
 from streamrec.consumers.itemplane import ItemOwner
+from streamrec.consumers.worker import Worker
 from streamrec.e2e import Subscriber
 from streamrec.models.events import Event, EventType
 from streamrec.models.serving.itemplane import ItemDelta
 from streamrec.producers.replay import replay
 from streamrec.sharding import partition_of
 from streamrec.stream import clients
-from streamrec.stream.itemdeltas import decode_delta, encode_delta
+from streamrec.stream.itemdeltas import decode_delta, encode_delta, encode_result
 from streamrec.stream.settings import Settings
 from streamrec.stream.topics import ensure_topics, topic_specs
 from tests.integration.workers import T0, ThreadWorker, read_all, wait_until
@@ -78,6 +80,8 @@ def test_a_covisitation_learnt_on_one_worker_reaches_the_other_workers_users(kaf
     try:
         w2 = ThreadWorker(s.replace(worker_id="w2"), model_sync=False)
         assert wait_until(lambda: len(w1.worker.loop.owned) == 3 and len(w2.worker.loop.owned) == 3, 60)
+        owners = [w.worker.item_owner.owner for w in (w1, w2) if w.worker.item_owner is not None]
+        assert wait_until(lambda: sum(len(o.tables) for o in owners) == 3 and all(o.tables for o in owners), 60)
         sub.start()
         sub.ready.wait(10)
         first, other = w1.worker.loop.owned, w2.worker.loop.owned
@@ -86,19 +90,29 @@ def test_a_covisitation_learnt_on_one_worker_reaches_the_other_workers_users(kaf
         replay([Event(f"{u}-{k}", u, item, EventType.CLICK, T0 + 10 * j + k)
                 for j, u in enumerate(learners) for k, item in enumerate(("x", "y"))], s)
         # the reader clicks x again and again: its list holds y once the item plane brought x-y from worker 1
-        found, k = None, 0
-        deadline = time.monotonic() + 20
-        while found is None and time.monotonic() < deadline:
-            replay([Event(f"r-{k}", reader, "x", EventType.CLICK, T0 + 1000 + k)], s)
-            k += 1
-            time.sleep(0.05)
-            found = next((a for a in sub.snapshot() if a.user_id == reader
-                          and "y" in [i["item_id"] for i in a.value["items"]]), None)
+        found, k, cached_ms = None, 0, None
+        cache = w2.worker.engine.item_plane.cache
+        producer = clients.producer(s)
+        try:
+            deadline = time.monotonic() + 20
+            while found is None and time.monotonic() < deadline:
+                replay([Event(f"r-{k}", reader, "x", EventType.CLICK, T0 + 1000 + k)], s, producer=producer)
+                k += 1
+                until = time.monotonic() + 0.05
+                while time.monotonic() < until:
+                    if cached_ms is None and "y" in (cache.row("x") or {}):
+                        cached_ms = time.time() * 1000
+                    time.sleep(0.005)
+                found = next((a for a in sub.snapshot() if a.user_id == reader
+                              and "y" in [i["item_id"] for i in a.value["items"]]), None)
+        finally:
+            producer.close()
         assert found is not None, "y never reached the lists of worker 2's user"
         y = next(i for i in found.value["items"] if i["item_id"] == "y")
         assert (y["source"], y["reason"]) == ("covisit", "covisit:x")
         print(f"\nfreshness: {found.value['emitted_at'] - sent_ms:.0f} ms from the learners' events to the other "
-              f"worker's list ({k} reader events)")
+              f"worker's list ({k} reader events); in its item cache after "
+              f"{(cached_ms or 0) - sent_ms:.0f} ms")
         # worker 2 never saw x-y itself: it came from the cache, learnt from worker 1's users
         assert "y" not in dict(w2.worker.engine.covisit.neighbors("x"))
         assert "y" in (w2.worker.engine.item_plane.cache.row("x") or {})
@@ -148,7 +162,7 @@ def test_a_restarted_owner_comes_back_equal_and_counts_nothing_twice(kafka: Sett
     _steps(a, lambda: a.n["deltas"] == 4)
     assert (a.n["applied"], a.n["redone"]) == (3, 1)
     before = _state(a)
-    assert {n["item_id"] for n in before["a"]["neighbours"]} == {"b", "c"}
+    assert set(before["a"]["neighbours"]) == {"b", "c"}
     a.write()          # changelog and results flushed: a crash now, before the offsets are committed
     a.close()
     b = ItemOwner(s, LOG, "b")
@@ -166,7 +180,8 @@ def test_a_restarted_owner_comes_back_equal_and_counts_nothing_twice(kafka: Sett
     c.commit()
     c.close()
     results = {r.key.decode(): v for r, v in read_all(s, s.item_results_topic, "item_result")}
-    assert results["a"]["neighbours"] == after["a"]["neighbours"] and results["a"]["sources"] == []
+    assert results["a"]["neighbours"] == after["a"]["neighbours"] and results["a"]["weights"] == after["a"]["weights"]
+    assert results["a"]["sources"] == []
     assert results["b"]["trending"] == after["b"]["trending"]
 
 
@@ -188,3 +203,33 @@ def test_exactly_once_workers_put_each_delta_on_the_topic_once(kafka: Settings) 
     seen = Counter((d.item_id, d.source_partition, d.source_first) for d in deltas)
     assert deltas and max(seen.values()) == 1
     assert owner.owner.n["redone"] == 0 and owner.owner.n["overlap"] == 0
+
+
+def test_a_starting_worker_rebuilds_its_item_cache_before_it_serves(kafka: Settings) -> None:
+    """100,000 items with 20 neighbours each on item-results: the worker holds all of them when its constructor
+    returns (before its loop polls a single event); the rebuild time is printed."""
+    n, k = int(os.environ.get("STREAMREC_TEST_ITEM_CACHE_ITEMS", "100000")), 20
+    s = _plane(kafka, item_owner=False)
+    producer = clients.producer(s, linger_ms=50)
+    try:
+        started = time.monotonic()
+        for i in range(n):
+            rec = {"item_id": f"item-{i}", "ts": T0 + i, "trending": float(i % 97),
+                   "neighbours": [f"item-{(i * 7 + j) % n}" for j in range(k)],
+                   "weights": [1.0 / (1 + j) for j in range(k)], "sources": []}
+            producer.send(s.item_results_topic, key=rec["item_id"].encode(), value=encode_result(rec))
+        producer.flush()
+        produced_s = time.monotonic() - started
+    finally:
+        producer.close()
+    result_bytes = sum(len(r.value) for r, _ in read_all(s, s.item_results_topic, None)[:1000]) / 1000
+    worker = Worker(s.replace(worker_id="cache-1"), model_sync=False)
+    try:
+        assert worker.items is not None and worker.items.load_seconds is not None
+        cache = worker.engine.item_plane.cache
+        assert len(cache) == n and not worker.ready          # all of it, and no partition served yet
+        assert cache.row(f"item-{n - 1}") is not None and len(cache.row(f"item-{n - 1}") or {}) == k
+        print(f"\nitem cache rebuilt: {n} items x {k} neighbours in {worker.items.load_seconds:.2f} s "
+              f"({result_bytes:.0f} bytes per result record; produced in {produced_s:.1f} s)")
+    finally:
+        worker.close()

@@ -67,7 +67,7 @@ def test_deltas_through_an_owner_equal_the_local_tables() -> None:
             rec = stats.record(item)
             assert rec is not None
             f_c, f_t = 2.0 ** ((rec["ts"] - now) / HL_C), 2.0 ** ((rec["ts"] - now) / HL_T)
-            got = {n["item_id"]: n["weight"] * f_c for n in rec["neighbours"]}
+            got = {j: w * f_c for j, w in zip(rec["neighbours"], rec["weights"], strict=True)}
             want = dict(cv.neighbors(item))
             assert got.keys() == want.keys()
             assert np.allclose([got[j] for j in want], list(want.values()), rtol=1e-9)
