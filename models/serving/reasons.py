@@ -48,19 +48,21 @@ def explain_lists(request: Request, lists: list[list[RecItem]],
                   explain: Mapping[str, Explainer]) -> list[list[RecItem]]:
     """``lists`` with every item's reason: the evidence of sources that explain, else the source's name."""
     wanted: dict[str, list[tuple[int, int]]] = {}
-    for r, items in enumerate(lists):
-        for k, it in enumerate(items):
-            if it.source in explain:
-                wanted.setdefault(it.source, []).append((r, k))
-    out = [list(items) for items in lists]
+    out: list[list[RecItem]] = []
+    for r, items in enumerate(lists):              # one pass: who explains what, and the plain reasons
+        row = list(items)
+        for k, it in enumerate(row):
+            src = it.source
+            if src in explain:
+                wanted.setdefault(src, []).append((r, k))
+            elif not it.reason:
+                row[k] = RecItem(it.item_id, it.score, src, src)
+        out.append(row)
     for name, where in wanted.items():
-        reasons = explain[name](request, [r for r, _ in where], [lists[r][k].item_id for r, k in where])
+        reasons = explain[name](request, [r for r, _ in where], [out[r][k].item_id for r, k in where])
         for (r, k), reason in zip(where, reasons, strict=True):
             it = out[r][k]
+            reason = reason or it.source
             if reason != it.reason:
                 out[r][k] = RecItem(it.item_id, it.score, it.source, reason)
-    for items in out:
-        for k, it in enumerate(items):
-            if not it.reason:
-                items[k] = RecItem(it.item_id, it.score, it.source, it.source)
     return out
