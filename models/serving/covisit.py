@@ -107,22 +107,26 @@ class CoVisitation:
                 self._nb.move_to_end(item)
             return
         g = strength * self._growth(ts_ms)
-        row_j = self._row(item)
-        self._nb.move_to_end(item)
+        nb, hi = self._nb, self._hi
+        row_j = nb.get(item)
+        if row_j is None:
+            row_j = self._row(item)
+        nb.move_to_end(item)
         done: list[str] = []
+        get_j = row_j.get
         for dist, i in enumerate(previous[:self.window], 1):
             if i == item or i in done:
                 continue
             done.append(i)
             w = g / dist
-            row_j[i] = row_j.get(i, 0.0) + w
-            row_i = self._nb.get(i)
+            row_j[i] = get_j(i, 0.0) + w
+            row_i = nb.get(i)
             if row_i is None:
                 row_i = self._row(i)
             row_i[item] = row_i.get(item, 0.0) + w
-            if len(row_i) > self._hi:
+            if len(row_i) > hi:
                 self._prune(i, row_i)
-        if len(row_j) > self._hi:
+        if len(row_j) > hi:
             self._prune(item, row_j)
 
     def _scale(self) -> float:

@@ -111,7 +111,7 @@ class UserState:
                 event_id: str = "", offset: int = -1) -> None:
         """Apply one event (the caller has already deduplicated it)."""
         cap = limits.recent
-        self.recent_items = (item_id, *self.recent_items[:cap - 1])
+        self.recent_items = (item_id,) + self.recent_items[:cap - 1]
         self.recent_meta = _PACK(ts_ms, type_index, strength) + self.recent_meta[:META_SIZE * (cap - 1)]
         seen = self.seen
         if item_id in seen:
