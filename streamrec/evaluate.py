@@ -543,6 +543,12 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
         "targets_of_users_unseen_in_warmup": round(unseen / len(later), 4) if later else 0.0,
         "wall_s": round(time.perf_counter() - started, 1),
     }
+    full = next((p for p in policies if isinstance(p, FullSystemPolicy) and p.name == "full"), None)
+    if full is not None and full._engine is not None:
+        st = full.engine.stats()
+        extra["full_engine_stats"] = {k: st[k] for k in (
+            "filter_seen_effective", "repurchase_rate", "repurchase_events", "reranker_active", "reranker_pairs",
+            "reranker_recent_auc", "blend_recent_auc") if k in st}
     if opts.workers:
         from streamrec.evaluate_shards import scale_out
 
@@ -557,8 +563,9 @@ def describe_policy(cfg: EvalConfig, engine: dict[str, Any]) -> dict[str, Any]:
                 f"filter_seen=all and seen_cap={engine.get('seen_cap', 'n/a')} (the longest history)")
     else:
         text = ("e-commerce policy: clicks, carts and purchases are targets, views are learned only; "
-                "nothing is excluded (re-clicking an item is normal); full keeps the engine's own filter "
-                "(purchased items)")
+                "nothing is excluded (re-clicking an item is normal); full keeps the engine's own policy "
+                "(filter_seen=auto: purchased items may come back while the users who bought return to "
+                "them, models/serving/repurchase.py; the decision and the rate are in full_engine_stats)")
     return {"name": "movielens" if cfg.exclude == "seen" else "ecommerce", "targets": cfg.targets.describe(),
             "exclude": cfg.exclude, "text": text}
 

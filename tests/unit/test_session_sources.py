@@ -157,7 +157,7 @@ def test_recent_items_capped_and_off_when_everything_seen_is_blocked() -> None:
 
 def test_engine_lists_name_the_new_sources_and_never_return_a_purchase() -> None:
     cfg = EngineConfig(sources=("covisit", "session_knn", "recent", "trending"), diversity="none",
-                       trending_refresh_events=1, covisit_window=1, covisit_seeds=1)
+                       trending_refresh_events=1, covisit_window=1, covisit_seeds=1, filter_seen="purchased")
     rec = Recommender(cfg)
     assert rec.columns == ("covisit", "session_knn", "recent", "trending")
     events = [Event("e1", "v", "a", EventType.CLICK, 1_000), Event("e2", "v", "b", EventType.CLICK, 2_000),

@@ -5,6 +5,7 @@ purchase filter, the committed offsets, and the state rebuilt from the changelog
 
 from __future__ import annotations
 
+import dataclasses
 import random
 import time
 from collections import Counter
@@ -123,7 +124,10 @@ def test_a_purchased_item_leaves_the_next_list() -> None:
     s, cluster = settings(), MemoryCluster(partitions=1)
     crowd = [e for k in range(8) for e in (ev(10 * k, f"c{k}", "x"), ev(10 * k + 1, f"c{k}", "y"))]
     cluster.produce([*crowd, ev(100, "alice", "x")])
-    loop = drain(new_loop(cluster, s))
+    # filter_seen="purchased" (the default "auto" lets purchases back until 100 events of buyers decide)
+    engine = Recommender(dataclasses.replace(engine_config(s), filter_seen="purchased"))
+    loop = drain(Loop(s, engine, cluster.source(), cluster.sink(s.guarantee), cluster.changelog(),
+                      structlog.get_logger("test"), clock_ms=lambda: T0 + 10**7))
     first = [it["item_id"] for x in lists(cluster, s) if x["user_id"] == "alice" for it in x["items"]]
     assert "y" in first                                # co-visited with x by the crowd
     cluster.produce([ev(101, "alice", "y", EventType.PURCHASE)])
