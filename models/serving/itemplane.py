@@ -96,7 +96,11 @@ class _Row:
 
 
 class DeltaCollector:
-    """A worker's increments since the last commit, per events partition and anchor item."""
+    """A worker's increments since the last commit, per events partition and anchor item.
+
+    Increments are summed in forward-decay units relative to the collector's first event time since the last
+    :meth:`take` (``w * 2 ** ((t - ref) / half_life)``: one power per event, no row ever revisited) and turned
+    into weights as of each anchor's newest event time when taken."""
 
     def __init__(self, window: int = 5, covisit_half_life_ms: int = 7 * DAY_MS,
                  trending_half_life_ms: int = DAY_MS) -> None:
@@ -104,8 +108,9 @@ class DeltaCollector:
             raise ConfigError("DeltaCollector needs window >= 1 and positive half-lives")
         self.window, self.hl_c, self.hl_t = window, covisit_half_life_ms, trending_half_life_ms
         self._ranges: dict[int, list[int]] = {}          # partition -> [first, last]
-        self._rows: dict[int, dict[str, _Row]] = {}      # partition -> anchor -> increments
-        self._cur: dict[str, _Row] | None = None
+        self._rows: dict[int, dict[str, list[Any]]] = {}  # partition -> anchor -> [newest ts, {nb: w}, trending]
+        self._cur: dict[str, list[Any]] | None = None
+        self._ref: int | None = None
 
     def enter(self, partition: int, first: int, last: int) -> None:
         """The next learnt events are those of ``partition``, offsets ``first .. last``."""
@@ -116,37 +121,50 @@ class DeltaCollector:
             rng[0], rng[1] = min(rng[0], first), max(rng[1], last)
         self._cur = self._rows.setdefault(partition, {})
 
-    def _row(self, item: str, ts: int) -> tuple[_Row, float, float]:
-        rows = self._cur
-        if rows is None:           # callers return early outside enter()
-            raise ConfigError("DeltaCollector: learning before enter()")
+    def _growth(self, ts: int) -> tuple[float, float]:
+        if self._ref is None:
+            self._ref = ts
+        x = (ts - self._ref) / self.hl_t
+        if abs(x) > 30.0:                 # far from the reference (a replay of old logs): move it, rescale once
+            fc, ft = _decay(self._ref - ts, self.hl_c), _decay(self._ref - ts, self.hl_t)
+            for rows in self._rows.values():
+                for row in rows.values():
+                    row[1] = {j: w * fc for j, w in row[1].items()}
+                    row[2] *= ft
+            self._ref, x = ts, 0.0
+        return _decay(ts - self._ref, self.hl_c), float(2.0 ** x)
+
+    def _row(self, rows: dict[str, list[Any]], item: str, ts: int) -> list[Any]:
         row = rows.get(item)
         if row is None:
-            row = rows[item] = _Row(ts)
-        fc, ft = row.advance(ts, self.hl_c, self.hl_t)
-        return row, fc, ft
+            row = rows[item] = [ts, {}, 0.0]
+        elif ts > row[0]:
+            row[0] = ts
+        return row
 
     def covisit(self, previous: Sequence[str], item: str, strength: float, ts_ms: int) -> None:
         """The pair increments of one event (the rule of ``CoVisitation.update``); nothing is collected
         outside :meth:`enter` (an engine that no loop drives, e.g. the evaluation, emits nothing)."""
-        if self._cur is None or not 0.0 <= strength < math.inf or not previous or previous[0] == item:
+        rows = self._cur
+        if rows is None or not 0.0 <= strength < math.inf or not previous or previous[0] == item:
             return
-        row_j, fc_j, _ = self._row(item, ts_ms)
+        g = strength * self._growth(ts_ms)[0]
+        nb_j = self._row(rows, item, ts_ms)[1]
         done: list[str] = []
         for dist, i in enumerate(previous[:self.window], 1):
             if i == item or i in done:
                 continue
             done.append(i)
-            w = strength / dist
-            row_j.nb[i] = row_j.nb.get(i, 0.0) + w * fc_j
-            row_i, fc_i, _ = self._row(i, ts_ms)
-            row_i.nb[item] = row_i.nb.get(item, 0.0) + w * fc_i
+            w = g / dist
+            nb_j[i] = nb_j.get(i, 0.0) + w
+            nb_i = self._row(rows, i, ts_ms)[1]
+            nb_i[item] = nb_i.get(item, 0.0) + w
 
     def trend(self, item: str, strength: float, ts_ms: int) -> None:
-        if self._cur is None or not 0.0 <= strength < math.inf:
+        rows = self._cur
+        if rows is None or not 0.0 <= strength < math.inf:
             return
-        row, _, ft = self._row(item, ts_ms)
-        row.trending += strength * ft
+        self._row(rows, item, ts_ms)[2] += strength * self._growth(ts_ms)[1]
 
     def pending(self) -> int:
         """Anchors waiting to be emitted."""
@@ -160,15 +178,19 @@ class DeltaCollector:
         self._cur = None
 
     def clear(self) -> None:
-        self._ranges, self._rows, self._cur = {}, {}, None
+        self._ranges, self._rows, self._cur, self._ref = {}, {}, None, None
 
     def take(self) -> list[ItemDelta]:
-        """One delta per (partition, anchor) since the last call; the collector starts empty again."""
+        """One delta per (partition, anchor) since the last call, weights as of the anchor's newest event time;
+        the collector starts empty again."""
         out: list[ItemDelta] = []
+        ref = self._ref or 0
         for p, rows in self._rows.items():
             first, last = self._ranges[p]
-            for item, row in rows.items():
-                out.append(ItemDelta(item, row.ts, tuple(row.nb.items()), row.trending, p, first, last))
+            for item, (ts, nb, trending) in rows.items():
+                fc = _decay(ref - ts, self.hl_c)
+                out.append(ItemDelta(item, ts, tuple([(j, w * fc) for j, w in nb.items()]),
+                                     trending * _decay(ref - ts, self.hl_t), p, first, last))
         self.clear()
         return out
 
@@ -326,6 +348,14 @@ class ItemCache:
         f = _decay(got[0] - self.now_ms, self.hl_c)
         return {j: w * f for j, w in got[1].items()}
 
+    def weighted(self, item: str, weight: float) -> tuple[float, dict[str, float] | None]:
+        """``(weight * decay factor, stored neighbours)`` of ``item`` (the row is not copied), ``(0, None)``
+        when the cache does not hold it."""
+        got = self._rows.get(item)
+        if got is None:
+            return 0.0, None
+        return weight * _decay(got[0] - self.now_ms, self.hl_c), got[1]
+
     def scores(self, seeds: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
         acc: dict[str, float] = {}
         for s, ws in zip(seeds, weights, strict=True):
@@ -368,6 +398,12 @@ class ItemPlane:
         self.served = dict.fromkeys(("global_seeds", "local_seeds"), 0)
 
 
+def _stored_scale(table: Any) -> float:
+    """The factor from a ``CoVisitation``'s stored units to weights decayed to its newest time."""
+    scale = getattr(table, "_scale", None)
+    return float(scale()) if callable(scale) else 1.0
+
+
 class PlaneCovisitSource(CovisitSource):
     """``covisit`` on the item plane: learns and collects deltas; a seed's neighbours come from the cache
     (every worker's traffic) when it holds the seed, else from this worker's own table."""
@@ -383,26 +419,37 @@ class PlaneCovisitSource(CovisitSource):
         self.plane.collector.covisit(state.recent_items, item, strength, event.timestamp_ms)
         self.table.update(state.recent_items, item, strength, event.timestamp_ms)
 
-    def _acc(self, st: UserState) -> dict[str, float]:
-        cache, table, served = self.plane.cache, self.table, self.plane.served
+    def _acc(self, st: UserState, scale: float) -> dict[str, float]:
+        """``sum_s w_s * w(s, j)``, each seed's row from the cache (decayed to its newest time) or, when the cache
+        does not hold the seed, from the local table (its stored units times ``scale``: decayed to its newest
+        time); both in the units of weights as of now."""
+        cache, served = self.plane.cache, self.plane.served
         acc: dict[str, float] = {}
+        local_s: list[str] = []
+        local_w: list[float] = []
+        get = acc.get
         for s, ws in zip(*seeds(st, self.n_seeds), strict=True):
-            row = cache.row(s)
+            f, row = cache.weighted(s, ws)
             if row is None:
-                row = dict(table.neighbors(s))
-                served["local_seeds"] += 1
-            else:
-                served["global_seeds"] += 1
+                local_s.append(s)
+                local_w.append(ws * scale)
+                continue
             for j, w in row.items():
-                acc[j] = acc.get(j, 0.0) + ws * w
+                acc[j] = get(j, 0.0) + f * w
+        served["global_seeds"] += self.n_seeds - len(local_s)
+        if local_s:
+            served["local_seeds"] += len(local_s)
+            for j, w in self.table.scores(local_s, local_w).items():
+                acc[j] = get(j, 0.0) + w
         return acc
 
     def candidates(self, request: Request) -> Block | None:
         items: list[str] = []
         values: list[float] = []
         lengths: list[int] = []
+        scale = _stored_scale(self.table)
         for st in request.states:
-            acc = self._acc(st) if st is not None and st.recent_items else {}
+            acc = self._acc(st, scale) if st is not None and st.recent_items else {}
             items.extend(acc)
             values.extend(acc.values())
             lengths.append(len(acc))
@@ -417,17 +464,27 @@ class PlaneCovisitSource(CovisitSource):
         return rows, request.space.codes([items[i] for i in keep.tolist()]), request.normalise(vals[keep], rows)
 
     def explain(self, request: Request, rows: Sequence[int], items: Sequence[str]) -> list[str]:
+        """``covisit:<seed>`` per chosen (row, item): the seed with the largest weighted co-visitation, from the
+        row the candidates used (the cache's, else the local table's)."""
         out: list[str] = []
-        cache = self.plane.cache
+        cache, nb, scale = self.plane.cache, self.table._nb, _stored_scale(self.table)
+        per_row: dict[int, list[tuple[str, float, dict[str, float]]]] = {}
         for r, item in zip(rows, items, strict=True):
-            st = request.states[r]
+            evidence = per_row.get(r)
+            if evidence is None:
+                evidence = per_row[r] = []
+                st = request.states[r]
+                if st is not None:
+                    for seed, w in zip(*seeds(st, self.n_seeds), strict=True):
+                        f, row = cache.weighted(seed, w)
+                        if row is None:
+                            f, row = w * scale, nb.get(seed) or {}
+                        evidence.append((seed, f, row))
             best, best_w = "", 0.0
-            if st is not None:
-                for seed, w in zip(*seeds(st, self.n_seeds), strict=True):
-                    row = cache.row(seed)
-                    v = w * (row.get(item, 0.0) if row is not None else dict(self.table.neighbors(seed)).get(item, 0.0))
-                    if v > best_w:
-                        best, best_w = seed, v
+            for seed, f, row in evidence:
+                v = f * row.get(item, 0.0)
+                if v > best_w:
+                    best, best_w = seed, v
             out.append(f"covisit:{best}" if best else "covisit")
         return out
 
