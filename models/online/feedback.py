@@ -77,18 +77,31 @@ class LabelPolicy:
 
 class FeedbackLog:
     """The logged features of the last list (and the next best candidates) of at most ``capacity`` users
-    (oldest overwritten first); ``width`` rows per user."""
+    (oldest overwritten first); ``width`` rows per user. The arrays start small and double as users come,
+    up to ``capacity``: an engine with few users holds little (the full log of 50,000 users is 27 MB)."""
+
+    INITIAL_ROWS = 1_024
 
     def __init__(self, capacity: int, width: int, n_features: int) -> None:
         if capacity < 1 or width < 1:
             raise ConfigError("FeedbackLog capacity and width must be at least 1")
         self.capacity, self.width = capacity, width
-        self._X = np.zeros((capacity, width, n_features), dtype=np.float16)
-        self._items: list[tuple[str, ...]] = [()] * capacity
-        self._shown = np.zeros(capacity, dtype=np.int64)
-        self._owner: list[str | None] = [None] * capacity
+        rows = min(capacity, self.INITIAL_ROWS)
+        self._X = np.zeros((rows, width, n_features), dtype=np.float16)
+        self._items: list[tuple[str, ...]] = [()] * rows
+        self._shown = np.zeros(rows, dtype=np.int64)
+        self._owner: list[str | None] = [None] * rows
         self._slot: dict[str, int] = {}
         self._next = 0
+
+    def _grow(self) -> None:
+        """Double the arrays (at most to ``capacity``); slots keep their place."""
+        rows = len(self._owner)
+        more = min(self.capacity, 2 * rows) - rows
+        self._X = np.concatenate([self._X, np.zeros((more, *self._X.shape[1:]), dtype=self._X.dtype)])
+        self._shown = np.concatenate([self._shown, np.zeros(more, dtype=self._shown.dtype)])
+        self._items.extend([()] * more)
+        self._owner.extend([None] * more)
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -102,6 +115,8 @@ class FeedbackLog:
             slot = self._slot.get(uid)
             if slot is None:
                 slot = self._next
+                if slot == len(self._owner):      # slots are taken in order: grow before the first wrap
+                    self._grow()
                 self._next = (slot + 1) % self.capacity
                 old = self._owner[slot]
                 if old is not None:
