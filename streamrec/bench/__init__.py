@@ -42,6 +42,27 @@ def register(app: typer.Typer) -> None:
 
         write_json(produce.run(ctx.obj, batches, lists, rounds=rounds), json_path)
 
+    @bench.command("memory")
+    def bench_memory(ctx: typer.Context,
+                     users: str = typer.Option("10000,100000,1000000", "--users",
+                                               help="Comma-separated user counts at which RSS is measured."),
+                     items: int = typer.Option(100_000, "--items"), dim: int = typer.Option(64, "--dim"),
+                     events_per_user: int = typer.Option(5, "--events-per-user"),
+                     list_every: int = typer.Option(20, "--list-every",
+                                                    help="One user in N gets a real list (the others a "
+                                                         "shown list of model items, as a list leaves)."),
+                     json_path: str = typer.Option(None, "--json", help="Write the result here too.")) -> None:
+        """The worker engine's RSS with N users in state and a model of --items (no Kafka): MB and bytes per
+        user at each mark."""
+        from streamrec.bench import memory
+        from streamrec.models.errors import InputError
+
+        try:
+            marks = [int(u.replace("_", "")) for u in users.split(",") if u.strip()]
+        except ValueError:
+            raise InputError(f"--users takes comma-separated whole numbers, not {users!r}") from None
+        write_json(memory.run(ctx.obj, marks, items, dim, events_per_user, list_every=list_every), json_path)
+
     @bench.command("train")
     def bench_train(events: str = typer.Option(None, "--events", help="Log to train on (default MovieLens-100K "
                                                                      "from ../shared/data)."),
