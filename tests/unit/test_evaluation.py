@@ -311,7 +311,8 @@ class FakeEngine:
             self.counts[e.item_id] = self.counts.get(e.item_id, 0) + 1
         return sorted({e.user_id for e in events})
 
-    def recommend(self, users: list[str], now_ms: int) -> list[Any]:
+    def recommend(self, users: list[str], now_ms: int | None) -> list[Any]:
+        self.now_ms = now_ms
         ranked = sorted(self.counts, key=lambda i: -self.counts[i])  # ties: first seen first
         items = [SimpleNamespace(item_id=i, score=float(self.counts[i]), source="trending") for i in ranked]
         return [SimpleNamespace(user_id=u, items=items, model_version=None, index_version=None) for u in users]
@@ -335,3 +336,4 @@ def test_full_system_adapter_drives_the_engine_interface() -> None:
     assert report.configs["full_system"] == report.configs["popularity"]
     lists = policy.recommend_many([Request("u1", 0, frozenset({"i1"})), Request("u2", 1, frozenset())], 3)
     assert len(lists) == 2 and "i1" not in lists[0] and len(lists[1]) == 3
+    assert engine.now_ms is None          # event time does not pace the trending cache (events do, as in a worker)
