@@ -156,7 +156,8 @@ def test_every_item_has_a_reason_of_its_source(tmp_path: Path) -> None:
     random_artifact(tmp_path / "v1", n_items=200, dim=8, seed=3, clusters=4, version="v1")
     art = load_artifact(tmp_path / "v1")
     cfg = EngineConfig(sources=("ann", "covisit", "session_knn", "recent", "content", "trending", "cold_start"),
-                       trending_refresh_events=1, explore_slots=2, mf="rating", diversity="none")
+                       trending_refresh_events=1, explore_slots=2, mf="rating", diversity="none",
+                       weight_recent=1.0)    # at the default 3 the users' own items win every tie with covisit
     rec = Recommender(cfg, artifact=art)
     rec.update_catalog([Item(f"i{k}", f"thing {k % 3}", tags=(f"t{k % 4}",)) for k in range(200)])
     events = [ev(f"u{u}", f"i{(u * 7 + j) % 200}") for u in range(30) for j in range(6)]
