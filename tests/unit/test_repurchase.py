@@ -27,7 +27,7 @@ def listed(rec: Recommender, user: str) -> list[str]:
 
 
 def test_auto_is_the_default_and_lets_purchases_back_where_buyers_return_to_them() -> None:
-    assert EngineConfig().filter_seen == "auto"
+    assert (EngineConfig().filter_seen, EngineConfig().repurchase_start) == ("auto", "purchased")
     rec = Recommender(EngineConfig(**CFG))
     # buyers keep clicking what they bought: 3 of their 4 events are on a bought item
     rec.apply([click(1, "u", "a", EventType.PURCHASE), click(2, "u", "a"), click(3, "u", "b"), click(4, "u", "a"),
@@ -41,7 +41,10 @@ def test_auto_is_the_default_and_lets_purchases_back_where_buyers_return_to_them
 def test_auto_blocks_purchases_once_buyers_never_return_to_them() -> None:
     rec = Recommender(EngineConfig(**CFG))
     rec.apply([click(1, "u", "a", EventType.PURCHASE), click(2, "u", "x")])
-    assert "a" in listed(rec, "u")                  # too few events of buyers yet: permissive
+    assert "a" not in listed(rec, "u")              # too few events of buyers yet: the start policy, purchased
+    loose = Recommender(EngineConfig(**CFG, repurchase_start="none"))
+    loose.apply([click(1, "u", "a", EventType.PURCHASE), click(2, "u", "x")])
+    assert "a" in listed(loose, "u")
     rec.apply([click(3, "u", "y"), click(4, "u", "z"), click(5, "u", "w")])
     assert rec.stats()["filter_seen_effective"] == "purchased"
     got = listed(rec, "u")
@@ -54,6 +57,8 @@ def test_auto_blocks_purchases_once_buyers_never_return_to_them() -> None:
 def test_a_bad_repurchase_rate_is_refused() -> None:
     with pytest.raises(ConfigError, match="repurchase_min_rate"):
         EngineConfig(repurchase_min_rate=1.5)
+    with pytest.raises(ConfigError, match="repurchase_start"):
+        EngineConfig(repurchase_start="maybe")
     with pytest.raises(ConfigError, match="filter_seen"):
         EngineConfig(filter_seen="sometimes")
 
