@@ -146,6 +146,13 @@ def register(app: typer.Typer) -> None:
                   partitions: int = typer.Option(None, "--partitions", help="Events partitions (default: "
                                                                             "the settings', at least the "
                                                                             "largest worker count)."),
+                  kind: str = typer.Option("uniform", "--workload",
+                                           help="Offered-phase events: uniform (random users and items) or "
+                                                "sessions (clustered browsing: lists can hit, so --kill also "
+                                                "reports the hit-rate curve of the killed worker's users)."),
+                  worker_arg: list[str] = typer.Option([], "--worker-arg",
+                                                       help="An extra `streamrec worker` flag for every worker "
+                                                            "(repeat it), e.g. --worker-arg=--item-plane."),
                   json_path: str = typer.Option(None, "--json"),
                   plot_path: str = typer.Option(None, "--plot", help="PNG: latency and lag over time, "
                                                                      "throughput per worker count.")) -> None:
@@ -155,7 +162,8 @@ def register(app: typer.Typer) -> None:
 
         counts = e2e.parse_counts(workers)
         result = e2e.run_with_progress(ctx.obj, counts, rate, seconds, events, guarantee, kill, users, items,
-                                       partitions, broker_restart=broker_restart)
+                                       partitions, broker_restart=broker_restart, kind=kind,
+                                       worker_args=tuple(worker_arg))
         if plot_path:
             from streamrec.bench.plots import plot_e2e
 

@@ -8,7 +8,9 @@ sync), a paced producer, and a monitor thread (``/metrics``, ``/proc``, the grou
 2. Offered rate: ``rate`` events/s for ``seconds``; latency = list arrival at the subscriber minus the time
    the triggering event was handed to the producer, overall and per second; lag over time. With ``kill``,
    one worker is SIGKILLed half-way and restarted at once; recovery = kill until the first list for an
-   event sent after the kill arrives from one of the partitions it owned.
+   event sent after the kill arrives from one of the partitions it owned; and the online hit rate as the
+   users saw it (:func:`hit_curve`), per second, for the killed worker's users and the others (use the
+   ``sessions`` workload: uniform random events never hit).
 3. Backlog: the workers are paused (SIGSTOP) while ``events`` more events are written (well under the
    session timeout, so the group does not rebalance), then resumed (SIGCONT); throughput = backlog events /
    (last list for a backlog event - resume time).
@@ -24,6 +26,7 @@ event of the first half (produced before the stop) has no list, as well as the f
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import shutil
@@ -40,6 +43,7 @@ import numpy as np
 
 from streamrec.bench.common import broker_session, machine, synthetic_events
 from streamrec.bench.monitor import Monitor, WorkerProcess, owned_partitions
+from streamrec.bench.worker import workload
 from streamrec.e2e import Arrival, Subscriber
 from streamrec.models.base.artifact import random_artifact
 from streamrec.models.errors import InputError, StreamrecError
@@ -155,6 +159,61 @@ class _Killer(threading.Thread):
                 "recovery_s": None if recovery is None else round(recovery, 2)}
 
 
+def hit_curve(paced: list[Any], sent_at: dict[str, float], arrivals: list[Arrival], partitions: list[int],
+              killed_ms: float, window_s: float = 1.0, k: int = 10) -> dict[str, Any]:
+    """The online hit rate as users saw it, from outside: an event is a hit when its item is in the top ``k``
+    of the newest list its user had received when the event was sent. Per window of send time (seconds from
+    the kill), for the users of the killed worker's ``partitions`` (their partition read from their lists)
+    and for the others; plus the killed worker's users' rate in the 5 s before the kill and in the 5 s
+    after their first list that followed it (``after_over_before``: 1.0 is no dip)."""
+    lists: dict[str, tuple[list[float], list[frozenset[str]]]] = {}
+    part: dict[str, int] = {}
+    for a in sorted(arrivals, key=lambda x: x.arrival_ms):
+        times, tops = lists.setdefault(a.user_id, ([], []))
+        times.append(a.arrival_ms)
+        tops.append(frozenset(it["item_id"] for it in (a.value.get("items") or [])[:k]))
+        if isinstance(a.value.get("trigger_partition"), int):
+            part[a.user_id] = a.value["trigger_partition"]
+    owned = set(partitions)
+    back = [a.arrival_ms for a in arrivals if part.get(a.user_id) in owned and a.arrival_ms > killed_ms
+            and sent_at.get(a.trigger_event_id, 0.0) >= killed_ms]
+    recovered_ms = min(back) if back else None
+    windows: dict[int, list[int]] = {}           # window -> [restarted hits, restarted n, other hits, other n]
+    before = [0, 0]
+    after = [0, 0]
+    for e in paced:
+        sent = sent_at.get(e.event_id)
+        seen = lists.get(e.user_id)
+        if sent is None or seen is None:
+            continue
+        j = bisect.bisect_left(seen[0], sent) - 1
+        if j < 0:
+            continue                                 # no list yet: nothing to score against
+        hit = int(e.item_id in seen[1][j])
+        restarted = part.get(e.user_id) in owned
+        w = windows.setdefault(int((sent - killed_ms) // (window_s * 1000)), [0, 0, 0, 0])
+        w[0 if restarted else 2] += hit
+        w[1 if restarted else 3] += 1
+        if restarted and killed_ms - 5_000 <= sent < killed_ms:
+            before[0] += hit
+            before[1] += 1
+        if restarted and recovered_ms is not None and recovered_ms <= sent < recovered_ms + 5_000:
+            after[0] += hit
+            after[1] += 1
+
+    def rate(h: int, n: int) -> float | None:
+        return round(h / n, 4) if n else None
+
+    hr_before, hr_after = rate(*before), rate(*after)
+    return {"k": k, "window_s": window_s,
+            "recovered_after_s": None if recovered_ms is None else round((recovered_ms - killed_ms) / 1000, 2),
+            "restarted_before": hr_before, "restarted_after": hr_after, "events_before": before[1],
+            "events_after": after[1],
+            "after_over_before": round(hr_after / hr_before, 3) if hr_after is not None and hr_before else None,
+            "curve": [{"t": round(t * window_s, 2), "restarted": rate(v[0], v[1]), "restarted_events": v[1],
+                       "others": rate(v[2], v[3]), "other_events": v[3]} for t, v in sorted(windows.items())]}
+
+
 class _BrokerRestart:
     """Stops the embedded broker, waits ``down_s``, starts it again (same data directory and ports)."""
 
@@ -181,7 +240,8 @@ class _BrokerRestart:
 
 
 def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, seconds: float, backlog: int,
-         users: int, items: int, kill: bool, step: Step, restart_down_s: float | None = None) -> dict[str, Any]:
+         users: int, items: int, kill: bool, step: Step, restart_down_s: float | None = None,
+         kind: str = "uniform") -> dict[str, Any]:
     partitions = s.events_partitions
     sub = Subscriber(s)
     sub.start()
@@ -200,7 +260,7 @@ def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, se
         restart = _BrokerRestart(s, restart_down_s) if restart_down_s is not None else None
         step(f"{n} worker(s): {rate:g} events/s for {seconds:g} s" + (" with a kill" if kill else "")
              + (" with a broker restart" if restart else ""))
-        paced = synthetic_events(int(rate * seconds), users, items, seed=100 + n)
+        paced = workload(kind, int(rate * seconds), users, items, seed=100 + n)
         sent_at: dict[str, float] = {}
         killer = _Killer(workers[-1], seconds / 2) if kill else None
         phase_ms = time.time() * 1000
@@ -265,7 +325,9 @@ def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, se
                        "drain_s": round(drain_s, 2), "events_per_s": round(backlog / drain_s, 1),
                        "rebalances_during_drain": int(rebalances), "all_lists_arrived": done},
         "lists": _lists(arrivals, final), "lists_in_offered_phase": len(processed),
-        "kill": killer.report(arrivals, sent_at, phase_ms) if killer is not None else None,
+        "kill": None if killer is None else {
+            **killer.report(arrivals, sent_at, phase_ms),
+            "hit_rate": hit_curve(paced, sent_at, arrivals, killer.partitions, killer.killed_ms)},
         "broker_restart": restart.report(arrivals, sent_at, phase_ms) if restart is not None else None,
         "lag_over_time": [{"t": x["t"], "committed_lag": x["committed_lag"],
                            "worker_lag": {k: v["lag"] for k, v in x["workers"].items()}}
@@ -277,9 +339,14 @@ def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, se
 def run(settings: Settings, workers: list[int], rate: float, seconds: float, events: int, guarantee: str,
         kill: bool = False, users: int | None = None, items: int = 10_000, dim: int = 32,
         partitions: int | None = None, step: Step | None = None, broker_restart: bool = False,
-        down_s: float = 3.0) -> dict[str, Any]:
+        down_s: float = 3.0, kind: str = "uniform", worker_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """Run the end-to-end benchmark for each worker count in ``workers``; returns the JSON result.
-    ``broker_restart``: stop the embedded broker half-way through the offered phase for ``down_s`` seconds."""
+    ``broker_restart``: stop the embedded broker half-way through the offered phase for ``down_s`` seconds.
+    ``kind``: the offered phase's events (``uniform``: random users and items; ``sessions``: users browsing
+    clustered items in sessions, where lists can hit, so a kill's effect on the hit rate shows);
+    ``worker_args``: extra ``streamrec worker`` flags for every worker (e.g. ``--item-plane``)."""
+    if kind not in ("uniform", "sessions"):
+        raise InputError(f"unknown workload {kind!r}; use uniform or sessions")
     say: Step = step or (lambda _msg: None)
     if broker_restart and not settings.embedded:
         raise InputError("--broker-restart stops and starts the embedded broker; it cannot restart an external "
@@ -290,7 +357,7 @@ def run(settings: Settings, workers: list[int], rate: float, seconds: float, eve
     partitions = partitions or max(settings.events_partitions, max(workers))
     work = Path(tempfile.mkdtemp(prefix="streamrec-bench-e2e-"))
     random_artifact(work / "model", items, dim, seed=0, clusters=max(1, items // 200), version="bench-e2e")
-    args = ("--model", str(work / "model"), "--no-model-sync")
+    args = ("--model", str(work / "model"), "--no-model-sync", *worker_args)
     runs = []
     base = settings.replace(guarantee=guarantee)
     try:
@@ -300,7 +367,7 @@ def run(settings: Settings, workers: list[int], rate: float, seconds: float, eve
                 ctx = broker_session(first, partitions) if i else contextlib.nullcontext(first)
                 with ctx as s:
                     runs.append(_one(s, n, args, work, rate, seconds, events, users, items, kill, say,
-                                     restart_down_s=down_s if broker_restart else None))
+                                     restart_down_s=down_s if broker_restart else None, kind=kind))
     except StreamrecError:
         raise
     except Exception as exc:
@@ -309,6 +376,7 @@ def run(settings: Settings, workers: list[int], rate: float, seconds: float, eve
     return {
         "benchmark": "e2e", "guarantee": guarantee, "partitions": partitions, "users": users, "items": items,
         "dim": dim, "rate": rate, "seconds": seconds, "backlog_events": events, "kill": kill,
+        "workload": kind, "worker_args": list(worker_args),
         "broker_restart": broker_restart,
         "runs": runs, "scaling": {str(r["workers"]): r["throughput"]["events_per_s"] for r in runs},
         "machine": machine(),
@@ -330,7 +398,8 @@ def parse_counts(text: str) -> list[int]:
 
 def run_with_progress(settings: Settings, counts: list[int], rate: float, seconds: float, events: int,
                       guarantee: str, kill: bool, users: int | None, items: int,
-                      partitions: int | None, broker_restart: bool = False) -> dict[str, Any]:
+                      partitions: int | None, broker_restart: bool = False, kind: str = "uniform",
+                      worker_args: tuple[str, ...] = ()) -> dict[str, Any]:
     """:func:`run` with a rich progress bar on stderr (four steps per worker count)."""
     from rich.console import Console
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
@@ -347,6 +416,7 @@ def run_with_progress(settings: Settings, counts: list[int], rate: float, second
             bar.update(task, description=f"bench e2e: {message}")
 
         result = run(settings, counts, rate, seconds, events, guarantee, kill, users, items,
-                     partitions=partitions, step=step, broker_restart=broker_restart)
+                     partitions=partitions, step=step, broker_restart=broker_restart, kind=kind,
+                     worker_args=worker_args)
         bar.update(task, completed=4 * len(counts), description="bench e2e: done")
     return result
