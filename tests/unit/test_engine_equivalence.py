@@ -4,8 +4,9 @@
 the learned reranker; every source with a catalog and its rules; MMR with exploration and rank
 normalisation; no model), every list of a seeded session workload fed in batches through ``apply`` then
 ``recommend``: user, items, scores, sources and reasons, plus the engine's counters. The test replays the
-workload and compares item for item (scores within a float tolerance). Regenerate the fixture only for an
-intended change of the lists: ``python -m tests.unit.test_engine_equivalence --write``.
+workload and compares item for item (scores within a float tolerance). The fixture stores each configuration
+in full, so a change of the engine's defaults does not move it. Regenerate it only for an intended change
+of the lists: ``python -m tests.unit.test_engine_equivalence --write``.
 """
 
 from __future__ import annotations
@@ -13,6 +14,7 @@ from __future__ import annotations
 import gzip
 import json
 import sys
+from dataclasses import fields
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +22,7 @@ import pytest
 
 from streamrec.models.base.artifact import load_artifact, random_artifact
 from streamrec.models.engine.recommender import EngineConfig, Recommender
+from streamrec.models.online.layer import OnlineConfig
 from streamrec.producers.synthetic import SyntheticConfig, generate
 from streamrec.producers.synthetic_catalog import synthetic_catalog
 
@@ -38,11 +41,31 @@ CONFIGS: dict[str, dict[str, Any]] = {
 STATS = ("events_applied", "duplicates_event_id", "evaluated", "hits_at_10", "hits_at_20", "lists")
 
 
-def lists_of(name: str, tmp: Path) -> dict[str, Any]:
-    """Every list the engine of configuration ``name`` makes on the seeded workload, and its counters."""
+def frozen(config: Any) -> dict[str, Any]:
+    """Every field of an ``EngineConfig`` (and its ``OnlineConfig``) as JSON-ready values."""
+    out = {f.name: getattr(config, f.name) for f in fields(config)}
+    out["online"] = {f.name: getattr(config.online, f.name) for f in fields(config.online)}
+    return out
+
+
+def thawed(values: dict[str, Any]) -> EngineConfig:
+    """The ``EngineConfig`` of :func:`frozen`'s values (JSON lists back to tuples); fields added since the
+    fixture was written keep their defaults."""
+    def tup(v: Any) -> Any:
+        return tuple(tup(x) for x in v) if isinstance(v, list) else v
+    known = {f.name for f in fields(EngineConfig)}
+    online = OnlineConfig(**{k: tup(v) for k, v in values["online"].items()
+                             if k in {f.name for f in fields(OnlineConfig)}})
+    return EngineConfig(**{k: tup(v) for k, v in values.items() if k in known and k != "online"}, online=online)
+
+
+def lists_of(name: str, tmp: Path, config: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Every list the engine of configuration ``name`` makes on the seeded workload, and its counters.
+    ``config``: the full configuration to use (the fixture's), else today's defaults with ``CONFIGS[name]``."""
     opts = dict(CONFIGS[name])
     with_model, with_catalog = opts.pop("model", True), opts.pop("catalog", False)
-    rec = Recommender(EngineConfig(**opts))
+    cfg = thawed(config) if config is not None else EngineConfig(**opts)
+    rec = Recommender(cfg)
     if with_model:
         random_artifact(tmp / "model", ITEMS, 16, seed=0, clusters=ITEMS // 100, version="eq")
         rec.swap_model(load_artifact(tmp / "model"))
@@ -56,7 +79,7 @@ def lists_of(name: str, tmp: Path) -> dict[str, Any]:
         for rl in rec.recommend([*touched, "never-seen"], now_ms=batch[-1].timestamp_ms):   # + a cold user
             out.append([rl.user_id, [[it.item_id, it.score, it.source, it.reason] for it in rl.items]])
     stats = rec.stats()
-    return {"lists": out, "stats": {k: stats[k] for k in STATS}}
+    return {"lists": out, "stats": {k: stats[k] for k in STATS}, "config": frozen(cfg)}
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +90,8 @@ def expected() -> dict[str, Any]:
 
 @pytest.mark.parametrize("name", list(CONFIGS))
 def test_the_lists_are_the_lists_made_before(name: str, expected: dict[str, Any], tmp_path: Path) -> None:
-    got, want = lists_of(name, tmp_path), expected[name]
+    want = expected[name]
+    got = lists_of(name, tmp_path, want["config"])   # the fixture's configuration: defaults may move
     assert got["stats"] == want["stats"]
     assert len(got["lists"]) == len(want["lists"]) > 100
     for (user, items), (w_user, w_items) in zip(got["lists"], want["lists"], strict=True):
