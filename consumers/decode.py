@@ -83,7 +83,11 @@ def _varint(data: bytes, pos: int) -> tuple[int, int]:
 
 
 def _string(data: bytes, pos: int) -> tuple[str, int]:
-    n, pos = _varint(data, pos)
+    b = data[pos]
+    if b < 0x80 and not b & 1:          # a length under 64: one byte
+        n, pos = b >> 1, pos + 1
+    else:
+        n, pos = _varint(data, pos)
     end = pos + n
     if n < 0 or end > len(data):
         raise ValueError("string runs past the end")
@@ -138,10 +142,11 @@ def read_event(data: bytes, fingerprint: bytes) -> Event | None:
             return None
         context: dict[str, str] = {}
         while True:
-            count, pos = _varint(data, pos)
-            if count == 0:
+            if data[pos] == 0:                # the map's end (or an empty map)
+                pos += 1
                 break
-            if count < 0:
+            count, pos = _varint(data, pos)
+            if count <= 0:                    # a block byte size, or a zero in more than one byte
                 return None
             for _ in range(count):
                 key, pos = _string(data, pos)

@@ -95,3 +95,6 @@ def test_records_it_does_not_read_go_to_the_codec() -> None:
     assert read_event(data + b"\x00", fp) is None                        # trailing bytes
     assert read_event(data[:-1], fp) is None                             # truncated
     assert fast_reader(codec_for("recommendation")) is None
+    # the map's end written as a two-byte zero, then more bytes: the codec's to judge
+    assert data.endswith(b"\x00")
+    assert read_event(data[:-1] + b"\x80\x00\x02\x02a\x02b\x00", fp) is None
