@@ -23,6 +23,16 @@ give the same figures as ``--jobs 0`` (tested, and measured on MovieLens-100K's 
 identical metrics and curves). On a loaded 2-core machine they save nothing (the processes share the
 cores: 84.6 s against 75.8 s replay wall time), so the speed-up needs free cores, and the 3x asked for
 needs a cheaper one-user ``Recommender.recommend``, which is the engine's.
+
+Profiled again on the generated session log (first 20,000 events, the eight configurations of the
+report, ``--jobs 0``): 101 s before, 66 s after two changes: the reranker's river learning replayed with
+numpy (``models/online/reranker.py``, same weights) and the engine's trending cache no longer rebuilt at
+every request (``FullSystemPolicy`` passes no request time; it had been 0.75 ms of each 2-4 ms request).
+Measured with the report's commands, old and new code back to back on the same machine (2026-12-01):
+the full 40,000-event session log 112.5 s -> 95.2 s for the whole command (1.18x; the replay's own wall
+108.1 -> 91.1 s), the OTTO sample 13.2 -> 13.8 s (training and start-up dominate it). The rest of the cost
+is ``full``'s and ``full_blend``'s one-user ``recommend`` (about 2 ms each, 55 % of the replay), river MF's
+per-event SGD and V-SKNN's neighbour search: still short of the 3x asked for.
 """
 
 from __future__ import annotations

@@ -51,6 +51,10 @@ def test_all_five_configurations_side_by_side(small_log: Path, tmp_path: Path) -
     assert report["timings"]["online_vectors"]["models_trained"] == 1
     assert report["timings"]["full"]["models_trained"] == len(trainings) > 1
     assert report["reranker"] == (reranker_option() or None)
+    # the engine's own seen/purchased decision (filter_seen=auto) and the reranker's state are reported
+    stats = report["full_engine_stats"]
+    assert stats["filter_seen_effective"] in ("none", "purchased") and stats["repurchase_events"] > 0
+    assert 0.0 <= stats["repurchase_rate"] <= 1.0 and stats["reranker_pairs"] > 0
     assert png.stat().st_size > 1000 and png.read_bytes()[:4] == b"\x89PNG"
     assert "full" in result.stdout
 
