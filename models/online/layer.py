@@ -26,8 +26,8 @@ check every field. ``consumers/online.py`` wraps the parts in the ``online_state
 >>> for s in range(0, 300, 30):
 ...     _ = rec.recommend(rec.apply(events[s:s + 30]), now_ms=events[s + 29].timestamp_ms)
 >>> st = rec.stats()
->>> st["reranker_pairs"] > 10, st["drift_detector"], st["evaluated"]
-(True, 'adwin', 270)
+>>> st["reranker_pairs"] > 10, st["drift_detector"], st["evaluated"]  # each user's first event of 9 batches
+(True, 'adwin', 45)
 >>> st["reranker_recent_auc"], st["blend_recent_auc"], st["reranker_active"]   # the better ranker serves
 (0.7244, 0.4763, True)
 >>> [name for name, _, _ in rec.online.checkpoint()]
