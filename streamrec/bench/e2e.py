@@ -160,12 +160,16 @@ class _Killer(threading.Thread):
 
 
 def hit_curve(paced: list[Any], sent_at: dict[str, float], arrivals: list[Arrival], partitions: list[int],
-              killed_ms: float, window_s: float = 1.0, k: int = 10) -> dict[str, Any]:
+              killed_ms: float, window_s: float = 1.0, k: int = 10, before_s: float = 10.0,
+              settle_s: float = 10.0) -> dict[str, Any]:
     """The online hit rate as users saw it, from outside: an event is a hit when its item is in the top ``k``
     of the newest list its user had received when the event was sent. Per window of send time (seconds from
     the kill), for the users of the killed worker's ``partitions`` (their partition read from their lists)
-    and for the others; plus the killed worker's users' rate in the 5 s before the kill and in the 5 s
-    after their first list that followed it (``after_over_before``: 1.0 is no dip)."""
+    and for the others (the control: the workload's own drift moves both). Summaries: each group's rate in
+    the ``before_s`` before the kill, right after the killed worker's users got their first list that
+    followed it (``first_5s``), and from ``settle_s`` after that list to the end (``settled``, once the
+    backlog of the outage is worked off); ``settled_vs_control`` is the killed worker's users' settled/before
+    over the others' (1.0: no lasting dip)."""
     lists: dict[str, tuple[list[float], list[frozenset[str]]]] = {}
     part: dict[str, int] = {}
     for a in sorted(arrivals, key=lambda x: x.arrival_ms):
@@ -179,8 +183,11 @@ def hit_curve(paced: list[Any], sent_at: dict[str, float], arrivals: list[Arriva
             and sent_at.get(a.trigger_event_id, 0.0) >= killed_ms]
     recovered_ms = min(back) if back else None
     windows: dict[int, list[int]] = {}           # window -> [restarted hits, restarted n, other hits, other n]
-    before = [0, 0]
-    after = [0, 0]
+    spans = {"before": (killed_ms - before_s * 1000, killed_ms)}
+    if recovered_ms is not None:
+        spans["first_5s"] = (recovered_ms, recovered_ms + 5_000)
+        spans["settled"] = (recovered_ms + settle_s * 1000, float("inf"))
+    tally = {(name, g): [0, 0] for name in spans for g in ("restarted", "others")}
     for e in paced:
         sent = sent_at.get(e.event_id)
         seen = lists.get(e.user_id)
@@ -194,22 +201,29 @@ def hit_curve(paced: list[Any], sent_at: dict[str, float], arrivals: list[Arriva
         w = windows.setdefault(int((sent - killed_ms) // (window_s * 1000)), [0, 0, 0, 0])
         w[0 if restarted else 2] += hit
         w[1 if restarted else 3] += 1
-        if restarted and killed_ms - 5_000 <= sent < killed_ms:
-            before[0] += hit
-            before[1] += 1
-        if restarted and recovered_ms is not None and recovered_ms <= sent < recovered_ms + 5_000:
-            after[0] += hit
-            after[1] += 1
+        for name, (lo, hi) in spans.items():
+            if lo <= sent < hi:
+                t = tally[(name, "restarted" if restarted else "others")]
+                t[0] += hit
+                t[1] += 1
 
     def rate(h: int, n: int) -> float | None:
         return round(h / n, 4) if n else None
 
-    hr_before, hr_after = rate(*before), rate(*after)
-    return {"k": k, "window_s": window_s,
+    summary = {name: {g: rate(*tally[(name, g)]) for g in ("restarted", "others")}
+               | {f"{g}_events": tally[(name, g)][1] for g in ("restarted", "others")} for name in spans}
+
+    def ratio(name: str, g: str) -> float | None:
+        a, b = (summary.get(name) or {}).get(g), summary["before"][g]
+        return a / b if a is not None and b else None
+
+    mine, control = ratio("settled", "restarted"), ratio("settled", "others")
+    return {"k": k, "window_s": window_s, "settle_s": settle_s,
             "recovered_after_s": None if recovered_ms is None else round((recovered_ms - killed_ms) / 1000, 2),
-            "restarted_before": hr_before, "restarted_after": hr_after, "events_before": before[1],
-            "events_after": after[1],
-            "after_over_before": round(hr_after / hr_before, 3) if hr_after is not None and hr_before else None,
+            **summary,
+            "settled_over_before": None if mine is None else round(mine, 3),
+            "control_settled_over_before": None if control is None else round(control, 3),
+            "settled_vs_control": round(mine / control, 3) if mine is not None and control else None,
             "curve": [{"t": round(t * window_s, 2), "restarted": rate(v[0], v[1]), "restarted_events": v[1],
                        "others": rate(v[2], v[3]), "other_events": v[3]} for t, v in sorted(windows.items())]}
 

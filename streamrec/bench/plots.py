@@ -13,10 +13,13 @@ def plot_e2e(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     from matplotlib.backends.backend_agg import FigureCanvasAgg
     from matplotlib.figure import Figure
 
-    fig = Figure(figsize=(13, 4.2), dpi=110)
-    FigureCanvasAgg(fig)
-    lat_ax, lag_ax, tp_ax = (fig.add_subplot(1, 3, k) for k in (1, 2, 3))
     runs = result.get("runs", [])
+    hits: list[tuple[dict[str, Any], dict[str, Any]]] = [
+        (r, r["kill"]["hit_rate"]) for r in runs if (r.get("kill") or {}).get("hit_rate")]
+    panels = 4 if hits else 3
+    fig = Figure(figsize=(4.4 * panels, 4.2), dpi=110)
+    FigureCanvasAgg(fig)
+    lat_ax, lag_ax, tp_ax = (fig.add_subplot(1, panels, k) for k in (1, 2, 3))
     for k, run in enumerate(runs):
         color = f"C{k}"
         label = f"{run['workers']} worker{'s' if run['workers'] > 1 else ''}"
@@ -47,8 +50,38 @@ def plot_e2e(result: dict[str, Any], path: str | os.PathLike[str]) -> None:
     tp_ax.set(xlabel="worker processes", ylabel="events/s", xticks=counts,
               title=f"throughput ({m.get('cpus', '?')} CPUs, {result.get('guarantee', '')})")
     tp_ax.set_ylim(bottom=0)
-    for ax in (lat_ax, lag_ax, tp_ax):
+    axes = [lat_ax, lag_ax, tp_ax]
+    if hits:
+        hit_ax = fig.add_subplot(1, panels, 4)
+        axes.append(hit_ax)
+        for k, (run, h) in enumerate(hits):
+            pts = h["curve"]
+            for key, style, who in (("restarted", "-", "killed worker's users"), ("others", "--", "the others")):
+                xs, ys = _rolling([(p["t"], p[key], p[f"{'restarted' if key == 'restarted' else 'other'}_events"])
+                                   for p in pts if p[key] is not None])
+                hit_ax.plot(xs, ys, color=f"C{k}", linestyle=style, label=f"{run['workers']}w: {who}")
+            if h.get("recovered_after_s") is not None:
+                hit_ax.axvline(h["recovered_after_s"], color=f"C{k}", linestyle="-.", linewidth=0.8)
+                hit_ax.axvline(h["recovered_after_s"] + h.get("settle_s", 0), color=f"C{k}", linestyle=":",
+                               linewidth=0.8)
+        hit_ax.axvline(0, color="gray", linestyle=":", linewidth=1)
+        hit_ax.set(xlabel="seconds from the kill (dash-dot: first list after it; dotted: settled from)",
+                   ylabel=f"online hit rate @{hits[0][1]['k']} (3 s rolling)", title="hit rate as users saw it")
+        hit_ax.set_ylim(bottom=0)
+    for ax in axes:
         ax.grid(True, alpha=0.3)
         ax.legend(fontsize=7, loc="best")
     fig.tight_layout()
     fig.savefig(os.fspath(path), format="png")
+
+
+def _rolling(points: list[tuple[float, float, int]], width: int = 3) -> tuple[list[float], list[float]]:
+    """Event-weighted rolling mean over ``width`` consecutive windows: (t, rate, events) -> (ts, rates)."""
+    xs, ys = [], []
+    for k in range(len(points)):
+        part = points[max(0, k - width + 1):k + 1]
+        n = sum(e for _, _, e in part)
+        if n:
+            xs.append(points[k][0])
+            ys.append(sum(r * e for _, r, e in part) / n)
+    return xs, ys

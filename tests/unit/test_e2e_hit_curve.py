@@ -29,11 +29,13 @@ def test_hits_are_scored_against_the_list_held_when_the_event_was_sent() -> None
              ev("e3", "b", "p"),                      # b (another worker): a hit
              ev("e4", "a", "y"),                      # during the outage, against a's old list: a hit
              ev("e5", "a", "z"), ev("e6", "a", "x")]  # after a's new list arrived: 1 of 2
-    out = hit_curve(paced, sent, arrivals, partitions=[0], killed_ms=KILL, window_s=1.0, k=10)
-    assert out["restarted_before"] == 0.5 and out["events_before"] == 2
+    out = hit_curve(paced, sent, arrivals, partitions=[0], killed_ms=KILL, window_s=1.0, k=10, settle_s=0.75)
+    assert out["before"] == {"restarted": 0.5, "others": 1.0, "restarted_events": 2, "others_events": 1}
     # recovered at the first list for an event sent after the kill ("after", sent at +2 s, arrived at +3 s)
     assert out["recovered_after_s"] == 3.0
-    assert out["restarted_after"] == 0.5 and out["events_after"] == 2 and out["after_over_before"] == 1.0
+    assert out["first_5s"]["restarted"] == 0.5 and out["first_5s"]["restarted_events"] == 2
+    assert out["settled"]["restarted"] == 0.0 and out["settled"]["restarted_events"] == 1   # e6, 1 s after
+    assert out["settled_over_before"] == 0.0 and out["settled_vs_control"] is None       # no control after
     by_t = {p["t"]: p for p in out["curve"]}
     assert by_t[-1.0]["others"] == 1.0 and by_t[-1.0]["restarted_events"] == 0
     assert by_t[1.0]["restarted"] == 1.0 and by_t[3.0]["restarted"] == 1.0 and by_t[4.0]["restarted"] == 0.0
