@@ -23,6 +23,7 @@ def engine_config(settings: Settings) -> EngineConfig:
                         reranker=settings.reranker, reranker_model=settings.reranker_model,
                         drift_detector=settings.drift_detector, explore_slots=settings.explore_slots, mf=settings.mf,
                         session_knn_max_sessions=settings.session_knn_max_sessions,
+                        filter_seen=settings.filter_seen,
                         rule_max_per_category=settings.rule_max_per_category,
                         rule_category_depth=settings.rule_category_depth,
                         rule_max_per_brand=settings.rule_max_per_brand,

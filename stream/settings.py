@@ -35,6 +35,7 @@ SASL_MECHANISMS = ("PLAIN", "SCRAM-SHA-256", "SCRAM-SHA-512")
 RERANKER_MODELS = ("logreg", "fm")
 DRIFT_DETECTORS = ("none", "adwin", "page_hinkley")
 MF_PRESETS = ("none", "rating", "ranking")
+FILTER_SEEN = ("auto", "purchased", "all", "none")   # the engine's seen/purchased policy (EngineConfig.filter_seen)
 SECRETS = frozenset({"sasl_password", "ssl_key_password", "broker_sasl_users", "model_signing_key"})
 MASK = "********"
 _USER_NAME = re.compile(r"[A-Za-z0-9._@-]{1,128}")
@@ -136,6 +137,8 @@ class Settings:
     explore_slots: int = 0               # items per list from new arrivals (source "explore")
     mf: str = "none"                     # none | rating | ranking: river BiasedMF as candidate source "mf"
     session_knn_max_sessions: int = 50_000  # sessions the session_knn source keeps (~2.4 KB each when full)
+    filter_seen: str = "auto"            # auto (purchased items come back where the stream shows re-buying) |
+    #                                      purchased (never again) | all (nothing the user touched) | none
     sources: str = ""                    # candidate sources, comma-separated (empty: the engine's defaults)
     online_checkpoint_s: float = 60.0    # online learners to <group>.online this often; 0: never
     # --- logging ----------------------------------------------------------------------------------
@@ -243,6 +246,7 @@ class Settings:
         one_of("reranker_model", RERANKER_MODELS)
         one_of("drift_detector", DRIFT_DETECTORS)
         one_of("mf", MF_PRESETS)
+        one_of("filter_seen", FILTER_SEEN)
         if self.sources:
             # imported here: the engine's registry pulls in the serving stack, which settings alone do not need
             from streamrec.models.engine.recommender import SOURCE_FACTORIES

@@ -36,7 +36,13 @@ def register(app: typer.Typer) -> None:
                                           "(STREAMREC_CATALOG)."),
         item_plane: bool = typer.Option(None, "--item-plane/--no-item-plane",
                                         help="Co-visitation and trending learnt from every worker through Kafka "
-                                             "(needs `streamrec items`; STREAMREC_ITEM_PLANE; docs/item-plane.md)."),
+                                             "(each worker also owns item partitions unless "
+                                             "STREAMREC_ITEM_OWNER=0, then run `streamrec items`; "
+                                             "STREAMREC_ITEM_PLANE; docs/item-plane.md)."),
+        filter_seen: str = typer.Option(None, "--filter-seen",
+                                        help="auto | purchased | all | none: what a user touched that may come "
+                                             "back; auto learns from the stream whether purchased items do "
+                                             "(STREAMREC_FILTER_SEEN)."),
         rule_max_per_category: int = typer.Option(None, "--rule-max-per-category",
                                                   help="At most N items of one category per list; 0: no cap "
                                                        "(STREAMREC_RULE_MAX_PER_CATEGORY)."),
@@ -64,6 +70,7 @@ def register(app: typer.Typer) -> None:
         s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
                                       metrics_port=metrics_port, top_n=top_n, reranker=reranker,
                                       batch_target_ms=batch_target_ms, catalog=catalog, item_plane=item_plane,
+                                      filter_seen=filter_seen,
                                       rule_max_per_category=rule_max_per_category,
                                       rule_max_per_brand=rule_max_per_brand,
                                       rule_exclude_categories=rule_exclude_categories,

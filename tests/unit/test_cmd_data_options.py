@@ -78,3 +78,27 @@ def test_the_worker_rule_flags_reach_its_settings(monkeypatch: pytest.MonkeyPatc
     assert isinstance(result.exception, Stop), result.output
     (s,) = seen
     assert (s.rule_max_per_brand, s.rule_exclude_categories, s.catalog) == (2, "adult,test", False)  # type: ignore[attr-defined]
+
+
+def test_the_worker_filter_seen_flag_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamrec.consumers.engine import engine_config
+    from streamrec.models.errors import ConfigError
+    from streamrec.stream.settings import Settings
+
+    bad = CliRunner().invoke(cli.app, ["worker", "--filter-seen", "sometimes"])
+    assert isinstance(bad.exception, ConfigError) and "STREAMREC_FILTER_SEEN='sometimes'" in str(bad.exception)
+    seen: list[Settings] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_worker(settings: Settings, model_sync: bool) -> None:
+        seen.append(settings)
+        raise Stop
+
+    monkeypatch.setattr("streamrec.consumers.worker.Worker", fake_worker)
+    result = CliRunner().invoke(cli.app, ["worker", "--filter-seen", "purchased"])
+    assert isinstance(result.exception, Stop), result.output
+    assert engine_config(seen[0]).filter_seen == "purchased"
+    assert engine_config(Settings.from_env({"STREAMREC_FILTER_SEEN": "all"})).filter_seen == "all"
+    assert engine_config(Settings()).filter_seen == "auto"
