@@ -15,6 +15,7 @@ changes; restores and drops happen on the worker's thread, before the next batch
 
 from __future__ import annotations
 
+import gc
 import os
 import signal
 import socket
@@ -35,6 +36,15 @@ from streamrec.stream.records import Record
 from streamrec.stream.settings import Settings
 
 log = structlog.get_logger("streamrec.worker")
+
+
+def freeze_long_lived() -> None:
+    """Move every object alive now (modules, the model's ids and lookups, the engine's tables) out of the
+    cyclic garbage collector's reach (``gc.freeze``): a full collection then walks only what batches made
+    since, instead of hundreds of thousands of long-lived objects (measured in ``bench engine``: about 6 ms
+    of collection per batch, one full collection 85 ms, against 1.5 ms frozen). Frozen objects are still
+    freed by reference counting when dropped; called at start and after each model swap."""
+    gc.freeze()
 
 
 def build_worker(settings: Settings, engine: Recommender | None = None, model_sync: bool = True) -> Worker:
@@ -82,6 +92,8 @@ class Worker:
             self.metrics.serve(settings.metrics_port, settings.metrics_host)
         if self.engine.model is not None:
             self.metrics.set_model(self.engine.model.version, time.time())
+        freeze_long_lived()
+
 
     # --- what tests and the CLI read -------------------------------------------------------------
     @property
@@ -158,6 +170,7 @@ class Worker:
         if self.sync is not None and self.sync.swaps != self._swaps_seen:
             self._swaps_seen = self.sync.swaps
             self.metrics.set_model(self.sync.serving or "", self.sync.last_swap_at or time.time())
+            freeze_long_lived()
 
     def _watch_gap(self) -> None:
         """The longest time between two loop iterations (so between two batches) from the moment a new model

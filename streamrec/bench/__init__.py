@@ -116,6 +116,9 @@ def register(app: typer.Typer) -> None:
                      batch: int = typer.Option(1_000, "--batch", help="Events per batch."),
                      users: int = typer.Option(None, "--users", help="Distinct users (default events/4)."),
                      warmup: int = typer.Option(3, "--warmup", help="Batches run before measuring."),
+                     gc_freeze: bool = typer.Option(True, "--gc-freeze/--no-gc-freeze",
+                                                    help="Freeze the long-lived objects after the model "
+                                                         "loads, as the worker does."),
                      profile: int = typer.Option(0, "--profile", help="Also list the N functions of largest "
                                                                       "own time (cProfile)."),
                      json_path: str = typer.Option(None, "--json")) -> None:
@@ -123,7 +126,8 @@ def register(app: typer.Typer) -> None:
         source, score, select, stages) and record encoding. No broker, so no yardstick: compare runs."""
         from streamrec.bench import engine
 
-        write_json(engine.run(ctx.obj, events, items, dim, batch, users, warmup, profile), json_path)
+        write_json(engine.run(ctx.obj, events, items, dim, batch, users, warmup, profile, gc_freeze=gc_freeze),
+                   json_path)
 
     @bench.command("e2e")
     def bench_e2e(ctx: typer.Context,

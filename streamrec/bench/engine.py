@@ -28,6 +28,7 @@ from streamrec.bench.worker import workload
 from streamrec.consumers.decode import decode_batch, event_limits
 from streamrec.consumers.engine import engine_config
 from streamrec.consumers.lists import FiniteScores
+from streamrec.consumers.worker import freeze_long_lived
 from streamrec.models.base.artifact import load_artifact, random_artifact
 from streamrec.models.engine.recommender import Recommender
 from streamrec.models.errors import InputError
@@ -46,7 +47,8 @@ class _Quiet:
 
 
 def run(settings: Settings, events: int = 30_000, items: int = 100_000, dim: int = 64, batch: int = 1_000,
-        users: int | None = None, warmup: int = 3, profile: int = 0, kind: str = "sessions") -> dict[str, Any]:
+        users: int | None = None, warmup: int = 3, profile: int = 0, kind: str = "sessions",
+        gc_freeze: bool = True) -> dict[str, Any]:
     if events < 1 or batch < 1 or items < 1 or dim < 1 or warmup < 0 or profile < 0:
         raise InputError("bench engine needs --events, --batch, --items, --dim of 1 or more and --warmup, "
                          "--profile of 0 or more")
@@ -56,6 +58,8 @@ def run(settings: Settings, events: int = 30_000, items: int = 100_000, dim: int
     random_artifact(work / "model", items, dim, seed=0, clusters=max(1, items // 200), version="bench")
     engine = Recommender(cfg)
     engine.swap(engine.prepare_model(load_artifact(work / "model")))
+    if gc_freeze:
+        freeze_long_lived()   # as the worker does once its model is in (consumers/worker.py)
     load = workload(kind, events, users, items, seed=1)
     ev_codec, rec_codec, state_codec = codec_for("event"), codec_for("recommendation"), codec_for("user_state")
     records = [Record(settings.events_topic, 0, k, e.timestamp_ms, e.user_id.encode(), ev_codec.encode(e.to_record()))
@@ -108,7 +112,8 @@ def run(settings: Settings, events: int = 30_000, items: int = 100_000, dim: int
     engine_ms = {k: round(1000 * (v - engine_before.get(k, 0.0)) / measured, 2) for k, v in engine.timings.items()}
     seconds = sum(totals.values())
     result: dict[str, Any] = {
-        "benchmark": "engine", "workload": kind, "events": events, "users": users, "items": items, "dim": dim,
+        "benchmark": "engine", "workload": kind, "gc_freeze": gc_freeze, "events": events, "users": users,
+        "items": items, "dim": dim,
         "batch": batch, "batches_measured": measured, "warmup_batches": warmup,
         "avg_lists_per_batch": round(measured_lists / measured, 1),
         "stage_ms_per_batch": per_batch, "total_ms_per_batch": round(1000 * seconds / measured, 2),
