@@ -32,10 +32,10 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import TopicPartition
 from kafka.errors import KafkaError
 
 from streamrec.consumers.decode import DeadLetter
+from streamrec.consumers.follow import assign_from_beginning, read_to_end
 from streamrec.models.catalog.checks import ItemLimits
 from streamrec.models.catalog.item import Item
 from streamrec.stream import clients
@@ -77,15 +77,10 @@ class CatalogFollower:
         """Assign every partition of the items topic from the beginning; False when the topic is missing."""
         self._next_try = time.monotonic() + RETRY_MISSING_S
         consumer = self._consumer_factory()
-        parts = consumer.partitions_for_topic(self.topic)
-        if not parts:
-            consumer.close()
+        if not assign_from_beginning(consumer, self.topic):
             self.log.warning("no items topic: serving without a catalog (create it with `streamrec topics "
                              "create`)", topic=self.topic)
             return False
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
         self.consumer = consumer
         return True
 
@@ -97,17 +92,10 @@ class CatalogFollower:
         try:
             if self.consumer is None and not self._open():
                 return 0
-            consumer = self.consumer
-            tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
-            end = consumer.end_offsets(tps)
             before = self.n["records"]
-            while any(consumer.position(tp) < end[tp] for tp in tps):
-                if time.monotonic() - started > timeout:
-                    self.log.error("catalog not read in full before serving; the rest follows between batches",
-                                   timeout_s=timeout, records=self.n["records"] - before)
-                    break
-                self._poll(200)
-                self._drain()
+            if not read_to_end(self.consumer, timeout, self._poll_and_drain, started):
+                self.log.error("catalog not read in full before serving; the rest follows between batches",
+                               timeout_s=timeout, records=self.n["records"] - before)
         except KafkaError as exc:
             self.n["errors"] += 1
             self.log.error("reading the catalog failed; serving with what was read", error=str(exc))
@@ -117,6 +105,10 @@ class CatalogFollower:
         self.log.info("catalog loaded", records=read, items=len(self.engine.catalog),
                       blocked=len(self.engine.catalog.blocked), seconds=round(time.monotonic() - started, 3))
         return read
+
+    def _poll_and_drain(self) -> None:
+        self._poll(200)
+        self._drain()
 
     # --- between batches (the worker's thread) ----------------------------------------------------
     def between_batches(self) -> None:

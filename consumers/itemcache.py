@@ -22,9 +22,9 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from kafka import TopicPartition
 from kafka.errors import KafkaError
 
+from streamrec.consumers.follow import assign_from_beginning, read_to_end
 from streamrec.models.engine.recommender import EngineConfig
 from streamrec.models.errors import ConfigError
 from streamrec.models.serving.itemplane import ItemCache, ItemPlane
@@ -101,15 +101,10 @@ class ItemCacheFollower:
 
     def _open(self) -> bool:
         consumer = self._factory()
-        parts = consumer.partitions_for_topic(self.topic)
-        if not parts:
-            consumer.close()
+        if not assign_from_beginning(consumer, self.topic):
             self.log.warning("no item-results topic: serving from local item knowledge until it exists (create "
                              "it with `streamrec topics create`)", topic=self.topic)
             return False
-        tps = [TopicPartition(self.topic, p) for p in sorted(parts)]
-        consumer.assign(tps)
-        consumer.seek_to_beginning(*tps)
         self.consumer = consumer
         return True
 
@@ -121,15 +116,9 @@ class ItemCacheFollower:
         try:
             if self.consumer is None and not self._open():
                 return 0
-            tps = sorted(self.consumer.assignment(), key=lambda tp: tp.partition)
-            end = self.consumer.end_offsets(tps)
-            while any(self.consumer.position(tp) < end[tp] for tp in tps):
-                if time.monotonic() - started > timeout:
-                    self.log.error("item cache not rebuilt in full before serving; the rest follows",
-                                   timeout_s=timeout)
-                    break
-                self._poll(200)
-                self._drain()
+            if not read_to_end(self.consumer, timeout, self._poll_and_drain, started):
+                self.log.error("item cache not rebuilt in full before serving; the rest follows",
+                               timeout_s=timeout)
         except KafkaError as exc:
             self.n["errors"] += 1
             self.log.error("reading item-results failed; serving with what was read", error=str(exc))
@@ -137,6 +126,10 @@ class ItemCacheFollower:
         read = self.n["records"] - before
         self.log.info("item cache rebuilt", records=read, items=len(self.cache), seconds=round(self.load_seconds, 3))
         return read
+
+    def _poll_and_drain(self) -> None:
+        self._poll(200)
+        self._drain()
 
     def between_batches(self) -> None:
         if self._thread is None and not self.stop_event.is_set():

@@ -1,0 +1,41 @@
+"""Reading a compacted topic in full, then following it: the steps the catalog follower
+(:mod:`consumers.catalog`) and the item-results cache (:mod:`consumers.itemcache`) share.
+
+A follower assigns every partition of its topic from the beginning (no consumer group: every worker reads
+all of it), reads to the end offsets found at start before the worker serves, then keeps polling on a
+thread of its own and hands what it read to the worker's thread between batches.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Callable
+from typing import Any
+
+from kafka import TopicPartition
+
+
+def assign_from_beginning(consumer: Any, topic: str) -> bool:
+    """Assign every partition of ``topic`` to ``consumer`` at its first offset; False (and the consumer
+    closed) when the topic has no partitions, that is, does not exist."""
+    parts = consumer.partitions_for_topic(topic)
+    if not parts:
+        consumer.close()
+        return False
+    tps = [TopicPartition(topic, p) for p in sorted(parts)]
+    consumer.assign(tps)
+    consumer.seek_to_beginning(*tps)
+    return True
+
+
+def read_to_end(consumer: Any, timeout_s: float, step: Callable[[], None], started: float | None = None) -> bool:
+    """Call ``step`` (a poll and what it read) until ``consumer`` is at the end offsets its assignment has
+    now; False when ``timeout_s`` (counted from ``started``, default now) ran out first."""
+    started = time.monotonic() if started is None else started
+    tps = sorted(consumer.assignment(), key=lambda tp: tp.partition)
+    end = consumer.end_offsets(tps)
+    while any(consumer.position(tp) < end[tp] for tp in tps):
+        if time.monotonic() - started > timeout_s:
+            return False
+        step()
+    return True
