@@ -313,7 +313,8 @@ def register(app: typer.Typer) -> None:
                    out: str = typer.Option("reports", "--out", help="Folder for README.md, JSON and PNG files."),
                    quick: bool = typer.Option(False, "--quick", help="Small sizes: a smoke run of every step."),
                    only: str = typer.Option(None, "--only", help="Comma-separated step names to run (e.g. "
-                                                                 "e2e,train); the README covers those only.")
+                                                                 "e2e,train); only their README sections and the "
+                                                                 "headline are rewritten, the others kept.")
                    ) -> None:
         """Run the benchmarks and the evaluations; write reports/README.md with the figures."""
         names = [n.strip() for n in only.split(",") if n.strip()] if only else None
