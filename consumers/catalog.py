@@ -35,7 +35,7 @@ from typing import Any
 from kafka.errors import KafkaError
 
 from streamrec.consumers.decode import DeadLetter
-from streamrec.consumers.follow import assign_from_beginning, read_to_end
+from streamrec.consumers.follow import BackgroundFollower, assign_from_beginning, read_to_end
 from streamrec.models.catalog.checks import ItemLimits
 from streamrec.models.catalog.item import Item
 from streamrec.stream import clients
@@ -49,7 +49,9 @@ __all__ = ["CatalogFollower"]
 RETRY_MISSING_S = 30.0
 
 
-class CatalogFollower:
+class CatalogFollower(BackgroundFollower):
+    thread_name = "catalog"
+
     def __init__(self, settings: Settings, engine: Any, log: Any, *,
                  consumer_factory: Callable[[], Any] | None = None,
                  dead_letters: Callable[[DeadLetter], None] | None = None,
@@ -110,15 +112,7 @@ class CatalogFollower:
         self._poll(200)
         self._drain()
 
-    # --- between batches (the worker's thread) ----------------------------------------------------
-    def between_batches(self) -> None:
-        """The loop's hook: apply what the follower thread queued since the last call (never waits)."""
-        if self._thread is None and not self.stop_event.is_set():
-            self._thread = threading.Thread(target=self._run, name="catalog", daemon=True)
-            self._thread.start()
-        if self._queue:
-            self._drain()
-
+    # between_batches (the loop's hook) comes from BackgroundFollower: starts the thread, applies the queue
     def _drain(self) -> None:
         with self._lock:
             queued, self._queue = self._queue, []

@@ -8,6 +8,7 @@ thread of its own and hands what it read to the worker's thread between batches.
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -39,3 +40,27 @@ def read_to_end(consumer: Any, timeout_s: float, step: Callable[[], None], start
             return False
         step()
     return True
+
+
+class BackgroundFollower:
+    """The worker-thread side of a follower: :meth:`between_batches` (the loop's hook) starts the follower
+    thread (``_run``, named ``thread_name``) once and applies what it queued (``_drain``), never waiting.
+    Subclasses set ``_thread``, ``_queue``, ``stop_event`` and implement ``_run`` and ``_drain``."""
+
+    thread_name = "follower"
+    _thread: threading.Thread | None
+    _queue: list[Any]
+    stop_event: threading.Event
+
+    def between_batches(self) -> None:
+        if self._thread is None and not self.stop_event.is_set():
+            self._thread = threading.Thread(target=self._run, name=self.thread_name, daemon=True)
+            self._thread.start()
+        if self._queue:
+            self._drain()
+
+    def _run(self) -> None:
+        raise NotImplementedError
+
+    def _drain(self) -> None:
+        raise NotImplementedError

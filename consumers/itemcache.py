@@ -24,7 +24,7 @@ from typing import Any
 
 from kafka.errors import KafkaError
 
-from streamrec.consumers.follow import assign_from_beginning, read_to_end
+from streamrec.consumers.follow import BackgroundFollower, assign_from_beginning, read_to_end
 from streamrec.models.engine.recommender import EngineConfig
 from streamrec.models.errors import ConfigError
 from streamrec.models.serving.itemplane import ItemCache, ItemPlane
@@ -82,7 +82,9 @@ class DeltaEmitter:
         return sent
 
 
-class ItemCacheFollower:
+class ItemCacheFollower(BackgroundFollower):
+    thread_name = "item-cache"
+
     def __init__(self, settings: Settings, plane: ItemPlane, log: Any,
                  consumer_factory: Callable[[], Any] | None = None) -> None:
         self.settings, self.log = settings, log.bind(component="item-cache")
@@ -130,13 +132,6 @@ class ItemCacheFollower:
     def _poll_and_drain(self) -> None:
         self._poll(200)
         self._drain()
-
-    def between_batches(self) -> None:
-        if self._thread is None and not self.stop_event.is_set():
-            self._thread = threading.Thread(target=self._run, name="item-cache", daemon=True)
-            self._thread.start()
-        if self._queue:
-            self._drain()
 
     def _drain(self) -> None:
         with self._lock:

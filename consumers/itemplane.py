@@ -28,6 +28,7 @@ from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from streamrec.consumers.decode import DeadLetter
+from streamrec.consumers.follow import read_to_end
 from streamrec.consumers.rebalance import RebalanceTracker
 from streamrec.consumers.reconnect import RECONNECT
 from streamrec.models.serving.itemplane import ItemStats
@@ -48,26 +49,28 @@ def restore_items(settings: Settings, partitions: set[int], stats: dict[int, Ite
         return 0
     topic = settings.item_state_topic()
     consumer = clients.consumer(settings, group=None, max_poll_records=5000, fetch_max_wait_ms=10, **RECONNECT)
+    count = 0
+
+    def step() -> None:
+        nonlocal count
+        for tp, recs in consumer.poll(timeout_ms=100).items():
+            table = stats[tp.partition]
+            for r in recs:
+                count += 1
+                if r.value is None:
+                    table.remove((r.key or b"").decode("utf-8", "replace"))
+                    continue
+                try:
+                    table.load(decode_result(r.value, r.key, settings.max_id_bytes))
+                except DecodeError:
+                    continue   # a record we cannot read: that item starts fresh
+
     try:
         tps = [TopicPartition(topic, p) for p in sorted(partitions)]
         consumer.assign(tps)
         consumer.seek_to_beginning(*tps)
-        end = consumer.end_offsets(tps)
-        count, deadline = 0, time.monotonic() + timeout_s
-        while any(consumer.position(tp) < end[tp] for tp in tps):
-            if time.monotonic() > deadline:
-                raise BrokerError(f"restoring {topic} partitions {sorted(partitions)} took over {timeout_s}s")
-            for tp, recs in consumer.poll(timeout_ms=100).items():
-                table = stats[tp.partition]
-                for r in recs:
-                    count += 1
-                    if r.value is None:
-                        table.remove((r.key or b"").decode("utf-8", "replace"))
-                        continue
-                    try:
-                        table.load(decode_result(r.value, r.key, settings.max_id_bytes))
-                    except DecodeError:
-                        continue   # a record we cannot read: that item starts fresh
+        if not read_to_end(consumer, timeout_s, step):
+            raise BrokerError(f"restoring {topic} partitions {sorted(partitions)} took over {timeout_s}s")
         return count
     finally:
         consumer.close()

@@ -18,6 +18,7 @@ worker's figure.
 from __future__ import annotations
 
 import gc
+import os
 import tempfile
 import time
 from pathlib import Path
@@ -40,8 +41,6 @@ def rss_mb() -> float:
         pages = int(Path("/proc/self/statm").read_text().split()[1])
     except (OSError, IndexError, ValueError):
         return peak_rss_mb()
-    import os
-
     return pages * os.sysconf("SC_PAGE_SIZE") / MB
 
 
