@@ -56,7 +56,7 @@ class DeltaEmitter:
     """What the loop calls for the item plane (``Loop.item_deltas``)."""
 
     def __init__(self, settings: Settings, plane: ItemPlane) -> None:
-        self.topic, self.collector = settings.item_deltas_topic, plane.collector
+        self.topic, self.collector = settings.item_deltas_name(), plane.collector
         self.records = self.bytes = 0
 
     def enter(self, partition: int, first: int, last: int) -> None:
@@ -89,7 +89,7 @@ class ItemCacheFollower(BackgroundFollower):
                  consumer_factory: Callable[[], Any] | None = None) -> None:
         self.settings, self.log = settings, log.bind(component="item-cache")
         self.cache: ItemCache = plane.cache
-        self.topic = settings.item_results_topic
+        self.topic = settings.item_results_name()
         self._factory = consumer_factory or (lambda: clients.consumer(
             settings, group=None, client_id=f"{settings.client_id}-item-cache", max_poll_records=5000))
         self.consumer: Any = None

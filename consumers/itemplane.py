@@ -80,7 +80,7 @@ class ItemOwner:
     def __init__(self, settings: Settings, log: Any, owner_id: str = "items",
                  covisit_half_life_ms: int = 7 * DAY_MS, trending_half_life_ms: int = DAY_MS) -> None:
         self.settings, self.log = settings, log.bind(component="item-owner", owner=owner_id)
-        self.topic = settings.item_deltas_topic
+        self.topic = settings.item_deltas_name()
         self.hl = (covisit_half_life_ms, trending_half_life_ms)
         self.consumer = clients.consumer(settings, group=settings.item_group(), max_poll_records=5000,
                                          client_id=f"{settings.client_id}-{owner_id}", session_timeout_ms=10000,
@@ -173,7 +173,7 @@ class ItemOwner:
         """One changelog record and one result per item changed since the last call (tombstones for the evicted),
         flushed and acknowledged (:class:`BrokerError` otherwise)."""
         s, send = self.settings, self.producer.send
-        state_topic, k = s.item_state_topic(), s.item_neighbours
+        state_topic, results_topic, k = s.item_state_topic(), s.item_results_name(), s.item_neighbours
         for p, items in self.dirty.items():
             table = self.tables.get(p)
             if table is None:
@@ -186,13 +186,13 @@ class ItemOwner:
                 self._futures.append(send(state_topic, key=key, value=encode_result(full), partition=p))
                 top = {**full, "sources": [], "neighbours": full["neighbours"][:k], "weights": full["weights"][:k]}
                 value = encode_result(top)
-                self._futures.append(send(s.item_results_topic, key=key, value=value))
+                self._futures.append(send(results_topic, key=key, value=value))
                 self.result_bytes += len(key) + len(value)
                 self.n["results"] += 1
             for item in table.take_evicted():
                 key = item.encode("utf-8", "surrogatepass")
                 self._futures.append(send(state_topic, key=key, value=None, partition=p))
-                self._futures.append(send(s.item_results_topic, key=key, value=None))
+                self._futures.append(send(results_topic, key=key, value=None))
         self.dirty = {}
         self.producer.flush()
         futures, self._futures = self._futures, []

@@ -91,8 +91,9 @@ class Settings:
     item_plane: bool = False             # covisit / trending learnt from every worker through Kafka (see docs)
     item_owner: bool = True              # with the plane on, the worker process also owns item partitions (a
                                          # thread in <group>.items); off: run `streamrec items` processes
-    item_deltas_topic: str = "item-deltas"     # workers' increments, keyed and partitioned by item
-    item_results_topic: str = "item-results"   # owners' results (compacted): top neighbours, trending score
+    item_deltas_topic: str = ""          # workers' increments, keyed and partitioned by item; "": <group>.item-deltas
+    item_results_topic: str = ""         # owners' results (compacted): top neighbours, trending score; "":
+                                         # <group>.item-results (so two worker groups never mix their items)
     item_partitions: int = 6             # partitions of item-deltas (and of the owners' changelog, item-results)
     item_interval_ms: int = 200          # an item owner applies, publishes and commits this often
     item_neighbours: int = 20            # neighbours per item an owner publishes (and keeps: 1.5x before pruning)
@@ -167,6 +168,14 @@ class Settings:
     def item_state_topic(self, group: str | None = None) -> str:
         """The item owners' changelog, co-partitioned with item-deltas."""
         return f"{self.item_group(group)}.state"
+
+    def item_deltas_name(self, group: str | None = None) -> str:
+        """The item-deltas topic: ``item_deltas_topic`` when set, else ``<group>.item-deltas``."""
+        return self.item_deltas_topic or f"{group or self.group}.item-deltas"
+
+    def item_results_name(self, group: str | None = None) -> str:
+        """The item-results topic: ``item_results_topic`` when set, else ``<group>.item-results``."""
+        return self.item_results_topic or f"{group or self.group}.item-results"
 
     def replace(self, **overrides: Any) -> Settings:
         """A copy with the given fields replaced; ``None`` values (unset CLI flags) are ignored."""

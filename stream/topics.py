@@ -25,8 +25,8 @@ def topic_specs(settings: Settings, group: str | None = None) -> list[TopicSpec]
     """events (delete), recommendations (compact + retention), events.dlq (delete),
     model-updates (delete, long retention; one partition keeps chunks in order), <group>.state (compact,
     co-partitioned with events), items (the catalog: compact, keyed by item id, kept for ever), and the item
-    plane's item-deltas (delete), <group>.items.state (compact, co-partitioned with item-deltas) and
-    item-results (compact)."""
+    plane's <group>.item-deltas (delete), <group>.items.state (compact, co-partitioned with item-deltas) and
+    <group>.item-results (compact); the item topics' names are those of the settings when set."""
     return [
         TopicSpec(settings.events_topic, settings.events_partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(settings.events_retention_ms)}),
@@ -40,10 +40,10 @@ def topic_specs(settings: Settings, group: str | None = None) -> list[TopicSpec]
         TopicSpec(settings.state_topic(group), settings.events_partitions, {"cleanup.policy": "compact"}),
         TopicSpec(settings.items_topic, settings.items_partitions, {"cleanup.policy": "compact"}),
         # the item plane (docs/item-plane.md): deltas by item, the owners' changelog, the compacted results
-        TopicSpec(settings.item_deltas_topic, settings.item_partitions,
+        TopicSpec(settings.item_deltas_name(group), settings.item_partitions,
                   {"cleanup.policy": "delete", "retention.ms": str(settings.events_retention_ms)}),
         TopicSpec(settings.item_state_topic(group), settings.item_partitions, {"cleanup.policy": "compact"}),
-        TopicSpec(settings.item_results_topic, settings.item_partitions, {"cleanup.policy": "compact"}),
+        TopicSpec(settings.item_results_name(group), settings.item_partitions, {"cleanup.policy": "compact"}),
     ]
 
 

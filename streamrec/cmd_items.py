@@ -43,6 +43,6 @@ def register(app: typer.Typer) -> None:
 
         signal.signal(signal.SIGTERM, stop)
         signal.signal(signal.SIGINT, stop)
-        log.info("item owner starting", topic=s.item_deltas_topic, group=s.item_group())
+        log.info("item owner starting", topic=s.item_deltas_name(), group=s.item_group())
         owner.run(idle_timeout_s=idle_timeout)
         log.info("item owner closed", **owner.stats())

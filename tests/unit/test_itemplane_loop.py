@@ -28,7 +28,7 @@ def _loop(cluster: MemoryCluster, s: Settings) -> Loop:
 
 def _owner(cluster: MemoryCluster, s: Settings, times: int = 1) -> dict[str, tuple[dict[str, float], float]]:
     stats = ItemStats(max_neighbours=1000)
-    deltas = [decode_delta(o.value, o.key) for o in cluster.outputs(s.item_deltas_topic) if o.value is not None]
+    deltas = [decode_delta(o.value, o.key) for o in cluster.outputs(s.item_deltas_name()) if o.value is not None]
     kinds = [stats.apply(d) for _ in range(times) for d in deltas]
     assert kinds.count("applied") == len(deltas)
     now = max(d.ts_ms for d in deltas)
@@ -58,7 +58,7 @@ def test_a_crash_and_a_resume_emit_the_increments_of_an_uninterrupted_run() -> N
     drain(_loop(calm, s))
     reference = _owner(calm, s)
     assert len(reference) > 10
-    deltas = [decode_delta(o.value, o.key) for o in calm.outputs(s.item_deltas_topic) if o.value is not None]
+    deltas = [decode_delta(o.value, o.key) for o in calm.outputs(s.item_deltas_name()) if o.value is not None]
     assert {d.source_partition for d in deltas} == {0, 1, 2}
     assert max(d.source_last for d in deltas if d.source_partition == 0) == calm.end_offsets()[0] - 1
     cluster = MemoryCluster(partitions=3)
