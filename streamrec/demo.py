@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import shutil
 import time
+import urllib.error
+import urllib.request
 import uuid
 from collections import Counter
 from pathlib import Path
@@ -17,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from streamrec.e2e import Subscriber, start_worker, stop_process
+from streamrec.e2e import Subscriber, free_port, start_worker, stop_process, wait_until
 from streamrec.stream import broker
 from streamrec.stream.logs import configure
 from streamrec.stream.settings import Settings
@@ -78,8 +80,16 @@ def run(settings: Settings, users: int, items: int, events: int, rate: float, ep
         console.rule("[bold]4. A worker, and a subscriber on the recommendations topic")
         sub.start()
         sub.ready.wait(15)
-        worker = start_worker(settings, "--worker-id", "demo-1", log_path=workdir / "worker.log")
-        console.print(f"worker pid {worker.pid} (log: {workdir / 'worker.log'})")
+        port = free_port()
+        worker = start_worker(settings, "--worker-id", "demo-1", "--metrics-port", str(port),
+                              log_path=workdir / "worker.log")
+        t_ready = time.monotonic()
+        with console.status("waiting for the worker's /readyz (partitions assigned, state restored)..."):
+            ready = wait_until(lambda: worker.poll() is None and _ready(port), timeout_s=120, every_s=0.1)
+        if not ready:
+            raise RuntimeError(f"the worker did not become ready within 120 s; see {workdir / 'worker.log'}")
+        console.print(f"worker pid {worker.pid} ready in {time.monotonic() - t_ready:.1f} s "
+                      f"(log: {workdir / 'worker.log'}; metrics http://127.0.0.1:{port}/metrics)")
 
         console.rule(f"[bold]5. Replay the second half at {rate:,.0f} events/s")
         sent_at: dict[str, float] = {}
@@ -110,6 +120,16 @@ def run(settings: Settings, users: int, items: int, events: int, rate: float, ep
         if started_broker and not keep_broker:
             broker.stop(settings)
             console.print("broker stopped")
+
+
+def _ready(port: int) -> bool:
+    """True once the worker's ``/readyz`` answers 200: its partitions are assigned and their state restored,
+    so the replay measures the loop's latency and not its start-up."""
+    try:
+        with urllib.request.urlopen(f"http://127.0.0.1:{port}/readyz", timeout=1) as r:
+            return int(r.status) == 200
+    except (urllib.error.URLError, OSError):
+        return False
 
 
 def _show_users(log: object, live: list, arrivals: list) -> None:  # type: ignore[type-arg]
