@@ -26,9 +26,9 @@ shared), so with several workers a restarted worker relearns some users' factors
 from __future__ import annotations
 
 import time
+from importlib import metadata
 from typing import Any
 
-import river
 from kafka import TopicPartition
 from kafka.errors import KafkaError
 
@@ -44,6 +44,15 @@ from streamrec.stream.topics import TopicSpec, ensure_topics
 MAX_BYTES = 64 * 1024 * 1024
 
 
+def river_version() -> str:
+    """The installed river's version, read from its package metadata: importing river would pull in scipy
+    (~60 MB of a worker's memory) in a worker whose default learners are all numpy."""
+    try:
+        return metadata.version("river")
+    except metadata.PackageNotFoundError:
+        return "none"
+
+
 def online_topic(settings: Settings) -> str:
     return f"{settings.group}.online"
 
@@ -57,7 +66,7 @@ def encode_checkpoint(settings: Settings, worker_id: str, parts: list[Part], eve
     """The ``online_state`` envelope of ``parts``."""
     return codec_for("online_state").encode({
         "group": settings.group, "worker_id": worker_id, "written_at": int(time.time() * 1000),
-        "river_version": river.__version__, "format": FORMAT, "events_applied": events_applied,
+        "river_version": river_version(), "format": FORMAT, "events_applied": events_applied,
         "parts": [{"name": n, "encoding": e, "data": d} for n, e, d in parts]})
 
 
@@ -138,7 +147,7 @@ class OnlineState:
         refused = {k[:64]: v for k, v in self.restored.items() if not v.startswith("restored")}
         if refused:
             self.log.warning("online checkpoint parts refused", parts=refused, written_by=meta["worker_id"][:128],
-                             written_with_river=meta["river_version"][:32], running_river=river.__version__,
+                             written_with_river=meta["river_version"][:32], running_river=river_version(),
                              format=meta["format"])
         self.log.info("online state restored", written_by=meta["worker_id"][:128], written_at=meta["written_at"],
                       parts=sorted(k for k, v in self.restored.items() if v.startswith("restored")))

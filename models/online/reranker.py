@@ -1,11 +1,16 @@
-"""The learned reranker: a river classifier behind a ``StandardScaler``, trained online on labelled pairs.
+"""The learned reranker: a classifier behind a standard scaler, trained online on labelled pairs.
 
-The model is a river pipeline, ``preprocessing.StandardScaler() | linear_model.LogisticRegression`` (``"logreg"``,
-the default) or ``... | facto.FMClassifier`` (``"fm"``: pairwise feature interactions, ~15x slower to
-learn), chosen by :attr:`RerankerConfig.model`. Learning goes through river's ``learn_one`` (with a
-sample weight); scoring never calls ``predict_one`` per candidate: :meth:`OnlineReranker.score` reads the
-scaler's running means and variances and the classifier's weights (and FM latents) and scores the whole
-candidate matrix with numpy, which gives river's own probabilities (tested against ``predict_proba_one``).
+The model is river's ``preprocessing.StandardScaler() | linear_model.LogisticRegression`` (``"logreg"``, the
+default) or ``... | facto.FMClassifier`` (``"fm"``: pairwise feature interactions, ~15x slower to learn), chosen
+by :attr:`RerankerConfig.model`. The default model runs without river: :class:`LinearState` holds the
+scaler's running counts, means and variances and the classifier's weights, intercept and step count as
+numpy vectors and learns with river's own arithmetic (plain SGD, river's log-loss gradient and clipping),
+row by row in the same order (tested equal to river's ``learn_one``), so a worker with the default settings
+never imports river (it pulls in scipy: ~60 MB of resident memory). :attr:`OnlineReranker.pipeline` builds
+the equal river pipeline on demand (imported then), for inspection and tests. The ``"fm"`` model is river's
+own pipeline, learned through ``learn_one`` (with a sample weight). Scoring never calls ``predict_one`` per
+candidate: :meth:`OnlineReranker.score` scores the whole candidate matrix with numpy, which gives river's
+own probabilities (tested against ``predict_proba_one``).
 
 :meth:`OnlineReranker.learn` is test, then train: it scores the pairs with the current weights, updates
 the online ``ROCAUC`` and ``LogLoss`` with those predictions, and only then learns them.
@@ -29,13 +34,15 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
-from river import compose, facto, linear_model, optim, preprocessing
 
 from streamrec.models.errors import ConfigError
 from streamrec.models.online.plainstate import Fields, StateError, check_int
+
+if TYPE_CHECKING:
+    from river import compose, linear_model
 
 MODELS = ("logreg", "fm")
 
@@ -61,7 +68,9 @@ class RerankerConfig:
 
 
 def make_pipeline(config: RerankerConfig) -> compose.Pipeline:
-    """The river pipeline for ``config`` (scaler, then the classifier)."""
+    """The river pipeline for ``config`` (scaler, then the classifier); imports river."""
+    from river import facto, linear_model, optim, preprocessing
+
     if config.model == "fm":
         clf: Any = facto.FMClassifier(
             n_factors=config.fm_factors, weight_optimizer=optim.SGD(config.lr),
@@ -78,115 +87,27 @@ def _sigmoid(z: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(z, -60.0, 60.0)))
 
 
-class OnlineReranker:
-    """A river pipeline scored with numpy over candidate matrices whose columns are ``names``."""
+class LinearState:
+    """``StandardScaler | LogisticRegression`` (plain SGD, constant rates, no L1) as numpy vectors over the
+    feature names: per-feature count, mean and variance of the scaler, weights, intercept and step count of
+    the classifier. :meth:`learn` is river's ``learn_one`` of that pipeline, row by row in the same order
+    (the same running means and variances, weights and intercept to float rounding;
+    ``tests/unit/test_reranker.py``); a ``learn`` of 100 pairs x 40 features takes a few ms where river's
+    dict loop took 21 ms."""
 
-    def __init__(self, config: RerankerConfig | None = None, names: Sequence[str] = (),
-                 pipeline: compose.Pipeline | None = None) -> None:
-        self.config = config or RerankerConfig()
-        self.names = tuple(names)
-        self.pipeline = pipeline if pipeline is not None else make_pipeline(self.config)
-        self.auc = ThresholdAUC()
-        self.recent = RecentAUC()
-        self.logloss = LogLoss()
-        self.pairs = 0
-        self.positives = 0
+    def __init__(self, config: RerankerConfig, n: int) -> None:
+        self.lr, self.ilr = float(config.lr), float(config.intercept_lr)
+        self.l2, self.clip = float(config.l2), float(config.clip_gradient)
+        self.count = np.zeros(n, dtype=np.float64)
+        self.mean = np.zeros(n, dtype=np.float64)
+        self.var = np.zeros(n, dtype=np.float64)
+        self.w = np.zeros(n, dtype=np.float64)
+        self.b = 0.0
+        self.steps = 0
 
-    @property
-    def scaler(self) -> preprocessing.StandardScaler:
-        return self.pipeline.steps["StandardScaler"]
-
-    @property
-    def classifier(self) -> Any:
-        return list(self.pipeline.steps.values())[-1]
-
-    def _standardise(self, X: np.ndarray) -> np.ndarray:
-        sc = self.scaler
-        mean = np.array([sc.means.get(n, 0.0) for n in self.names], dtype=np.float64)
-        var = np.array([sc.vars.get(n, 0.0) for n in self.names], dtype=np.float64)
-        std = np.sqrt(np.where(var > 0, var, 1.0))
-        return np.where(var > 0, (np.asarray(X, dtype=np.float64) - mean) / std, 0.0)
-
-    def logits(self, X: np.ndarray) -> np.ndarray:
-        """Raw scores (log-odds) of the rows of ``X`` (``X`` is not modified)."""
-        z = self._standardise(X)
-        clf = self.classifier
-        if isinstance(clf, facto.FMClassifier):
-            w = np.array([clf.weights.get(n, 0.0) for n in self.names])
-            zero = np.zeros(clf.n_factors)
-            V = np.array([clf.latents.get(n, zero) for n in self.names]).reshape(
-                len(self.names), clf.n_factors)
-            zv = z @ V
-            inter = 0.5 * (zv * zv - (z * z) @ (V * V)).sum(axis=1)
-            return np.asarray(clf.intercept + z @ w + inter)
-        weights = clf.weights
-        w = np.array([weights.get(n, 0.0) for n in self.names])
-        return np.asarray(clf.intercept + z @ w)
-
-    def _linear(self) -> tuple[np.ndarray, float]:
-        """Logistic regression folded with the scaler: ``logit = X @ a + b`` on raw features."""
-        sc, clf = self.scaler, self.classifier
-        mean = np.array([sc.means.get(n, 0.0) for n in self.names])
-        var = np.array([sc.vars.get(n, 0.0) for n in self.names])
-        weights = clf.weights                 # river's public copy of the weights
-        w = np.array([weights.get(n, 0.0) for n in self.names])
-        a = np.where(var > 0, w / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
-        return a.astype(np.float32), float(clf.intercept - a @ mean)
-
-    def score(self, X: np.ndarray) -> np.ndarray:
-        """Click probabilities of the rows of ``X``, float32, vectorised (same values as river's)."""
-        if isinstance(self.classifier, facto.FMClassifier):
-            return _sigmoid(self.logits(X)).astype(np.float32)
-        a, b = self._linear()                 # one float32 matrix-vector product for the whole batch
-        return _sigmoid(np.asarray(X, dtype=np.float32) @ a + np.float32(b)).astype(np.float32)
-
-    def learn(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None,
-              baseline: np.ndarray | None = None) -> None:
-        """Test, then train on labelled rows: metrics from the current predictions (and the exact AUC of
-        the model and of the ``baseline`` scores of the same rows over the last pairs), then ``learn_one``
-        for each row in the given order (with sample weight ``w``)."""
-        n = len(X)
-        if n == 0:
-            return
-        scores = self.score(X)
-        self.recent.update(np.asarray(y, dtype=bool), scores, scores if baseline is None else baseline)
-        p = scores.tolist()
-        labels = np.asarray(y, dtype=bool).tolist()
-        weights = [1.0] * n if w is None else np.asarray(w, dtype=np.float64).tolist()
-        for yi, pi in zip(labels, p, strict=True):
-            self.auc.update(yi, pi)
-            self.logloss.update(yi, min(max(pi, 1e-7), 1 - 1e-7))
-        if not self._learn_linear(np.asarray(X, dtype=np.float64), labels, weights):
-            names, learn = self.names, self.pipeline.learn_one
-            for row, yi, wi in zip(np.asarray(X, dtype=np.float64).tolist(), labels, weights, strict=True):
-                learn(dict(zip(names, row, strict=True)), yi, w=wi)
-        self.pairs += n
-        self.positives += sum(labels)
-
-    def _learn_linear(self, X: np.ndarray, labels: list[bool], weights: list[float]) -> bool:
-        """river's ``learn_one`` of ``StandardScaler | LogisticRegression`` (plain SGD, constant rates, no L1),
-        row by row in the same order, on numpy vectors instead of dicts: the same running means and variances,
-        weights and intercept as river's own loop to float rounding (``tests/unit/test_reranker.py``); a
-        ``learn`` of 100 pairs x 40 features took 6 ms instead of 21 ms (river's dict loop was the largest
-        cost of the reranker's learning in ``streamrec evaluate``). The results are written back into the
-        river objects, which stay the model of record (checkpoints, ``weights``). Returns False, having done
-        nothing, for any other model (FM, schedules)."""
-        clf, sc = self.classifier, self.scaler
-        if (not isinstance(clf, linear_model.LogisticRegression) or type(clf.optimizer) is not optim.SGD
-                or not isinstance(clf.optimizer.lr, optim.schedulers.Constant)
-                or not isinstance(clf.intercept_lr, optim.schedulers.Constant) or clf.l1 != 0.0
-                or sc.window_size is not None or not sc.with_std
-                or getattr(clf.loss, "weight_pos", 1.0) != 1.0 or getattr(clf.loss, "weight_neg", 1.0) != 1.0):
-            return False
-        names = self.names
-        count = np.array([sc.counts.get(k, 0) for k in names], dtype=np.float64)
-        mean = np.array([sc.means.get(k, 0.0) for k in names], dtype=np.float64)
-        var = np.array([sc.vars.get(k, 0.0) for k in names], dtype=np.float64)
-        current = clf._weights
-        w = np.array([current.get(k, 0.0) for k in names], dtype=np.float64)
-        b = float(clf.intercept)
-        lr, ilr = float(clf.optimizer.lr.learning_rate), float(clf.intercept_lr.learning_rate)
-        l2, clip = float(clf.l2), float(clf.clip_gradient)
+    def learn(self, X: np.ndarray, labels: list[bool], weights: list[float]) -> None:
+        count, mean, var, w = self.count, self.mean, self.var, self.w
+        b, lr, ilr, l2, clip = self.b, self.lr, self.ilr, self.l2, self.clip
         exp, where, sqrt = math.exp, np.where, np.sqrt
         for x, yi, wi in zip(X, labels, weights, strict=True):
             count += 1.0
@@ -202,14 +123,115 @@ class OnlineReranker:
             grad = z * g + l2 * w if l2 else z * g
             b -= ilr * g
             w -= lr * grad
+        self.b = b
+        self.steps += len(X)
+
+    def to_river(self, config: RerankerConfig, names: Sequence[str]) -> compose.Pipeline:
+        """The equal river pipeline (imports river): what river would hold after the same ``learn_one`` calls."""
+        pipeline = make_pipeline(config)
+        sc = pipeline.steps["StandardScaler"]
+        clf = list(pipeline.steps.values())[-1]
         for k, name in enumerate(names):
-            sc.counts[name] = int(count[k])
-            sc.means[name] = float(mean[k])
-            sc.vars[name] = float(var[k])
-        _set_glm_weights(clf, dict(zip(names, w.tolist(), strict=True)))
-        clf.intercept = b
-        clf.optimizer.n_iterations += len(X)
-        return True
+            if self.count[k] > 0:
+                sc.counts[name] = int(self.count[k])
+                sc.means[name] = float(self.mean[k])
+                sc.vars[name] = float(self.var[k])
+        if self.steps:
+            _set_glm_weights(clf, dict(zip(names, self.w.tolist(), strict=True)))
+        clf.intercept = self.b
+        clf.optimizer.n_iterations = self.steps
+        return pipeline
+
+
+class OnlineReranker:
+    """The reranker's classifier scored with numpy over candidate matrices whose columns are ``names``."""
+
+    def __init__(self, config: RerankerConfig | None = None, names: Sequence[str] = ()) -> None:
+        self.config = config or RerankerConfig()
+        self.names = tuple(names)
+        self.linear: LinearState | None = None
+        self._fm: compose.Pipeline | None = None
+        if self.config.model == "fm":
+            self._fm = make_pipeline(self.config)
+        else:
+            self.linear = LinearState(self.config, len(self.names))
+        self.auc = ThresholdAUC()
+        self.recent = RecentAUC()
+        self.logloss = LogLoss()
+        self.pairs = 0
+        self.positives = 0
+
+    @property
+    def pipeline(self) -> compose.Pipeline:
+        """The model as a river pipeline: the FM model itself, or a river copy of the linear model."""
+        if self.linear is not None:
+            return self.linear.to_river(self.config, self.names)
+        if self._fm is None:
+            raise StateError("the reranker holds no model")
+        return self._fm
+
+    def _moments(self) -> tuple[np.ndarray, np.ndarray]:
+        if self.linear is not None:
+            return self.linear.mean, self.linear.var
+        sc = self.pipeline.steps["StandardScaler"]
+        return (np.array([sc.means.get(n, 0.0) for n in self.names], dtype=np.float64),
+                np.array([sc.vars.get(n, 0.0) for n in self.names], dtype=np.float64))
+
+    def _standardise(self, X: np.ndarray) -> np.ndarray:
+        mean, var = self._moments()
+        std = np.sqrt(np.where(var > 0, var, 1.0))
+        return np.where(var > 0, (np.asarray(X, dtype=np.float64) - mean) / std, 0.0)
+
+    def logits(self, X: np.ndarray) -> np.ndarray:
+        """Raw scores (log-odds) of the rows of ``X`` (``X`` is not modified)."""
+        z = self._standardise(X)
+        if self.linear is not None:
+            return np.asarray(self.linear.b + z @ self.linear.w)
+        clf = list(self.pipeline.steps.values())[-1]
+        w = np.array([clf.weights.get(n, 0.0) for n in self.names])
+        zero = np.zeros(clf.n_factors)
+        V = np.array([clf.latents.get(n, zero) for n in self.names]).reshape(len(self.names), clf.n_factors)
+        zv = z @ V
+        inter = 0.5 * (zv * zv - (z * z) @ (V * V)).sum(axis=1)
+        return np.asarray(clf.intercept + z @ w + inter)
+
+    def _linear(self, lin: LinearState) -> tuple[np.ndarray, float]:
+        """Logistic regression folded with the scaler: ``logit = X @ a + b`` on raw features."""
+        var = lin.var
+        a = np.where(var > 0, lin.w / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
+        return a.astype(np.float32), float(lin.b - a @ lin.mean)
+
+    def score(self, X: np.ndarray) -> np.ndarray:
+        """Click probabilities of the rows of ``X``, float32, vectorised (same values as river's)."""
+        if self.linear is None:
+            return _sigmoid(self.logits(X)).astype(np.float32)
+        a, b = self._linear(self.linear)                 # one float32 matrix-vector product for the whole batch
+        return _sigmoid(np.asarray(X, dtype=np.float32) @ a + np.float32(b)).astype(np.float32)
+
+    def learn(self, X: np.ndarray, y: np.ndarray, w: np.ndarray | None = None,
+              baseline: np.ndarray | None = None) -> None:
+        """Test, then train on labelled rows: metrics from the current predictions (and the exact AUC of
+        the model and of the ``baseline`` scores of the same rows over the last pairs), then river's
+        ``learn_one`` arithmetic for each row in the given order (with sample weight ``w``)."""
+        n = len(X)
+        if n == 0:
+            return
+        scores = self.score(X)
+        self.recent.update(np.asarray(y, dtype=bool), scores, scores if baseline is None else baseline)
+        p = scores.tolist()
+        labels = np.asarray(y, dtype=bool).tolist()
+        weights = [1.0] * n if w is None else np.asarray(w, dtype=np.float64).tolist()
+        for yi, pi in zip(labels, p, strict=True):
+            self.auc.update(yi, pi)
+            self.logloss.update(yi, min(max(pi, 1e-7), 1 - 1e-7))
+        if self.linear is not None:
+            self.linear.learn(np.asarray(X, dtype=np.float64), labels, weights)
+        else:
+            names, learn = self.names, self.pipeline.learn_one
+            for row, yi, wi in zip(np.asarray(X, dtype=np.float64).tolist(), labels, weights, strict=True):
+                learn(dict(zip(names, row, strict=True)), yi, w=wi)
+        self.pairs += n
+        self.positives += sum(labels)
 
     def stats(self) -> dict[str, Any]:
         auc, ll = self.auc.get(), self.logloss.get()
@@ -221,7 +243,9 @@ class OnlineReranker:
 
     def weights(self) -> dict[str, float]:
         """The classifier's linear weight per feature (on standardised features), for inspection."""
-        src = self.classifier.weights
+        if self.linear is not None:
+            return dict(zip(self.names, self.linear.w.tolist(), strict=True))
+        src = list(self.pipeline.steps.values())[-1].weights
         return {n: float(src.get(n, 0.0)) if n in src else 0.0 for n in self.names}
 
     # --- checkpoints -----------------------------------------------------------------------------
@@ -230,19 +254,31 @@ class OnlineReranker:
     def to_state(self) -> dict[str, Any]:
         """The whole learner as plain JSON data: the scaler's counts, means and variances, the classifier's
         intercept, weights (and FM latents) and optimiser step counts, the pair counters, the online AUC and
-        log loss, and the window of recent pairs that decides whether the reranker serves."""
-        sc, clf = self.scaler, self.classifier
-        fm = isinstance(clf, facto.FMClassifier)
+        log loss, and the window of recent pairs that decides whether the reranker serves. The linear model
+        writes what its river pipeline would (features the scaler has seen; weights once it has learned)."""
         state: dict[str, Any] = {
             "format": STATE_FORMAT, "model": self.config.model, "names": list(self.names), "pairs": self.pairs,
-            "positives": self.positives,
-            "scaler": {"counts": {str(k): int(v) for k, v in sc.counts.items()}, "means": _floats(sc.means),
-                       "vars": _floats(sc.vars)},
-            "intercept": float(clf.intercept), "weights": _floats(clf.weights),
-            "steps": ([clf.weight_optimizer.n_iterations, clf.latent_optimizer.n_iterations] if fm
-                      else [clf.optimizer.n_iterations]),
-            "auc": self.auc.to_state(), "logloss": self.logloss.to_state(), "recent": self.recent.to_state()}
-        if fm:
+            "positives": self.positives}
+        lin = self.linear
+        if lin is not None:
+            seen = [k for k in range(len(self.names)) if lin.count[k] > 0]
+            state.update(
+                scaler={"counts": {self.names[k]: int(lin.count[k]) for k in seen},
+                        "means": {self.names[k]: float(lin.mean[k]) for k in seen},
+                        "vars": {self.names[k]: float(lin.var[k]) for k in seen}},
+                intercept=float(lin.b),
+                weights=dict(zip(self.names, lin.w.tolist(), strict=True)) if lin.steps else {},
+                steps=[lin.steps])
+        else:
+            sc, clf = self.pipeline.steps["StandardScaler"], list(self.pipeline.steps.values())[-1]
+            state.update(
+                scaler={"counts": {str(k): int(v) for k, v in sc.counts.items()}, "means": _floats(sc.means),
+                        "vars": _floats(sc.vars)},
+                intercept=float(clf.intercept), weights=_floats(clf.weights),
+                steps=[clf.weight_optimizer.n_iterations, clf.latent_optimizer.n_iterations])
+        state.update(auc=self.auc.to_state(), logloss=self.logloss.to_state(), recent=self.recent.to_state())
+        if lin is None:
+            clf = list(self.pipeline.steps.values())[-1]
             state["latents"] = {str(k): [float(x) for x in np.asarray(v)] for k, v in clf.latents.items()}
         return state
 
@@ -281,21 +317,28 @@ class OnlineReranker:
         if fmt >= 2:
             auc, logloss = ThresholdAUC.from_state(f.obj("auc")), LogLoss.from_state(f.obj("logloss"))
             recent, note = RecentAUC.from_state(f.obj("recent"), len(self.recent.y)), None
-        pipeline = make_pipeline(self.config)           # a fresh pipeline, filled, then swapped in
-        sc = pipeline.steps["StandardScaler"]
-        sc.counts.update(counts)
-        sc.means.update(means)
-        sc.vars.update(variances)
-        clf = list(pipeline.steps.values())[-1]
-        clf.intercept = intercept
         if fm:
+            pipeline = make_pipeline(self.config)           # a fresh pipeline, filled, then swapped in
+            sc = pipeline.steps["StandardScaler"]
+            sc.counts.update(counts)
+            sc.means.update(means)
+            sc.vars.update(variances)
+            clf = list(pipeline.steps.values())[-1]
+            clf.intercept = intercept
             clf.weights.update(weights)
             clf.latents.update(latents)
             clf.weight_optimizer.n_iterations, clf.latent_optimizer.n_iterations = steps
+            self._fm = pipeline
         else:
-            _set_glm_weights(clf, weights)
-            clf.optimizer.n_iterations = steps[0]
-        self.pipeline, self.auc, self.logloss, self.recent = pipeline, auc, logloss, recent
+            lin = LinearState(self.config, len(self.names))
+            for k, name in enumerate(self.names):
+                lin.count[k] = counts.get(name, 0)
+                lin.mean[k] = means.get(name, 0.0)
+                lin.var[k] = variances.get(name, 0.0)
+                lin.w[k] = weights.get(name, 0.0)
+            lin.b, lin.steps = intercept, steps[0]
+            self.linear = lin
+        self.auc, self.logloss, self.recent = auc, logloss, recent
         self.pairs, self.positives = pairs, positives
         return note
 

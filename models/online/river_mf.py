@@ -39,11 +39,9 @@ import json
 from collections import OrderedDict
 from collections.abc import Collection, Sequence
 from dataclasses import asdict, dataclass
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
-import river
-from river import optim, reco
 
 from streamrec.models.base.encoder import event_strength
 from streamrec.models.errors import ConfigError
@@ -58,6 +56,9 @@ from streamrec.models.online.plainstate import (
     loads_json,
     unique,
 )
+
+if TYPE_CHECKING:
+    from river import reco
 
 STATE_FORMAT = "streamrec-river-mf/1"
 
@@ -131,10 +132,13 @@ class RiverMF:
     """Online biased matrix factorisation (river ``reco.BiasedMF``) with numpy ranking and bounded memory."""
 
     def __init__(self, config: RiverMFConfig | None = None) -> None:
+        import river  # here, not at the module's top: river pulls in scipy (~60 MB), and only this source needs it
+        from river import optim, reco
+
         self.config = config or RiverMFConfig()
         c = self.config
         self._init = optim.initializers.Normal(mu=0.0, sigma=c.init_sigma, seed=c.seed)
-        self.model = reco.BiasedMF(
+        self.model: reco.BiasedMF = reco.BiasedMF(
             n_factors=c.n_factors,
             bias_optimizer=optim.SGD(c.lr_bias),
             latent_optimizer=optim.SGD(c.lr_latent),
@@ -307,6 +311,8 @@ class RiverMF:
 
     def to_bytes(self) -> bytes:
         """The whole state as ``.npz`` bytes (no pickle), tagged with the river version that wrote it."""
+        import river
+
         m = self.model
         users = list(self._users)
         items_lru = list(self._item_seen)

@@ -17,7 +17,7 @@ from streamrec.models.online.features import FEATURES, build_features
 from streamrec.models.online.feedback import FeedbackLog, LabelPolicy, label_pairs
 from streamrec.models.online.itemtable import ItemTable
 from streamrec.models.online.layer import OnlineConfig
-from streamrec.models.online.reranker import OnlineReranker, RerankerConfig
+from streamrec.models.online.reranker import OnlineReranker, RerankerConfig, make_pipeline
 from streamrec.models.serving.candidates import CodeSpace, merge_candidates
 from streamrec.models.serving.state import StateLimits, UserState
 from streamrec.stream.settings import Settings
@@ -240,7 +240,7 @@ def test_settings_switch_the_online_learners() -> None:
 
 
 def test_numpy_learning_equals_rivers_own_learn_one() -> None:
-    """The numpy path of ``OnlineReranker.learn`` leaves the scaler, weights and intercept river's loop would."""
+    """The numpy model of ``OnlineReranker.learn`` leaves the scaler, weights and intercept river's loop would."""
     names = tuple(f"f{i}" for i in range(12))
     rng = np.random.default_rng(3)
     X = rng.normal(size=(600, len(names)))
@@ -248,20 +248,51 @@ def test_numpy_learning_equals_rivers_own_learn_one() -> None:
     X[:, 7] = rng.random(600) < 0.05
     y = (X[:, 0] + 2 * X[:, 7] + rng.normal(size=600)) > 0.5
     w = rng.uniform(0.5, 3.0, 600)
-    fast, slow = (OnlineReranker(RerankerConfig(lr=0.05, l2=1e-3, clip_gradient=0.5), names) for _ in range(2))
-    slow._learn_linear = lambda *args: False             # type: ignore[method-assign]
+    config = RerankerConfig(lr=0.05, l2=1e-3, clip_gradient=0.5)
+    fast, slow = OnlineReranker(config, names), make_pipeline(config)
     for s in range(0, 600, 50):
         fast.learn(X[s:s + 50], y[s:s + 50], w[s:s + 50])
-        slow.learn(X[s:s + 50], y[s:s + 50], w[s:s + 50])
-    assert fast.pairs == slow.pairs == 600
-    assert fast.scaler.counts == slow.scaler.counts
+        for row, yi, wi in zip(X[s:s + 50].tolist(), y[s:s + 50].tolist(), w[s:s + 50].tolist(), strict=True):
+            slow.learn_one(dict(zip(names, row, strict=True)), yi, w=wi)
+    assert fast.pairs == 600
+    copy = fast.pipeline                                 # the numpy state as a river pipeline
+    scaler, clf = copy.steps["StandardScaler"], list(copy.steps.values())[-1]
+    slow_scaler, slow_clf = slow.steps["StandardScaler"], list(slow.steps.values())[-1]
+    assert scaler.counts == slow_scaler.counts
     for k in names:
-        assert fast.weights()[k] == pytest.approx(slow.weights()[k], abs=1e-12)
-        assert fast.scaler.vars[k] == pytest.approx(slow.scaler.vars[k], abs=1e-12)
-    assert fast.classifier.intercept == pytest.approx(slow.classifier.intercept, abs=1e-12)
-    assert fast.classifier.optimizer.n_iterations == slow.classifier.optimizer.n_iterations
+        assert fast.weights()[k] == pytest.approx(slow_clf.weights[k], abs=1e-12)
+        assert scaler.vars[k] == pytest.approx(slow_scaler.vars[k], abs=1e-12)
+        assert scaler.means[k] == pytest.approx(slow_scaler.means[k], abs=1e-12)
+    assert clf.intercept == pytest.approx(slow_clf.intercept, abs=1e-12)
+    assert clf.optimizer.n_iterations == slow_clf.optimizer.n_iterations == 600
     probe = {n: 0.3 for n in names}
     assert float(fast.score(np.full((1, len(names)), 0.3))[0]) == pytest.approx(
-        slow.pipeline.predict_proba_one(probe)[True], abs=1e-6)
-    fm = OnlineReranker(RerankerConfig(model="fm"), names)
-    assert not fm._learn_linear(X[:5], y[:5].tolist(), [1.0] * 5)     # FM keeps river's own learning
+        slow.predict_proba_one(probe)[True], abs=1e-6)
+    assert copy.predict_proba_one(probe)[True] == pytest.approx(slow.predict_proba_one(probe)[True], abs=1e-9)
+
+
+def test_the_default_worker_never_imports_river() -> None:
+    """river pulls in scipy (~60 MB of resident memory): the worker's modules and its default engine (learned
+    logistic reranker, drift detector, every default source) must run without it; the FM reranker imports it."""
+    import subprocess
+    import sys
+
+    code = ("import sys\n"
+            "import streamrec.consumers.worker\n"
+            "from streamrec.consumers.engine import engine_config\n"
+            "from streamrec.consumers.online import encode_checkpoint\n"
+            "from streamrec.models.engine.recommender import Recommender\n"
+            "from streamrec.models.events import Event, EventType\n"
+            "from streamrec.stream.settings import Settings\n"
+            "s = Settings(group='g')\n"
+            "rec = Recommender(engine_config(s))\n"
+            "ev = [Event(f'e{k}', f'u{k % 9}', f'i{k * k % 31}', EventType.CLICK, 1000 * k) for k in range(900)]\n"
+            "for a in range(0, 900, 30):\n"
+            "    rec.recommend(rec.apply(ev[a:a + 30]), now_ms=ev[a + 29].timestamp_ms)\n"
+            "assert rec.online.reranker.pairs > 0\n"
+            "encode_checkpoint(s, 'w', rec.online.checkpoint())\n"
+            "print(sorted(m for m in sys.modules if m.split('.')[0] in ('river', 'scipy')))\n"
+            "Recommender(engine_config(Settings(reranker_model='fm')))\n"
+            "print('river' in sys.modules)\n")
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
+    assert out.stdout.split("\n")[:2] == ["[]", "True"], out.stdout + out.stderr
