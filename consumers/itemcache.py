@@ -2,8 +2,9 @@
 
 * :class:`DeltaEmitter`: the loop's link to the engine's :class:`~models.serving.itemplane.DeltaCollector`. The
   loop tells it which events partition and offsets each ``apply`` covers (:meth:`enter`), and at each commit
-  it sends one ``item_delta`` record per (events partition, anchor item) to the item-deltas topic, keyed by the
-  item (so partitioned by item), through the loop's sink: in exactly-once mode in the same transaction as the
+  it sends the ``item_delta`` of every (events partition, anchor item), in one ``item_delta_batch`` record per
+  item-deltas partition (an anchor goes to the partition its item id hashes to, as a record keyed by it would),
+  through the loop's sink: in exactly-once mode in the same transaction as the
   lists, the changelog and the offsets; in at-least-once mode flushed before the offsets are committed, each
   delta stamped with its source range so that an owner skips a range it already applied.
 * :class:`ItemCacheFollower`: the item-results topic read in full before the worker serves (:meth:`load`, bounded
@@ -30,7 +31,7 @@ from streamrec.models.errors import ConfigError
 from streamrec.models.serving.itemplane import ItemCache, ItemPlane
 from streamrec.stream import clients
 from streamrec.stream.errors import DecodeError
-from streamrec.stream.itemdeltas import decode_result, encode_delta
+from streamrec.stream.itemdeltas import batch_records, decode_result
 from streamrec.stream.settings import Settings
 
 __all__ = ["PLANE_SOURCES", "DeltaEmitter", "ItemCacheFollower", "attach", "plane_settings"]
@@ -55,9 +56,10 @@ def plane_settings(settings: Settings) -> Settings:
 class DeltaEmitter:
     """What the loop calls for the item plane (``Loop.item_deltas``)."""
 
-    def __init__(self, settings: Settings, plane: ItemPlane) -> None:
+    def __init__(self, settings: Settings, plane: ItemPlane, partitions: int | None = None) -> None:
         self.topic, self.collector = settings.item_deltas_name(), plane.collector
-        self.records = self.bytes = 0
+        self.partitions = partitions or settings.item_partitions     # of the item-deltas topic
+        self.records = self.deltas = self.bytes = 0
 
     def enter(self, partition: int, first: int, last: int) -> None:
         self.collector.enter(partition, first, last)
@@ -69,15 +71,14 @@ class DeltaEmitter:
         self.collector.clear()
 
     def emit(self, send: Send) -> int:
-        """Send the deltas collected since the last commit; returns the bytes sent (keys and values)."""
+        """Send the deltas collected since the last commit, one batch record per item-deltas partition
+        (``stream/itemdeltas.batch_records``); returns the bytes sent."""
         sent = 0
-        deltas = self.collector.take()
-        for d in deltas:
-            key = d.item_id.encode("utf-8", "surrogatepass")
-            value = encode_delta(d)
-            send(self.topic, key, value)
-            sent += len(key) + len(value)
-        self.records += len(deltas)
+        for p, value, n in batch_records(self.collector.take(), self.partitions):
+            send(self.topic, None, value, partition=p)
+            sent += len(value)
+            self.records += 1
+            self.deltas += n
         self.bytes += sent
         return sent
 
@@ -99,6 +100,8 @@ class ItemCacheFollower(BackgroundFollower):
         self.stop_event = threading.Event()
         self.n = dict.fromkeys(("records", "tombstones", "invalid", "errors"), 0)
         self.load_seconds: float | None = None
+        #: seconds: the follower thread's CPU (``time.thread_time``), its polls (fetch + decode), the drains
+        self.seconds = dict.fromkeys(("cpu", "poll", "drain"), 0.0)
         self.last_applied_at: float | None = None
 
     def _open(self) -> bool:
@@ -134,6 +137,7 @@ class ItemCacheFollower(BackgroundFollower):
         self._drain()
 
     def _drain(self) -> None:
+        t0 = time.perf_counter()
         with self._lock:
             queued, self._queue = self._queue, []
         cache = self.cache
@@ -144,6 +148,7 @@ class ItemCacheFollower(BackgroundFollower):
                 cache.put(item, rec["ts"], zip(rec["neighbours"], rec["weights"], strict=True), rec["trending"])
         if queued:
             self.last_applied_at = time.time()
+        self.seconds["drain"] += time.perf_counter() - t0
 
     def _run(self) -> None:
         backoff = 0.5
@@ -152,7 +157,9 @@ class ItemCacheFollower(BackgroundFollower):
                 if self.consumer is None and not self._open():
                     self.stop_event.wait(30.0)
                     continue
+                cpu0 = time.thread_time()
                 self._poll(100)
+                self.seconds["cpu"] += time.thread_time() - cpu0
                 backoff = 0.5
             except Exception as exc:  # noqa: BLE001 - the thread must not die; retried after a backoff
                 self.n["errors"] += 1
@@ -161,6 +168,7 @@ class ItemCacheFollower(BackgroundFollower):
                 backoff = min(backoff * 2, 30.0)
 
     def _poll(self, timeout_ms: int) -> None:
+        t0 = time.perf_counter()
         polled = self.consumer.poll(timeout_ms=timeout_ms)
         out: list[tuple[str, dict[str, Any] | None]] = []
         max_id = self.settings.max_id_bytes
@@ -183,11 +191,14 @@ class ItemCacheFollower(BackgroundFollower):
         if out:
             with self._lock:
                 self._queue.extend(out)
+        self.seconds["poll"] += time.perf_counter() - t0
 
     def stats(self) -> dict[str, Any]:
-        return {f"item_cache_{k}": v for k, v in self.n.items()}
+        return {**{f"item_cache_{k}": v for k, v in self.n.items()},
+                "item_cache_seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
     def close(self) -> None:
+        self.log.info("item cache closing", **self.stats())
         self.stop_event.set()
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5.0)
@@ -207,9 +218,12 @@ def attach(settings: Settings, engine: Any, loop: Any, log: Any,
     if plane is None:
         raise ConfigError("STREAMREC_ITEM_PLANE is on but the engine has no item plane source (list "
                           "covisit_global or trending_global in STREAMREC_SOURCES)")
-    loop.item_deltas = DeltaEmitter(settings, plane)
     follower = ItemCacheFollower(settings, plane, log)
     follower.load()
+    partitions = None
+    if follower.consumer is not None:    # the item-deltas topic's partitions, as the owners see them
+        partitions = len(follower.consumer.partitions_for_topic(settings.item_deltas_name()) or ()) or None
+    loop.item_deltas = DeltaEmitter(settings, plane, partitions)
     loop.hooks.append(follower.between_batches)
     if on_close is not None:
         on_close.append(follower.close)

@@ -35,7 +35,7 @@ from streamrec.models.serving.itemplane import ItemStats
 from streamrec.models.timeunits import DAY_MS
 from streamrec.stream import clients
 from streamrec.stream.errors import BrokerError, DecodeError, StreamrecError
-from streamrec.stream.itemdeltas import decode_delta, decode_result, encode_result
+from streamrec.stream.itemdeltas import decode_deltas, decode_result, encode_result
 from streamrec.stream.records import Record
 from streamrec.stream.settings import Settings
 
@@ -85,7 +85,8 @@ class ItemOwner:
         self.consumer = clients.consumer(settings, group=settings.item_group(), max_poll_records=5000,
                                          client_id=f"{settings.client_id}-{owner_id}", session_timeout_ms=10000,
                                          heartbeat_interval_ms=2000, **RECONNECT)
-        if not self.consumer.partitions_for_topic(self.topic):
+        self.partitions = len(self.consumer.partitions_for_topic(self.topic) or ())
+        if not self.partitions:
             self.consumer.close()
             raise BrokerError(f"topic {self.topic!r} does not exist on {settings.bootstrap}; create it with "
                               "`streamrec topics create`")
@@ -99,9 +100,11 @@ class ItemOwner:
         self._last_commit = time.monotonic()
         self.stop_event = threading.Event()
         self.ready = False
-        self.n = dict.fromkeys(("deltas", "applied", "redone", "overlap", "dead_letters", "results", "restored",
-                                "commits"), 0)
+        self.n = dict.fromkeys(("records", "deltas", "applied", "redone", "overlap", "dead_letters", "results",
+                                "restored", "commits"), 0)
         self.result_bytes = 0
+        #: seconds per stage (wall, this thread) and the thread's CPU seconds (``time.thread_time``)
+        self.seconds = dict.fromkeys(("poll", "decode_apply", "encode_send", "flush", "cpu"), 0.0)
 
     # --- running -----------------------------------------------------------------------------------
     def run(self, idle_timeout_s: float | None = None) -> None:
@@ -130,33 +133,49 @@ class ItemOwner:
         self._restore(owned)
 
     def step(self) -> bool:
+        cpu0, t0 = time.thread_time(), time.perf_counter()
         polled = self.consumer.poll(timeout_ms=50, max_records=5000)
         restored = self._rebalance()
         records = [Record.from_kafka(r) for recs in polled.values() for r in recs]
         records = [r for r in records if r.partition in self.tables and r.partition not in restored]
+        t1 = time.perf_counter()
+        self.seconds["poll"] += t1 - t0
         if records:
             self.apply(records)
+            self.seconds["decode_apply"] += time.perf_counter() - t1
         if self.pending and time.monotonic() - self._last_commit >= self.settings.item_interval_ms / 1000:
             self.commit()
+        self.seconds["cpu"] += time.thread_time() - cpu0
         return bool(records)
 
     def apply(self, records: list[Record]) -> None:
-        max_id = self.settings.max_id_bytes
+        """Apply each record's deltas (a batch or one delta); a record that does not decode goes to the DLQ, and
+        so does one with deltas refused by validation (its valid deltas are applied: a reprocessed DLQ record's
+        are then skipped as redone)."""
+        max_id, n = self.settings.max_id_bytes, self.n
         for rec in records:
-            self.n["deltas"] += 1
+            n["records"] += 1
             try:
                 if rec.value is None:
                     raise ValueError("an item delta without a value")
-                delta = decode_delta(rec.value, rec.key, max_id)
+                deltas, refused = decode_deltas(rec.value, rec.key, rec.partition, self.partitions, max_id)
             except DecodeError as exc:
                 self._dead_letter(DeadLetter(rec, exc.error_type, str(exc)))
+                deltas, refused = [], []
             except (KeyError, ValueError, TypeError) as exc:
                 self._dead_letter(DeadLetter(rec, "invalid_record", f"{type(exc).__name__}: {exc}"))
-            else:
-                kind = self.tables[rec.partition].apply(delta)
-                self.n[kind] += 1
-                if kind == "applied":
-                    self.dirty.setdefault(rec.partition, set()).add(delta.item_id)
+                deltas, refused = [], []
+            if refused:
+                self._dead_letter(DeadLetter(rec, "invalid_record", f"{len(refused)} of the record's deltas "
+                                             f"refused (the others applied): {refused[0]}"))
+            if deltas:
+                table, dirty = self.tables[rec.partition], self.dirty.setdefault(rec.partition, set())
+                for delta in deltas:
+                    kind = table.apply(delta)
+                    n[kind] += 1
+                    if kind == "applied":
+                        dirty.add(delta.item_id)
+                n["deltas"] += len(deltas)
             self.pending[rec.partition] = max(self.pending.get(rec.partition, -1), rec.offset)
 
     def commit(self) -> None:
@@ -172,6 +191,7 @@ class ItemOwner:
     def write(self) -> None:
         """One changelog record and one result per item changed since the last call (tombstones for the evicted),
         flushed and acknowledged (:class:`BrokerError` otherwise)."""
+        t0 = time.perf_counter()
         s, send = self.settings, self.producer.send
         state_topic, results_topic, k = s.item_state_topic(), s.item_results_name(), s.item_neighbours
         for p, items in self.dirty.items():
@@ -194,7 +214,10 @@ class ItemOwner:
                 self._futures.append(send(state_topic, key=key, value=None, partition=p))
                 self._futures.append(send(results_topic, key=key, value=None))
         self.dirty = {}
+        t1 = time.perf_counter()
+        self.seconds["encode_send"] += t1 - t0
         self.producer.flush()
+        self.seconds["flush"] += time.perf_counter() - t1
         futures, self._futures = self._futures, []
         if any(f.failed() for f in futures):
             raise BrokerError("an item result or changelog record was not acknowledged; offsets not committed")
@@ -243,9 +266,10 @@ class ItemOwner:
 
     def stats(self) -> dict[str, Any]:
         return {**self.n, "items": sum(len(t) for t in self.tables.values()), "partitions": sorted(self.tables),
-                "result_bytes": self.result_bytes}
+                "result_bytes": self.result_bytes, "seconds": {k: round(v, 3) for k, v in self.seconds.items()}}
 
     def close(self) -> None:
+        self.log.info("item owner closing", **self.stats())
         for close in (lambda: self.producer.close(timeout=10), lambda: self.consumer.close(autocommit=False)):
             try:
                 close()

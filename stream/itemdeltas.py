@@ -18,18 +18,144 @@ streamrec.stream.errors.InvalidRecordError: neighbour weight -1.0 of 'i-1' is no
 
 from __future__ import annotations
 
+import io
 import math
+from collections.abc import Callable, Iterable
 from typing import Any
 
-from streamrec.models.serving.itemplane import ItemDelta
-from streamrec.stream.errors import InvalidRecordError
-from streamrec.stream.serde import codec_for
+import fastavro
+from kafka.partitioner.default import murmur2
 
-__all__ = ["MAX_NEIGHBOURS", "decode_delta", "decode_result", "delta_to_record", "encode_delta", "encode_result"]
+from streamrec.models.serving.itemplane import ItemDelta
+from streamrec.stream.avro_writer import compile_writer
+from streamrec.stream.errors import (
+    BadMarkerError,
+    CorruptRecordError,
+    DecodeError,
+    InvalidRecordError,
+    UnknownSchemaError,
+)
+from streamrec.stream.serde import (
+    HEADER_LEN,
+    MARKER,
+    SCHEMA_DIR,
+    _plain_longs,
+    codec_for,
+    fingerprint,
+    load_schema_json,
+)
+
+__all__ = ["BATCH_ENTRIES", "MAX_NEIGHBOURS", "batch_records", "batch_schema", "decode_delta", "decode_deltas",
+           "decode_result", "delta_to_record", "encode_delta", "encode_delta_batch", "encode_result", "partition_of"]
 
 #: the most neighbours (or sources) one record may carry; a worker's delta has at most 2 * window per event
 MAX_NEIGHBOURS = 10_000
 _MAX_TS = 1 << 50
+#: the most entries (anchors plus neighbours) one batch record carries (about 15 bytes each: ~120 KB, well under
+#: the producer's and the broker's 1 MB message limit)
+BATCH_ENTRIES = 8_000
+_INF = math.inf
+
+
+def partition_of(item: str, partitions: int, _memo: dict[tuple[str, int], int] = {}) -> int:  # noqa: B006
+    """The item-deltas partition of ``item``: Kafka's default partitioner of the item id as key (murmur2), so
+    a batch lands where a per-item record keyed by the item would (and the owners' changelog, co-partitioned,
+    keeps its items where they were); memoised, the memo cleared past a million entries."""
+    got = _memo.get((item, partitions))
+    if got is None:
+        if len(_memo) > 1_000_000:
+            _memo.clear()
+        got = _memo[(item, partitions)] = (murmur2(item.encode("utf-8", "surrogatepass")) & 0x7FFFFFFF) % partitions
+    return got
+
+
+BATCH_DOC = ("The item deltas one worker sends to one item-deltas partition at one commit (docs/item-plane.md): one "
+             "Kafka record for many anchors, so the per-record costs of the clients and the broker are paid once per "
+             "partition and commit instead of once per anchor. Sent with an explicit partition (every anchor's item "
+             "hashes there, by Kafka's default partitioner of the item id as key) and no key. The items are ItemDelta "
+             "records (item_delta.avsc): this schema is generated from it (stream/itemdeltas.batch_schema).")
+
+
+def batch_schema(delta_schema: dict[str, Any] | None = None) -> dict[str, Any]:
+    """``item_delta_batch.avsc``: an array of ``item_delta`` records (today's, or ``delta_schema``)."""
+    inner = delta_schema or load_schema_json(SCHEMA_DIR / "item_delta.avsc")
+    return {"type": "record", "name": "ItemDeltaBatch", "namespace": "io.streamrec", "doc": BATCH_DOC,
+            "fields": [{"name": "deltas", "type": {"type": "array", "items": inner}}]}
+
+
+class _BatchCodec:
+    """The codec of ``item_delta_batch``, built from ``item_delta.avsc`` (so the two never drift) and from each
+    older ``history/item_delta.*.avsc`` (batches written by an older worker still decode); single-object
+    encoded like every streamrec record; written by the compiled writer."""
+
+    def __init__(self) -> None:
+        current = batch_schema()
+        self.schema = fastavro.parse_schema(_plain_longs(current))
+        self.fingerprint = fingerprint(current)
+        header = MARKER + self.fingerprint
+        self._compiled = compile_writer(self.schema, header)
+        self._writers = {}
+        for old in sorted((SCHEMA_DIR / "history").glob("item_delta.*.avsc")):
+            wrapped = batch_schema(load_schema_json(old))
+            self._writers[fingerprint(wrapped)] = fastavro.parse_schema(_plain_longs(wrapped))
+        self._header = header
+
+    def encode(self, record: dict[str, Any]) -> bytes:
+        if self._compiled is not None:
+            try:
+                return self._compiled(record)
+            except Exception:  # noqa: BLE001, S110 - a record it cannot write: fastavro writes it or says why
+                pass
+        buf = io.BytesIO()
+        buf.write(self._header)
+        fastavro.schemaless_writer(buf, self.schema, record)
+        return buf.getvalue()
+
+    def decode(self, data: bytes) -> dict[str, Any]:
+        if len(data) < HEADER_LEN or data[:2] != MARKER:
+            raise BadMarkerError(f"not an Avro single-object message (first bytes {data[:2].hex() or 'none'})")
+        fp = data[2:HEADER_LEN]
+        writer, reader = (self.schema, None) if fp == self.fingerprint else (self._writers.get(fp), self.schema)
+        if writer is None:
+            raise UnknownSchemaError(f"unknown writer schema fingerprint {fp.hex()} for item_delta_batch")
+        buf = io.BytesIO(data)
+        buf.seek(HEADER_LEN)
+        try:
+            rec = fastavro.schemaless_reader(buf, writer, reader)
+        except Exception as exc:  # fastavro raises many types for corrupt bodies
+            raise CorruptRecordError(f"item_delta_batch body does not decode: {type(exc).__name__}: {exc}") from exc
+        if buf.tell() != len(data) or not isinstance(rec, dict):
+            raise CorruptRecordError("item_delta_batch body has trailing bytes or is not a record")
+        return rec
+
+
+_batch: list[_BatchCodec] = []
+
+
+def _batch_codec() -> _BatchCodec:
+    if not _batch:
+        _batch.append(_BatchCodec())
+    return _batch[0]
+
+
+_compiled: dict[str, Callable[[dict[str, Any]], bytes] | None] = {}
+
+
+def _writer(name: str) -> Callable[[dict[str, Any]], bytes]:
+    """The compiled writer of ``name`` (``stream/avro_writer.py``, byte-identical to fastavro), else the codec's."""
+    if name not in _compiled:
+        codec = codec_for(name)
+        _compiled[name] = compile_writer(codec.schema, codec._header)
+    compiled, codec = _compiled[name], codec_for(name)
+    if compiled is None:
+        return codec.encode
+
+    def encode(record: dict[str, Any]) -> bytes:
+        try:
+            return compiled(record)
+        except Exception:  # noqa: BLE001 - a record it cannot write: fastavro writes it or says why
+            return codec.encode_with_fastavro(record)
+    return encode
 
 
 def delta_to_record(d: ItemDelta) -> dict[str, Any]:
@@ -42,8 +168,39 @@ def encode_delta(d: ItemDelta) -> bytes:
     return codec_for("item_delta").encode(delta_to_record(d))
 
 
+def encode_delta_batch(deltas: Iterable[ItemDelta]) -> bytes:
+    """One ``item_delta_batch`` record carrying ``deltas`` (all of one item-deltas partition)."""
+    return _batch_codec().encode({"deltas": [delta_to_record(d) for d in deltas]})
+
+
+def batch_records(deltas: Iterable[ItemDelta], partitions: int) -> list[tuple[int, bytes, int]]:
+    """``(item-deltas partition, batch record, deltas in it)`` for ``deltas``: one record per partition, split
+    past :data:`BATCH_ENTRIES` entries (a delta is never split: each anchor is in one record of one range)."""
+    by_part: dict[int, list[ItemDelta]] = {}
+    for d in deltas:
+        by_part.setdefault(partition_of(d.item_id, partitions), []).append(d)
+    out: list[tuple[int, bytes, int]] = []
+    for p, ds in sorted(by_part.items()):
+        chunk: list[ItemDelta] = []
+        size = 0
+        for d in ds:
+            if chunk and size + 1 + len(d.neighbours) > BATCH_ENTRIES:
+                out.append((p, encode_delta_batch(chunk), len(chunk)))
+                chunk, size = [], 0
+            chunk.append(d)
+            size += 1 + len(d.neighbours)
+        if chunk:
+            out.append((p, encode_delta_batch(chunk), len(chunk)))
+    return out
+
+
+_result_writer: list[Callable[[dict[str, Any]], bytes]] = []
+
+
 def encode_result(record: dict[str, Any]) -> bytes:
-    return codec_for("item_result").encode(record)
+    if not _result_writer:
+        _result_writer.append(_writer("item_result"))
+    return _result_writer[0](record)
 
 
 def _id(value: Any, what: str, max_id_bytes: int) -> str:
@@ -61,13 +218,40 @@ def _weight(value: Any, what: str, item: str) -> float:
 
 
 def decode_delta(value: bytes, key: bytes | None = None, max_id_bytes: int = 256) -> ItemDelta:
-    rec = codec_for("item_delta").decode(value)
+    return _delta(codec_for("item_delta").decode(value), key, max_id_bytes)
+
+
+def _delta(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> ItemDelta:
     item = _check(rec, key, max_id_bytes)
     if rec["source_partition"] < 0 or not 0 <= rec["source_first"] <= rec["source_last"]:
         raise InvalidRecordError(f"source {rec['source_partition']}:{rec['source_first']}..{rec['source_last']} "
                                  f"of {item!r} is not a partition and an offset range")
     return ItemDelta(item, rec["ts"], tuple(zip(rec["neighbours"], map(float, rec["weights"]), strict=True)),
                      float(rec["trending"]), rec["source_partition"], rec["source_first"], rec["source_last"])
+
+
+def decode_deltas(value: bytes, key: bytes | None, partition: int, partitions: int,
+                  max_id_bytes: int = 256) -> tuple[list[ItemDelta], list[str]]:
+    """The deltas of one item-deltas record: a batch (``item_delta_batch``) or one delta (``item_delta``, keyed
+    by its item, as workers sent them before batches), with the reasons of the deltas refused: a delta that
+    fails validation, or whose item does not hash to ``partition`` (of ``partitions``), is left out; the
+    others are returned. Bytes that do not decode raise :class:`DecodeError`."""
+    if len(value) >= HEADER_LEN and value[2:HEADER_LEN] == codec_for("item_delta").fingerprint:
+        return [decode_delta(value, key, max_id_bytes)], []
+    recs = _batch_codec().decode(value)["deltas"]
+    out: list[ItemDelta] = []
+    errors: list[str] = []
+    for rec in recs:
+        try:
+            d = _delta(rec, None, max_id_bytes)
+        except DecodeError as exc:
+            errors.append(str(exc))
+            continue
+        if partition_of(d.item_id, partitions) != partition:
+            errors.append(f"item {d.item_id[:64]!r} does not belong to item-deltas partition {partition}")
+            continue
+        out.append(d)
+    return out, errors
 
 
 def decode_result(value: bytes, key: bytes | None = None, max_id_bytes: int = 256) -> dict[str, Any]:
@@ -89,10 +273,13 @@ def _check(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> str:
     if len(nb) > MAX_NEIGHBOURS or len(weights) != len(nb):
         raise InvalidRecordError(f"{item!r} has {len(nb)} neighbours and {len(weights)} weights (one weight per "
                                  f"neighbour, at most {MAX_NEIGHBOURS})")
-    for j in nb:
-        _id(j, f"a neighbour of {item!r}", max_id_bytes)
-    for w in weights:
-        if not 0.0 <= w < math.inf:
+    # fast paths (the decoder gives str and float): no id blank, none longer than max_id_bytes / 4 characters
+    # (a character is at most 4 bytes of UTF-8), every weight finite and not negative; else the exact checks
+    if nb and not (all(map(str.strip, nb)) and 4 * max(map(len, nb)) <= max_id_bytes):
+        for j in nb:
+            _id(j, f"a neighbour of {item!r}", max_id_bytes)
+    if not all(0.0 <= w < _INF for w in weights):
+        for w in weights:
             _weight(w, "neighbour weight", item)
     _weight(rec["trending"], "trending", item)
     return item

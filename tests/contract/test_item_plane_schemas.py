@@ -2,16 +2,29 @@
 
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
 from hypothesis import given, settings
 from hypothesis import strategies as st
+from kafka.partitioner.default import DefaultPartitioner
 
 from streamrec.models.serving.itemplane import ItemDelta
-from streamrec.stream.errors import InvalidRecordError
-from streamrec.stream.itemdeltas import decode_delta, decode_result, encode_delta, encode_result
-from streamrec.stream.serde import codec_for
+from streamrec.stream.errors import CorruptRecordError, InvalidRecordError
+from streamrec.stream.itemdeltas import (
+    BATCH_ENTRIES,
+    batch_records,
+    batch_schema,
+    decode_delta,
+    decode_deltas,
+    decode_result,
+    encode_delta,
+    encode_delta_batch,
+    encode_result,
+    partition_of,
+)
+from streamrec.stream.serde import SCHEMA_DIR, codec_for
 
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLES = {
@@ -52,3 +65,43 @@ def test_a_result_with_unequal_arrays_is_refused() -> None:
     rec = dict(SAMPLES["item_result"], sources=[{"partition": -1, "offset": 0}])
     with pytest.raises(InvalidRecordError, match="sources"):
         decode_result(encode_result(rec))
+
+
+def test_the_batch_schema_file_is_generated_from_item_delta() -> None:
+    """item_delta_batch.avsc (for readers outside streamrec) is what the codec builds from item_delta.avsc:
+    regenerate it with ``batch_schema()`` when item_delta.avsc changes."""
+    assert json.loads((SCHEMA_DIR / "item_delta_batch.avsc").read_text()) == batch_schema()
+
+
+def _d(item: str, k: int, nb: int = 2) -> ItemDelta:
+    return ItemDelta(item, 1_700_000_000_000 + k, tuple((f"n{k}-{j}", 1.0 + j) for j in range(nb)), 0.5, 3, 10, 20)
+
+
+def test_batches_carry_every_delta_to_the_partition_kafka_would_key_it_to() -> None:
+    deltas = [_d(f"i-{k}", k, nb=k % 7) for k in range(3000)]
+    records = batch_records(deltas, 6)
+    assert len(records) < 20 and sum(n for _, _, n in records) == len(deltas)
+    cluster = type("Cluster", (), {"topics": lambda self: {"t"}, "partitions_for_topic": lambda self, t: set(range(6)),
+                                   "available_partitions_for_topic": lambda self, t: set(range(6))})()
+    back: list[ItemDelta] = []
+    for p, value, n in records:
+        got, refused = decode_deltas(value, None, p, 6)
+        assert not refused and len(got) == n
+        key = DefaultPartitioner().partition
+        assert all(key("t", d.item_id, d.item_id.encode(), None, None, cluster) == p for d in got)
+        assert sum(1 + len(d.neighbours) for d in got) <= BATCH_ENTRIES
+        back.extend(got)
+    assert sorted(back, key=lambda d: d.item_id) == sorted(deltas, key=lambda d: d.item_id)
+    # a per-item record (as workers sent them before batches) reads the same way
+    assert decode_deltas(encode_delta(deltas[0]), b"i-0", partition_of("i-0", 6), 6) == ([deltas[0]], [])
+
+
+def test_a_batch_keeps_its_valid_deltas_and_names_the_refused() -> None:
+    good, bad = _d("i-1", 1), ItemDelta("i-2", 0, (("n", -1.0),), 0.0, 0, 0, 0)
+    elsewhere = next(f"x{k}" for k in range(100) if partition_of(f"x{k}", 6) != partition_of("i-1", 6))
+    value = encode_delta_batch([good, bad, _d(elsewhere, 2)])
+    got, refused = decode_deltas(value, None, partition_of("i-1", 6), 6)
+    assert got == [good] and len(refused) == 2
+    assert "not a finite" in refused[0] and "does not belong to item-deltas partition" in refused[1]
+    with pytest.raises(CorruptRecordError):
+        decode_deltas(value[:-3], None, 0, 6)

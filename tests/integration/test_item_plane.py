@@ -22,7 +22,7 @@ from streamrec.models.serving.itemplane import ItemDelta
 from streamrec.producers.replay import replay
 from streamrec.sharding import partition_of
 from streamrec.stream import clients
-from streamrec.stream.itemdeltas import decode_delta, encode_delta, encode_result
+from streamrec.stream.itemdeltas import decode_deltas, encode_delta, encode_result
 from streamrec.stream.settings import Settings
 from streamrec.stream.topics import ensure_topics, topic_specs
 from tests.integration.workers import T0, ThreadWorker, read_all, wait_until
@@ -116,16 +116,28 @@ def test_a_covisitation_learnt_on_one_worker_reaches_the_other_workers_users(kaf
         # worker 2 never saw x-y itself: it came from the cache, learnt from worker 1's users
         assert "y" not in dict(w2.worker.engine.covisit.neighbors("x"))
         assert "y" in (w2.worker.engine.item_plane.cache.row("x") or {})
-        deltas = [decode_delta(r.value, r.key) for r, _ in read_all(s, s.item_deltas_topic, None)]
+        records = read_all(s, s.item_deltas_topic, None)
+        deltas = _read_deltas(s, records)
         assert deltas and all(d.source_partition in first | other for d in deltas)
         events = w1.worker.stats.events + w2.worker.stats.events
         delta_bytes = w1.worker.stats.bytes_sent["item_deltas"] + w2.worker.stats.bytes_sent["item_deltas"]
-        print(f"item-deltas: {len(deltas)} records, {delta_bytes / events:.1f} bytes per event ({events} events)")
+        print(f"item-deltas: {len(records)} records carrying {len(deltas)} deltas, {delta_bytes / events:.1f} bytes "
+              f"per event ({events} events)")
     finally:
         sub.stop()
         w1.stop()
         if w2 is not None:
             w2.stop()
+
+
+def _read_deltas(s: Settings, records: list[Any]) -> list[ItemDelta]:
+    """The deltas of batch records read from item-deltas (each in the partition its items hash to)."""
+    out: list[ItemDelta] = []
+    for r, _ in records:
+        deltas, refused = decode_deltas(r.value, r.key, r.partition, s.item_partitions)
+        assert not refused
+        out.extend(deltas)
+    return out
 
 
 def _send(s: Settings, deltas: list[ItemDelta]) -> None:
@@ -199,7 +211,7 @@ def test_exactly_once_workers_put_each_delta_on_the_topic_once(kafka: Settings) 
     finally:
         w.stop()
         owner.stop()
-    deltas = [decode_delta(r.value, r.key) for r, _ in read_all(s, s.item_deltas_topic, None)]
+    deltas = _read_deltas(s, read_all(s, s.item_deltas_topic, None))
     seen = Counter((d.item_id, d.source_partition, d.source_first) for d in deltas)
     assert deltas and max(seen.values()) == 1
     assert owner.owner.n["redone"] == 0 and owner.owner.n["overlap"] == 0

@@ -12,8 +12,8 @@ from streamrec.consumers.itemcache import DeltaEmitter, plane_settings
 from streamrec.consumers.loop import Loop
 from streamrec.consumers.testing import MemoryCluster
 from streamrec.models.engine.recommender import Recommender
-from streamrec.models.serving.itemplane import ItemStats
-from streamrec.stream.itemdeltas import decode_delta
+from streamrec.models.serving.itemplane import ItemDelta, ItemStats
+from streamrec.stream.itemdeltas import decode_deltas
 from streamrec.stream.settings import Settings
 from tests.unit.test_worker_loop import T0, drain, stream
 
@@ -26,9 +26,20 @@ def _loop(cluster: MemoryCluster, s: Settings) -> Loop:
     return loop
 
 
+def _deltas(cluster: MemoryCluster, s: Settings) -> list[ItemDelta]:
+    """Every delta of the batch records on item-deltas (each sent to its items' partition, without a key)."""
+    out: list[ItemDelta] = []
+    for o in cluster.outputs(s.item_deltas_name()):
+        assert o.value is not None and o.key is None and o.partition is not None
+        deltas, refused = decode_deltas(o.value, o.key, o.partition, s.item_partitions)
+        assert deltas and not refused
+        out.extend(deltas)
+    return out
+
+
 def _owner(cluster: MemoryCluster, s: Settings, times: int = 1) -> dict[str, tuple[dict[str, float], float]]:
     stats = ItemStats(max_neighbours=1000)
-    deltas = [decode_delta(o.value, o.key) for o in cluster.outputs(s.item_deltas_name()) if o.value is not None]
+    deltas = _deltas(cluster, s)
     kinds = [stats.apply(d) for _ in range(times) for d in deltas]
     assert kinds.count("applied") == len(deltas)
     now = max(d.ts_ms for d in deltas)
@@ -58,7 +69,8 @@ def test_a_crash_and_a_resume_emit_the_increments_of_an_uninterrupted_run() -> N
     drain(_loop(calm, s))
     reference = _owner(calm, s)
     assert len(reference) > 10
-    deltas = [decode_delta(o.value, o.key) for o in calm.outputs(s.item_deltas_name()) if o.value is not None]
+    deltas = _deltas(calm, s)
+    assert len(calm.outputs(s.item_deltas_name())) < len(deltas)       # one record carries many deltas
     assert {d.source_partition for d in deltas} == {0, 1, 2}
     assert max(d.source_last for d in deltas if d.source_partition == 0) == calm.end_offsets()[0] - 1
     cluster = MemoryCluster(partitions=3)
