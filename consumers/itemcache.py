@@ -145,7 +145,8 @@ class ItemCacheFollower(BackgroundFollower):
             if rec is None:
                 cache.remove(item)
             else:
-                cache.put(item, rec["ts"], zip(rec["neighbours"], rec["weights"], strict=True), rec["trending"])
+                cache.put(item, rec["ts"], zip(rec["neighbours"], rec["weights"], strict=True), rec["trending"],
+                          rec["first_seen"], rec["category"])
         if queued:
             self.last_applied_at = time.time()
         self.seconds["drain"] += time.perf_counter() - t0

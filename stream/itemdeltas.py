@@ -161,7 +161,8 @@ def _writer(name: str) -> Callable[[dict[str, Any]], bytes]:
 def delta_to_record(d: ItemDelta) -> dict[str, Any]:
     return {"item_id": d.item_id, "ts": d.ts_ms, "trending": d.trending,
             "neighbours": [j for j, _ in d.neighbours], "weights": [w for _, w in d.neighbours],
-            "source_partition": d.source_partition, "source_first": d.source_first, "source_last": d.source_last}
+            "source_partition": d.source_partition, "source_first": d.source_first, "source_last": d.source_last,
+            "first_seen": d.first_seen, "category": d.category}
 
 
 def encode_delta(d: ItemDelta) -> bytes:
@@ -227,7 +228,8 @@ def _delta(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> ItemDel
         raise InvalidRecordError(f"source {rec['source_partition']}:{rec['source_first']}..{rec['source_last']} "
                                  f"of {item!r} is not a partition and an offset range")
     return ItemDelta(item, rec["ts"], tuple(zip(rec["neighbours"], map(float, rec["weights"]), strict=True)),
-                     float(rec["trending"]), rec["source_partition"], rec["source_first"], rec["source_last"])
+                     float(rec["trending"]), rec["source_partition"], rec["source_first"], rec["source_last"],
+                     rec.get("first_seen", -1), rec.get("category") or "")
 
 
 def decode_deltas(value: bytes, key: bytes | None, partition: int, partitions: int,
@@ -282,4 +284,9 @@ def _check(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> str:
         for w in weights:
             _weight(w, "neighbour weight", item)
     _weight(rec["trending"], "trending", item)
+    first, category = rec.get("first_seen", -1), rec.get("category") or ""
+    if first != -1 and not 0 <= first < _MAX_TS:
+        raise InvalidRecordError(f"first_seen {first} of {item!r} is out of range (-1: unknown)")
+    if category:
+        _id(category, f"the category of {item!r}", max_id_bytes)
     return item

@@ -345,6 +345,8 @@ class Recommender:
         self._catalog = [p.catalog for p in plugins if overrides(p, "catalog")]  # type: ignore[attr-defined]
         self._plugins = plugins
         self.catalog = CatalogStore(cfg.catalog_rules())   # newest record per item (update_catalog)
+        if self.item_plane is not None:                     # a new item's category goes out with its deltas
+            self.item_plane.catalog = self.catalog
         self._explain = explainers(self.sources)
         self._model: PreparedModel | None = None
         self._triggers: dict[str, tuple[str, int, int, int]] = {}
@@ -359,8 +361,11 @@ class Recommender:
             self.swap(self.prepare_model(artifact))
 
     def newest(self, k: int) -> list[str]:
-        """The ``k`` newest items (first seen most recently), from the trending source's counts."""
-        return self.trending.newest(k) if self.trending is not None else []
+        """The ``k`` newest items (first seen most recently), from the trending source's counts; with the item
+        plane, by the global first-seen times of every worker's traffic (this worker's newest not yet known there
+        first)."""
+        local = self.trending.newest(k) if self.trending is not None else []
+        return local if self.item_plane is None else self.item_plane.newest(k, local)
 
     # --- model -------------------------------------------------------------------------------------
     @property

@@ -52,6 +52,7 @@ from streamrec.models.errors import ConfigError
 from streamrec.models.events import Event
 from streamrec.models.serving.candidates import normalise
 from streamrec.models.serving.contract import Block, Request, empty_block, shared
+from streamrec.models.serving.itemmeta import NO_TIME, ItemFacts, NewItems
 from streamrec.models.serving.sources import CovisitSource, TrendingSource, seeds
 from streamrec.models.serving.state import UserState
 from streamrec.models.timeunits import DAY_MS
@@ -71,6 +72,8 @@ class ItemDelta:
     source_partition: int
     source_first: int
     source_last: int
+    first_seen: int = NO_TIME     # the item's first event time on the sending worker, when new there
+    category: str = ""            # its category, the first time the worker sends one
 
 
 def _decay(dt_ms: float, half_life_ms: float) -> float:
@@ -111,6 +114,7 @@ class DeltaCollector:
         self._rows: dict[int, dict[str, list[Any]]] = {}  # partition -> anchor -> [newest ts, {nb: w}, trending]
         self._cur: dict[str, list[Any]] | None = None
         self._ref: int | None = None
+        self.new_items = NewItems()     # first sightings: first-seen times and categories (models/serving/itemmeta.py)
 
     def enter(self, partition: int, first: int, last: int) -> None:
         """The next learnt events are those of ``partition``, offsets ``first .. last``."""
@@ -120,6 +124,7 @@ class DeltaCollector:
         else:
             rng[0], rng[1] = min(rng[0], first), max(rng[1], last)
         self._cur = self._rows.setdefault(partition, {})
+        self.new_items.enter(partition)
 
     def _growth(self, ts: int) -> tuple[float, float]:
         if self._ref is None:
@@ -176,21 +181,28 @@ class DeltaCollector:
             self._ranges.pop(p, None)
             self._rows.pop(p, None)
         self._cur = None
+        self.new_items.drop(list(partitions))
 
     def clear(self) -> None:
         self._ranges, self._rows, self._cur, self._ref = {}, {}, None, None
+        self.new_items.clear()
 
     def take(self) -> list[ItemDelta]:
         """One delta per (partition, anchor) since the last call, weights as of the anchor's newest event time;
         the collector starts empty again."""
         out: list[ItemDelta] = []
         ref = self._ref or 0
+        new = self.new_items.take()
         for p, rows in self._rows.items():
             first, last = self._ranges[p]
+            seen = new.pop(p, {})
             for item, (ts, nb, trending) in rows.items():
                 fc = _decay(ref - ts, self.hl_c)
+                f_seen, cat = seen.pop(item, (NO_TIME, "")) if seen else (NO_TIME, "")
                 out.append(ItemDelta(item, ts, tuple([(j, w * fc) for j, w in nb.items()]),
-                                     trending * _decay(ref - ts, self.hl_t), p, first, last))
+                                     trending * _decay(ref - ts, self.hl_t), p, first, last, f_seen, cat))
+            for item, (f_seen, cat) in seen.items():     # new items without increments (a first click)
+                out.append(ItemDelta(item, f_seen, (), 0.0, p, first, last, f_seen, cat))
         self.clear()
         return out
 
@@ -198,6 +210,18 @@ class DeltaCollector:
 @dataclass
 class _Stat(_Row):
     applied: dict[int, int] = field(default_factory=dict)   # events partition -> last source offset applied
+    first_seen: int = NO_TIME      # the earliest first-seen time any worker sent
+    category: str = ""             # the first category sent
+
+
+def _facts(row: _Stat, d: ItemDelta) -> bool:
+    """Merge a delta's first-seen time (the minimum wins) and category (the first one wins); changed?"""
+    changed = False
+    if d.first_seen != NO_TIME and (row.first_seen == NO_TIME or d.first_seen < row.first_seen):
+        row.first_seen, changed = d.first_seen, True
+    if d.category and not row.category:
+        row.category, changed = d.category, True
+    return changed
 
 
 class ItemStats:
@@ -214,7 +238,7 @@ class ItemStats:
         self._hi = max_neighbours + max(1, max_neighbours // 2)
         self._rows: OrderedDict[str, _Stat] = OrderedDict()
         self._evicted: list[str] = []
-        self.n = dict.fromkeys(("applied", "redone", "overlap", "evicted", "pruned"), 0)
+        self.n = dict.fromkeys(("applied", "redone", "overlap", "facts", "evicted", "pruned"), 0)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -228,10 +252,14 @@ class ItemStats:
         whose range end differs) are skipped, so no increment is ever counted twice."""
         row = self._rows.get(d.item_id)
         if row is not None:
+            facts = (d.first_seen != NO_TIME or d.category) and _facts(row, d)
             done = row.applied.get(d.source_partition, -1)
             if d.source_first <= done:
                 kind = "redone" if d.source_last <= done else "overlap"
                 self.n[kind] += 1
+                if facts:             # a minimum and a first category are idempotent: kept from any delivery
+                    self.n["facts"] += 1
+                    return "facts"
                 return kind
             self._rows.move_to_end(d.item_id)
         else:
@@ -240,6 +268,7 @@ class ItemStats:
                 self._evicted.append(old)
                 self.n["evicted"] += 1
             row = self._rows[d.item_id] = _Stat(d.ts_ms)
+            _facts(row, d)
         fc, ft = row.advance(d.ts_ms, self.hl_c, self.hl_t)
         nb = row.nb
         for j, w in d.neighbours:
@@ -263,6 +292,14 @@ class ItemStats:
         row = self._rows.get(item)
         return 0.0 if row is None else row.trending
 
+    def first_seen(self, item: str) -> int:
+        row = self._rows.get(item)
+        return NO_TIME if row is None else row.first_seen
+
+    def category(self, item: str) -> str:
+        row = self._rows.get(item)
+        return "" if row is None else row.category
+
     def record(self, item: str, k: int | None = None) -> dict[str, Any] | None:
         """The item's state as plain data (``item_result.avsc``): all of it, or its top ``k`` neighbours."""
         row = self._rows.get(item)
@@ -271,12 +308,14 @@ class ItemStats:
         top = self.neighbours(item, k)
         return {"item_id": item, "ts": row.ts, "trending": row.trending, "neighbours": [j for j, _ in top],
                 "weights": [w for _, w in top],
-                "sources": [{"partition": p, "offset": o} for p, o in sorted(row.applied.items())]}
+                "sources": [{"partition": p, "offset": o} for p, o in sorted(row.applied.items())],
+                "first_seen": row.first_seen, "category": row.category}
 
     def load(self, rec: dict[str, Any]) -> None:
         """Install an item from its record (a changelog restore; the newest record of an item wins)."""
         row = _Stat(int(rec["ts"]), dict(zip(rec["neighbours"], map(float, rec["weights"]), strict=True)),
-                    float(rec["trending"]), {int(s["partition"]): int(s["offset"]) for s in rec["sources"]})
+                    float(rec["trending"]), {int(s["partition"]): int(s["offset"]) for s in rec["sources"]},
+                    int(rec.get("first_seen", NO_TIME)), str(rec.get("category") or ""))
         self._rows[rec["item_id"]] = row
         self._rows.move_to_end(rec["item_id"])
 
@@ -314,6 +353,7 @@ class ItemCache:
         self._built_at: int | None = None
         self.evicted = 0
         self.updates = 0
+        self.facts = ItemFacts(keep)     # global first-seen times and categories (models/serving/itemmeta.py)
 
     def __len__(self) -> int:
         return len(self._rows)
@@ -321,11 +361,15 @@ class ItemCache:
     def __contains__(self, item: object) -> bool:
         return item in self._rows
 
-    def put(self, item: str, ts_ms: int, neighbours: Iterable[tuple[str, float]], trending: float) -> None:
+    def put(self, item: str, ts_ms: int, neighbours: Iterable[tuple[str, float]], trending: float,
+            first_seen: int = NO_TIME, category: str = "") -> None:
         if item not in self._rows and len(self._rows) >= self.max_items:
             old, _ = self._rows.popitem(last=False)
             self._trend.pop(old, None)
+            self.facts.remove(old)
             self.evicted += 1
+        if first_seen != NO_TIME or category:
+            self.facts.put(item, first_seen, category)
         self._rows[item] = (ts_ms, dict(neighbours))
         self._rows.move_to_end(item)
         if trending > 0:
@@ -338,7 +382,19 @@ class ItemCache:
 
     def remove(self, item: str) -> None:
         self._rows.pop(item, None)
+        self.facts.remove(item)
         self._changed |= self._trend.pop(item, None) is not None
+
+    def first_seen(self, item: str) -> int:
+        """The item's global first-seen time (the earliest event time any worker saw), ``NO_TIME`` if unknown."""
+        return self.facts.first_seen(item)
+
+    def category(self, item: str) -> str | None:
+        return self.facts.category(item)
+
+    def newest(self, k: int) -> list[str]:
+        """The ``k`` items first seen most recently by any worker, newest first."""
+        return self.facts.newest(k)
 
     def row(self, item: str) -> dict[str, float] | None:
         """The item's neighbours, weights decayed to ``now_ms``."""
@@ -396,6 +452,37 @@ class ItemPlane:
         self.collector = DeltaCollector(window, covisit_half_life_ms, trending_half_life_ms)
         self.cache = ItemCache(covisit_half_life_ms, trending_half_life_ms)
         self.served = dict.fromkeys(("global_seeds", "local_seeds"), 0)
+        self.collector.new_items.facts = self.cache.facts
+        self.catalog: Any = None       # the engine's catalog store (``get(item) -> Item | None``), set by the engine
+        self._sighter: object | None = None
+
+    def claim_sightings(self, source: object) -> bool:
+        """The first plane source to ask reports each event's item (first sightings) for all of them."""
+        if self._sighter is None:
+            self._sighter = source
+        return self._sighter is source
+
+    def sighted(self, event: Event, item: str) -> None:
+        """An event of ``item``: a first sighting (or a first category) goes out with the next deltas."""
+        new = self.collector.new_items
+        if new.settled(item):         # sent with its category: the common case, one lookup
+            return
+        got = self.catalog.get(item) if self.catalog is not None else None
+        category = got.leaf_category if got is not None else None
+        if not category and event.context:
+            category = event.context.get("category")
+        new.seen(item, event.timestamp_ms, category)
+
+    def newest(self, k: int, local: Sequence[str] = ()) -> list[str]:
+        """The ``k`` newest items by global first-seen time; items of ``local`` (this worker's newest) that the
+        cache does not know yet (too new to have come back) first."""
+        facts = self.cache.facts
+        out = dict.fromkeys(i for i in local if facts.first_seen(i) == NO_TIME)
+        for i in facts.newest(k):
+            if len(out) >= k:
+                break
+            out[i] = None
+        return list(out)[:k]
 
 
 def _stored_scale(table: Any) -> float:
@@ -414,8 +501,11 @@ class PlaneCovisitSource(CovisitSource):
                  max_items: int = 100_000, half_life_ms: int = 7 * DAY_MS) -> None:
         super().__init__(k, seeds, window, max_neighbors, max_items, half_life_ms)
         self.plane = plane
+        self._sights = plane.claim_sightings(self)
 
     def learn(self, event: Event, item: str, strength: float, state: UserState, position: int) -> None:
+        if self._sights:
+            self.plane.sighted(event, item)
         self.plane.collector.covisit(state.recent_items, item, strength, event.timestamp_ms)
         self.table.update(state.recent_items, item, strength, event.timestamp_ms)
 
@@ -506,8 +596,11 @@ class PlaneTrendingSource(TrendingSource):
         super().__init__(k, half_life_ms, max_items, refresh_events, refresh_ms)
         self.plane = plane
         plane.cache.keep, plane.cache.refresh_ms = max(k, 500), refresh_ms
+        self._sights = plane.claim_sightings(self)
 
     def learn(self, event: Event, item: str, strength: float, state: UserState, position: int) -> None:
+        if self._sights:
+            self.plane.sighted(event, item)
         self.plane.collector.trend(item, strength, event.timestamp_ms)
         self.table.update(item, strength, event.timestamp_ms)
 

@@ -29,9 +29,11 @@ from streamrec.stream.serde import SCHEMA_DIR, codec_for
 GOLDEN = Path(__file__).parent / "golden"
 SAMPLES = {
     "item_delta": {"item_id": "i-7", "ts": 1_700_000_000_000, "neighbours": ["i-1", "i-2"], "weights": [1.0, 0.5],
-                   "trending": 3.0, "source_partition": 4, "source_first": 100, "source_last": 180},
+                   "trending": 3.0, "source_partition": 4, "source_first": 100, "source_last": 180,
+                   "first_seen": 1_699_999_000_000, "category": "hats"},
     "item_result": {"item_id": "i-7", "ts": 1_700_000_000_000, "neighbours": ["i-1", "i-2"], "weights": [2.5, 0.25],
-                    "trending": 12.0, "sources": [{"partition": 0, "offset": 41}, {"partition": 4, "offset": 180}]},
+                    "trending": 12.0, "sources": [{"partition": 0, "offset": 41}, {"partition": 4, "offset": 180}],
+                    "first_seen": 1_699_999_000_000, "category": "hats"},
 }
 
 

@@ -84,8 +84,8 @@ def test_a_redone_range_is_never_counted_twice() -> None:
     assert st.neighbours("a") == [("b", 1.0)] and st.trending("a") == 1.0
     assert st.apply(ItemDelta("a", 1000, (("b", 1.0),), 1.0, 3, 100, 199)) == "applied"   # another partition
     assert st.apply(ItemDelta("a", 1000, (("b", 1.0),), 1.0, 2, 200, 260)) == "applied"   # the next range
-    assert st.neighbours("a") == [("b", 3.0)] and st.n == {"applied": 3, "redone": 2, "overlap": 1, "evicted": 0,
-                                                          "pruned": 0}
+    assert st.neighbours("a") == [("b", 3.0)] and st.n == {"applied": 3, "redone": 2, "overlap": 1, "facts": 0,
+                                                          "evicted": 0, "pruned": 0}
 
 
 def test_decay_and_out_of_order_deltas() -> None:
