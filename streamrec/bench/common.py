@@ -10,7 +10,7 @@ import resource
 import tempfile
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -42,6 +42,48 @@ def broker_session(settings: Settings, partitions: int | None = None) -> Iterato
     finally:
         if started is not None:
             broker.stop(started)
+
+
+#: seconds a process under measurement may go without its count moving before a benchmark gives up on it
+STALL_S = 60.0
+
+
+def await_count(what: str, count: Callable[[], int | float], target: int, proc: Any, timeout_s: float,
+                log: Path, stall_s: float = STALL_S, every_s: float = 0.05) -> None:
+    """Return once ``count()`` (events ``what`` has processed: the process ``proc``) reaches ``target``.
+    Raise a ``RuntimeError`` naming ``log`` (and quoting its last lines) as soon as ``proc`` has exited, when
+    the count has not moved for ``stall_s``, or after ``timeout_s`` in all: a benchmark never waits for a
+    count that cannot come."""
+    started = moved_at = time.monotonic()
+    last: float = -1
+    while True:
+        n = count()
+        if n >= target:
+            return
+        now = time.monotonic()
+        if n != last:
+            last, moved_at = n, now
+        why = None
+        if proc.poll() is not None:
+            n = count()   # a final count written on the way out
+            if n >= target:
+                return
+            why = f"exited with status {proc.returncode}"
+        elif now - moved_at > stall_s:
+            why = f"made no progress for {stall_s:g} s"
+        elif now - started > timeout_s:
+            why = f"did not finish in {timeout_s:g} s"
+        if why is not None:
+            raise RuntimeError(f"{what} {why} at {max(n, 0):,.0f} of {target:,} events; see {log}{_tail(log)}")
+        time.sleep(every_s)
+
+
+def _tail(log: Path, lines: int = 3) -> str:
+    try:
+        text = log.read_text(errors="replace").strip().splitlines()[-lines:]
+    except OSError:
+        return ""
+    return (": " + " | ".join(line[:300] for line in text)) if text else ""
 
 
 def machine() -> dict[str, Any]:

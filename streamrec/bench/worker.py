@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.bench.common import broker_session, machine, synthetic_events
+from streamrec.bench.common import await_count, broker_session, machine, synthetic_events
 from streamrec.bench.yardstick import passthrough_phase, percentiles
 from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
 from streamrec.models.base.artifact import random_artifact
@@ -45,13 +45,14 @@ def _metric(port: int, name: str) -> float:
     return 0.0
 
 
-def _wait_events(port: int, n: int, timeout_s: float) -> bool:
-    deadline = time.monotonic() + timeout_s
-    while time.monotonic() < deadline:
-        if _metric(port, "streamrec_events_total") >= n:
-            return True
-        time.sleep(0.1)
-    return False
+#: seconds the worker may go without processing an event before the bench gives up on it: its start (the
+#: model's index built) counts, so this is longer than the yardstick's
+WORKER_STALL_S = 180.0
+
+
+def _wait_events(proc: Any, port: int, n: int, timeout_s: float, log_path: Path) -> None:
+    await_count("the worker", lambda: _metric(port, "streamrec_events_total"), n, proc, timeout_s, log_path,
+                stall_s=WORKER_STALL_S, every_s=0.1)
 
 
 def _final_stats(log_path: Path) -> dict[str, Any]:
@@ -109,8 +110,7 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
         proc = start_worker(s, "--model", str(work / "model"), "--worker-id", "bench-1", "--metrics-port",
                             str(port), "--no-model-sync", *extra_args, log_path=log_path)
         try:
-            if not _wait_events(port, events, timeout_s=600):
-                raise RuntimeError(f"the worker did not process {events} events; see {log_path}")
+            _wait_events(proc, port, events, 600, log_path)
             startup_and_drain_s = time.monotonic() - t_start
             time.sleep(0.5)
             arrivals = sub.snapshot()
@@ -122,7 +122,7 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
             sent_at: dict[str, float] = {}
             mark = len(sub.snapshot())
             offered = replay(paced, s, Pacing("rate", rate), sent_at=sent_at)
-            _wait_events(port, events + n_paced, timeout_s=120)
+            _wait_events(proc, port, events + n_paced, 600, log_path)
             time.sleep(0.5)
             lat = np.array([a.arrival_ms - sent_at[a.trigger_event_id] for a in sub.snapshot()[mark:]
                             if a.trigger_event_id in sent_at])

@@ -20,6 +20,7 @@ Run ``python -m streamrec.bench.yardstick --progress FILE`` to start the loop by
 from __future__ import annotations
 
 import argparse
+import os
 import signal
 import time
 from collections.abc import Callable
@@ -27,14 +28,28 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import structlog
 
 from streamrec.models.events import Event
 from streamrec.stream.settings import Settings
+
+_log = structlog.get_logger("streamrec.bench.yardstick")
 
 __all__ = ["LIST_BYTES", "bare_produce", "passthrough_phase", "run_loop"]
 
 #: the size of the reference's output record (about a worker's list of 20 items)
 LIST_BYTES = 700
+
+
+def _rebalancing() -> tuple[type[BaseException], ...]:
+    from kafka import errors
+
+    return (errors.CommitFailedError, errors.RebalanceInProgressError, errors.IllegalGenerationError,
+            errors.UnknownMemberIdError)
+
+
+#: the commit errors of a group that is rebalancing (the loop goes on; its next poll rejoins)
+REBALANCING = _rebalancing()
 
 
 def _filler_items(top_n: int = 20) -> list[dict[str, Any]]:
@@ -53,8 +68,21 @@ def _filler_items(top_n: int = 20) -> list[dict[str, Any]]:
         width += 1
 
 
-def run_loop(settings: Settings, progress: Path, stop: Callable[[], bool]) -> int:
-    """The passthrough loop (see the module docstring) until ``stop()``; returns the events processed."""
+def _subscribe(consumer: Any, topic: str, timeout_s: float) -> None:
+    """Subscribe once ``topic``'s partitions are in the consumer's metadata. A consumer subscribed from its
+    constructor can join before it has them: the group leader then assigns nothing, and kafka-python may
+    never rebalance (the loop sat idle for the whole run)."""
+    deadline = time.monotonic() + timeout_s
+    while not consumer.partitions_for_topic(topic):
+        if time.monotonic() > deadline:
+            raise RuntimeError(f"topic {topic!r} has no partitions after {timeout_s:.0f} s")
+        time.sleep(0.1)
+    consumer.subscribe([topic])
+
+
+def run_loop(settings: Settings, progress: Path, stop: Callable[[], bool], join_timeout_s: float = 30.0) -> int:
+    """The passthrough loop (see the module docstring) until ``stop()``; returns the events processed.
+    Raises when it has had no partition to read for ``join_timeout_s`` (it would otherwise wait forever)."""
     from kafka.structs import OffsetAndMetadata
 
     from streamrec.consumers.delivery import WORKER_PRODUCER
@@ -63,9 +91,14 @@ def run_loop(settings: Settings, progress: Path, stop: Callable[[], bool]) -> in
     from streamrec.stream.serde import codec_for
 
     s = settings
-    consumer = clients.consumer(s, s.events_topic, group=s.group, max_poll_records=s.max_batch,
+    consumer = clients.consumer(s, group=s.group, max_poll_records=s.max_batch,
                                 session_timeout_ms=10000, heartbeat_interval_ms=2000,
                                 max_poll_interval_ms=300000, **RECONNECT)
+    try:
+        _subscribe(consumer, s.events_topic, join_timeout_s)
+    except BaseException:
+        consumer.close(autocommit=False)
+        raise
     eo = s.guarantee == "exactly-once"
     producer = clients.producer(s, transactional_id=f"{s.group}-yardstick" if eo else None,
                                 **({"transaction_timeout_ms": 15000} if eo else {}), **RECONNECT,
@@ -74,20 +107,34 @@ def run_loop(settings: Settings, progress: Path, stop: Callable[[], bool]) -> in
         producer.init_transactions()
     event_codec, rec_codec = codec_for("event"), codec_for("recommendation")
     items = _filler_items(s.top_n)
-    processed, next_report = 0, 0.0
+    processed, written, next_report = 0, 0, 0.0
+    unassigned_since: float | None = time.monotonic()
     try:
         while not stop():
             polled = consumer.poll(timeout_ms=s.poll_ms, max_records=s.max_batch)
             if not polled:
+                if written != processed:   # idle: the last batches' count is out, whenever they came
+                    _write_progress(progress, processed)
+                    written = processed
+                if consumer.assignment():
+                    unassigned_since = None
+                elif unassigned_since is None:
+                    unassigned_since = time.monotonic()
+                elif time.monotonic() - unassigned_since > join_timeout_s:
+                    raise RuntimeError(f"the reference loop has had no partition of {s.events_topic!r} for "
+                                       f"{join_timeout_s:.0f} s (group {s.group!r} on {s.bootstrap})")
                 continue
+            unassigned_since = None
             last: dict[bytes, Any] = {}
             offsets: dict[Any, OffsetAndMetadata] = {}
+            firsts: dict[Any, int] = {}
             n = 0
             for tp, recs in polled.items():
                 for r in recs:
                     if r.key is not None and r.value is not None:
                         last[r.key] = r
                 n += len(recs)
+                firsts[tp] = recs[0].offset
                 offsets[tp] = OffsetAndMetadata(recs[-1].offset + 1, "", -1)
             if eo:
                 producer.begin_transaction()
@@ -98,21 +145,37 @@ def run_loop(settings: Settings, progress: Path, stop: Callable[[], bool]) -> in
                     "user_id": ev["user_id"], "items": items, "trigger_event_id": ev["event_id"],
                     "trigger_timestamp": r.timestamp, "trigger_partition": r.partition, "trigger_offset": r.offset,
                     "emitted_at": now, "model_version": "yardstick", "index_version": "yardstick"}))
-            if eo:
-                producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
-                producer.commit_transaction()
-            else:
-                producer.flush()
-                consumer.commit(offsets)
+            try:
+                if eo:
+                    producer.send_offsets_to_transaction(offsets, consumer.group_metadata())
+                    producer.commit_transaction()
+                else:
+                    producer.flush()
+                    consumer.commit(offsets)
+            except REBALANCING as exc:   # a rebalance under way: as the worker, go on with the next poll
+                _log.warning("reference loop commit failed during a rebalance", error=f"{type(exc).__name__}: {exc}")
+                if eo:   # the batch's lists are discarded with the transaction: read it again
+                    producer.abort_transaction()
+                    for tp, first in firsts.items():
+                        if tp in consumer.assignment():
+                            consumer.seek(tp, first)
+                    continue
             processed += n
             if time.monotonic() >= next_report:
-                progress.write_text(str(processed))
-                next_report = time.monotonic() + 0.1
+                _write_progress(progress, processed)
+                written, next_report = processed, time.monotonic() + 0.1
     finally:
-        progress.write_text(str(processed))
+        _write_progress(progress, processed)
         producer.close(timeout=10)
         consumer.close(autocommit=False)
     return processed
+
+
+def _write_progress(progress: Path, n: int) -> None:
+    """Replace the count whole (a reader never sees a half-written one)."""
+    tmp = progress.with_name(progress.name + ".tmp")
+    tmp.write_text(str(n))
+    os.replace(tmp, progress)
 
 
 def _processed(progress: Path) -> int:
@@ -129,7 +192,8 @@ def passthrough_phase(settings: Settings, load: list[Event], paced: list[Event],
     import subprocess
     import sys
 
-    from streamrec.e2e import Subscriber, settings_env, stop_process, wait_until
+    from streamrec.bench.common import await_count
+    from streamrec.e2e import Subscriber, settings_env, stop_process
     from streamrec.producers.replay import Pacing, replay
     from streamrec.stream.topics import ensure_topics, topic_specs
 
@@ -146,8 +210,8 @@ def passthrough_phase(settings: Settings, load: list[Event], paced: list[Event],
     proc = subprocess.Popen([sys.executable, "-m", "streamrec.bench.yardstick", "--progress", str(progress)],
                             env=settings_env(s), stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        if not wait_until(lambda: _processed(progress) >= len(load), 600, every_s=0.05):
-            raise RuntimeError(f"the reference loop did not process {len(load)} events; see {work / 'yardstick.log'}")
+        await_count("the reference loop", lambda: _processed(progress), len(load), proc, 600,
+                    work / "yardstick.log")
         time.sleep(0.5)
         arrivals = sub.snapshot()
         first, last = min(a.arrival_ms for a in arrivals), max(a.arrival_ms for a in arrivals)
@@ -155,7 +219,8 @@ def passthrough_phase(settings: Settings, load: list[Event], paced: list[Event],
         sent_at: dict[str, float] = {}
         mark = len(sub.snapshot())
         offered = replay(paced, s, Pacing("rate", rate), sent_at=sent_at)
-        wait_until(lambda: _processed(progress) >= len(load) + len(paced), 120, every_s=0.05)
+        await_count("the reference loop", lambda: _processed(progress), len(load) + len(paced), proc, 600,
+                    work / "yardstick.log")
         time.sleep(0.5)
         lat = np.array([a.arrival_ms - sent_at[a.trigger_event_id] for a in sub.snapshot()[mark:]
                         if a.trigger_event_id in sent_at])
@@ -200,10 +265,17 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="The passthrough reference loop of `streamrec bench worker`.")
     parser.add_argument("--progress", required=True, help="File the processed event count is written to.")
     args = parser.parse_args(argv)
+    import faulthandler
+
+    from streamrec.stream import logs
+
+    settings = Settings.from_env()
+    logs.configure(settings.log_level, settings.log_format)    # kafka-python's warnings reach the log
+    faulthandler.register(signal.SIGUSR1)                      # `kill -USR1 PID`: every thread's stack
     stopping: list[int] = []
     signal.signal(signal.SIGTERM, lambda signum, _frame: stopping.append(signum))
     signal.signal(signal.SIGINT, lambda signum, _frame: stopping.append(signum))
-    run_loop(Settings.from_env(), Path(args.progress), stop=lambda: bool(stopping))
+    run_loop(settings, Path(args.progress), stop=lambda: bool(stopping))
     return 0
 
 
