@@ -11,6 +11,13 @@ Bounded memory: at most ``max_neighbors`` neighbours per item (pruned to the str
 holds half as many again) and at most ``max_items`` items (least recently touched dropped first).
 Items are plain strings, so items the base model has never seen work from their first co-occurrence.
 
+Storage is packed: every item is interned to an int code, and an item's neighbours are one fixed-capacity
+row of two numpy arrays (neighbour codes ``int32``, weights ``float64``: the growth factor reaches ``2**40``
+between rescales, where float32 would round increments away), ``max_neighbors * 1.5 + window`` slots per
+row; the arrays grow with the items held, never preallocated to ``max_items``. A row keeps its neighbours in
+the order they arrived (pruning keeps the strongest, strongest first), so sums and ties come out as a
+dict-of-dicts would give them. An evicted item's code stays interned while other rows still name it.
+
 >>> cv = CoVisitation(window=2)
 >>> for prev, item in [((), "a"), (("a",), "b"), (("b", "a"), "c")]:
 ...     cv.update(prev, item, strength=1.0, ts_ms=0)
@@ -23,12 +30,11 @@ Items are plain strings, so items the base model has never seen work from their 
 
 from __future__ import annotations
 
-import heapq
 import math
 import sys
+from array import array
 from collections import OrderedDict
-from collections.abc import Sequence
-from operator import itemgetter
+from collections.abc import Iterator, Sequence
 
 import numpy as np
 
@@ -36,9 +42,11 @@ from streamrec.models.decay import ForwardDecay
 from streamrec.models.errors import ConfigError
 from streamrec.models.timeunits import DAY_MS
 
+_FIRST_ROWS = 256
+
 
 class CoVisitation:
-    """Time-decayed item-to-item co-occurrence counts with bounded memory."""
+    """Time-decayed item-to-item co-occurrence counts with bounded memory, packed in numpy rows."""
 
     def __init__(self, window: int = 5, max_neighbors: int = 20, max_items: int = 100_000,
                  half_life_ms: int = 7 * DAY_MS) -> None:
@@ -48,7 +56,16 @@ class CoVisitation:
         self.window, self.max_neighbors, self.max_items = window, max_neighbors, max_items
         self.half_life_ms = half_life_ms
         self._hi = max_neighbors + max(1, max_neighbors // 2)
-        self._nb: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self._width = self._hi + window          # a row holds at most hi + window before it is pruned
+        self._rows: OrderedDict[str, int] = OrderedDict()   # items with a row -> code, least recent first
+        self._ghosts: dict[str, int] = {}        # items without a row that other rows still name -> code
+        self._ids: list[str] = []                # code -> item
+        self._free: list[int] = []               # codes to reuse
+        self._nbr = np.zeros(0, dtype=np.int32)   # row slots, flat: row c is [c * width, (c + 1) * width)
+        self._w = np.zeros(0, dtype=np.float64)
+        self._nv, self._wv = memoryview(self._nbr), memoryview(self._w)
+        self._len: list[int] = []                # neighbours held per code
+        self._refs: list[int] = []               # rows naming each code as a neighbour
         self._clock = ForwardDecay(half_life_ms)
         self.evicted = 0
         self.pruned = 0
@@ -56,15 +73,96 @@ class CoVisitation:
         self.refused = 0     # updates with a strength that is negative, NaN or infinite (never stored)
 
     def __len__(self) -> int:
-        return len(self._nb)
+        return len(self._rows)
 
     def __contains__(self, item: object) -> bool:
-        return item in self._nb
+        return item in self._rows
 
     @property
     def now_ms(self) -> int:
         return self._clock.now_ms
 
+    @property
+    def _nb(self) -> _RowsView:
+        """The rows as a read-only mapping ``item -> {neighbour: stored weight}`` (built per lookup)."""
+        return _RowsView(self)
+
+    # --- codes and rows ---------------------------------------------------------------------------
+    # Row ``c`` is slots ``c * width .. c * width + len[c]`` of the flat arrays ``_nbr`` / ``_w``; the per-pair
+    # work reads and writes them through memoryviews (Python ints and floats, no numpy call per pair).
+    def _grow(self) -> None:
+        n = len(self._len)
+        # double up to max_items rows, then by a quarter (codes of evicted items that rows still name)
+        size = max(_FIRST_ROWS, min(2 * n, self.max_items) if n < self.max_items else n + n // 4)
+        width = self._width
+        nbr = np.zeros(size * width, dtype=np.int32)
+        w = np.zeros(size * width, dtype=np.float64)
+        nbr[:n * width], w[:n * width] = self._nbr, self._w
+        self._nbr, self._w = nbr, w
+        self._nv, self._wv = memoryview(nbr), memoryview(w)
+        self._len.extend([0] * (size - n))
+        self._refs.extend([0] * (size - n))
+        self._free.extend(range(size - 1, n - 1, -1))   # lowest code first
+        self._ids.extend([""] * (size - n))
+
+    def _code(self, item: str, keep: str | None = None) -> int:
+        """A new row for ``item`` (its old code if other rows still name it), the least recent item dropped
+        first when the table is full (never ``keep``: the item an update is adding pairs to)."""
+        if len(self._rows) >= self.max_items:
+            if keep is not None and next(iter(self._rows)) == keep:
+                self._rows.move_to_end(keep)
+            self._evict()
+        code = self._ghosts.pop(item, None)
+        if code is None:
+            if not self._free:
+                self._grow()
+            code = self._free.pop()
+            self._ids[code] = item
+        self._len[code] = 0
+        self._rows[item] = code
+        return code
+
+    def _evict(self) -> None:
+        item, code = self._rows.popitem(last=False)
+        self._drop_row(item, code)
+        self.evicted += 1
+
+    def _drop_row(self, item: str, code: int) -> None:
+        """``item`` (already out of ``_rows``) loses its row; its code is freed unless a row names it."""
+        n = self._len[code]
+        if n:
+            base = code * self._width
+            self._len[code] = 0
+            self._release(self._nv[base:base + n].tolist())
+        if self._refs[code] > 0:
+            self._ghosts[item] = code
+        else:
+            self._free_code(code)
+
+    def _free_code(self, code: int) -> None:
+        self._ids[code] = ""
+        self._free.append(code)
+
+    def _release(self, codes: list[int]) -> None:
+        """Rows stopped naming ``codes``: codes no row names any more and that have no row are freed."""
+        refs, ghosts, ids = self._refs, self._ghosts, self._ids
+        for c in codes:
+            refs[c] -= 1
+            if not refs[c] and ghosts.get(ids[c]) == c:
+                del ghosts[ids[c]]
+                self._free_code(c)
+
+    def _prune(self, row: int) -> None:
+        n, base, m = self._len[row], row * self._width, self.max_neighbors
+        codes, weights = self._nv[base:base + n].tolist(), self._wv[base:base + n].tolist()
+        order = sorted(range(n), key=weights.__getitem__, reverse=True)   # stable: ties keep arrival order
+        self._nv[base:base + m] = array("i", [codes[k] for k in order[:m]])
+        self._wv[base:base + m] = array("d", [weights[k] for k in order[:m]])
+        self._len[row] = m
+        self._release([codes[k] for k in order[m:]])
+        self.pruned += 1
+
+    # --- time -------------------------------------------------------------------------------------
     def _growth(self, ts_ms: int) -> float:
         g, rescale = self._clock.growth(ts_ms)
         if rescale is not None:
@@ -72,27 +170,29 @@ class CoVisitation:
         return g
 
     def _rebase(self, factor: float) -> None:
-        for key in list(self._nb):
-            row = {j: w * factor for j, w in self._nb[key].items() if w * factor > 1e-9}
-            if row:
-                self._nb[key] = row
-            else:
-                del self._nb[key]
+        width = self._width
+        for item, code in list(self._rows.items()):
+            n, base = self._len[code], code * width
+            w = self._w[base:base + n] * factor
+            ok = w > 1e-9
+            if ok.all():
+                self._w[base:base + n] = w
+                continue
+            m = int(ok.sum())
+            nbr = self._nbr[base:base + n]
+            dropped = nbr[~ok].tolist()
+            nbr[:m], self._w[base:base + m] = nbr[ok], w[ok]
+            self._len[code] = m
+            self._release(dropped)
+            if not m:
+                del self._rows[item]
+                self._drop_row(item, code)
         self.rebases += 1
 
-    def _row(self, item: str) -> dict[str, float]:
-        row = self._nb.get(item)
-        if row is None:
-            if len(self._nb) >= self.max_items:
-                self._nb.popitem(last=False)
-                self.evicted += 1
-            row = self._nb[item] = {}
-        return row
+    def _scale(self) -> float:
+        return self._clock.scale()
 
-    def _prune(self, item: str, row: dict[str, float]) -> None:
-        self._nb[item] = dict(heapq.nlargest(self.max_neighbors, row.items(), key=itemgetter(1)))
-        self.pruned += 1
-
+    # --- learning ---------------------------------------------------------------------------------
     def update(self, previous: Sequence[str], item: str, strength: float, ts_ms: int) -> None:
         """Record that a user touched ``item`` after ``previous`` (their recent items, most recent first).
 
@@ -102,62 +202,107 @@ class CoVisitation:
         if not 0.0 <= strength < math.inf:   # also false for NaN
             self.refused += 1
             return
+        rows = self._rows
         if not previous or previous[0] == item:
-            if item in self._nb:
-                self._nb.move_to_end(item)
+            if item in rows:
+                rows.move_to_end(item)
             return
         g = strength * self._growth(ts_ms)
-        nb, hi = self._nb, self._hi
-        row_j = nb.get(item)
-        if row_j is None:
-            row_j = self._row(item)
-        nb.move_to_end(item)
+        cj = rows.get(item)
+        if cj is None:
+            cj = self._code(item)
+        rows.move_to_end(item)
+        hi, width, lens, refs = self._hi, self._width, self._len, self._refs
+        base_j = cj * width
+        row_j: list[int] | None = None           # row j's neighbour codes, read once
         done: list[str] = []
-        get_j = row_j.get
         for dist, i in enumerate(previous[:self.window], 1):
             if i == item or i in done:
                 continue
             done.append(i)
             w = g / dist
-            row_j[i] = get_j(i, 0.0) + w
-            row_i = nb.get(i)
-            if row_i is None:
-                row_i = self._row(i)
-            row_i[item] = row_i.get(item, 0.0) + w
-            if len(row_i) > hi:
-                self._prune(i, row_i)
-        if len(row_j) > hi:
-            self._prune(item, row_j)
+            ci = rows.get(i)
+            if ci is None:
+                ci = self._code(i, keep=item)
+            nv, wv = self._nv, self._wv              # (new rows may have grown the arrays)
+            if row_j is None:
+                row_j = nv[base_j:base_j + lens[cj]].tolist()
+            try:                                     # row_j[i] += w
+                k = row_j.index(ci)
+            except ValueError:
+                k = len(row_j)
+                if k == width:                      # only a table smaller than its window gets here
+                    self._prune(cj)
+                    row_j = nv[base_j:base_j + lens[cj]].tolist()
+                    k = len(row_j)
+                nv[base_j + k] = ci
+                wv[base_j + k] = w
+                refs[ci] += 1
+                lens[cj] = k + 1
+                row_j.append(ci)
+            else:
+                wv[base_j + k] += w
+            n, base = lens[ci], ci * width           # row_i[j] += w
+            try:
+                k = nv[base:base + n].tolist().index(cj)
+            except ValueError:
+                nv[base + n] = cj
+                wv[base + n] = w
+                refs[cj] += 1
+                lens[ci] = n = n + 1
+                if n > hi:
+                    self._prune(ci)
+            else:
+                wv[base + k] += w
+        if lens[cj] > hi:
+            self._prune(cj)
 
-    def _scale(self) -> float:
-        return self._clock.scale()
+    # --- reading ----------------------------------------------------------------------------------
+    def row(self, item: str) -> dict[str, float]:
+        """The item's neighbours and their stored weights (internal units), in the row's order."""
+        code = self._rows.get(item)
+        if code is None:
+            return {}
+        n, base, ids = self._len[code], code * self._width, self._ids
+        return {ids[c]: w for c, w in zip(self._nv[base:base + n].tolist(), self._wv[base:base + n].tolist(),
+                                          strict=True)}
 
     def neighbors(self, item: str, k: int | None = None) -> list[tuple[str, float]]:
         """The item's neighbours, strongest first, with their weights decayed to ``now_ms``."""
-        row = self._nb.get(item)
-        if not row:
+        code = self._rows.get(item)
+        n = 0 if code is None else self._len[code]
+        if code is None or not n:
             return []
-        scale = self._scale()
-        top = heapq.nlargest(k or len(row), row.items(), key=itemgetter(1))
-        return [(j, w * scale) for j, w in top]
+        base = code * self._width
+        w = self._w[base:base + n]
+        order = np.argsort(-w, kind="stable")[:k or n]
+        scale, ids = self._scale(), self._ids
+        return [(ids[c], v * scale) for c, v in zip(self._nbr[base:base + n][order].tolist(), w[order].tolist(),
+                                                     strict=True)]
 
     def scores(self, seeds: Sequence[str], weights: Sequence[float] | np.ndarray) -> dict[str, float]:
         """``sum_s weight_s * w(s, j)`` for every neighbour ``j`` of the seeds, unsorted, in internal
         units (a positive factor away from :meth:`candidates`' scores; for ranking and per-list
         normalisation the factor does not matter)."""
-        acc: dict[str, float] = {}
-        nb = self._nb
+        acc: dict[int, float] = {}
+        rows, lens, nv, wv, width = self._rows, self._len, self._nv, self._wv, self._width
         for s, ws in zip(seeds, weights, strict=True):
-            row = nb.get(s)
-            if not row:
+            code = rows.get(s)
+            if code is None:
                 continue
+            n = lens[code]
+            if not n:
+                continue
+            base = code * width
+            codes, vals = nv[base:base + n].tolist(), wv[base:base + n].tolist()
             if not acc:
-                acc = {j: ws * w for j, w in row.items()}
+                acc = {j: ws * w for j, w in zip(codes, vals, strict=True)}
                 continue
             get = acc.get
-            for j, w in row.items():
+            for j, w in zip(codes, vals, strict=True):
                 acc[j] = get(j, 0.0) + ws * w
-        return acc
+        ids = self._ids
+        return {ids[j]: v for j, v in acc.items()}
 
     def candidates(self, seeds: Sequence[str], weights: Sequence[float] | np.ndarray,
                    k: int) -> tuple[list[str], np.ndarray]:
@@ -174,7 +319,38 @@ class CoVisitation:
         return [keys[i] for i in order], (vals[order] * self._scale()).astype(np.float32)
 
     def memory_bytes(self) -> int:
-        """Approximate bytes held (dicts and weights; item ids are shared with the rest of the engine)."""
-        n_pairs = sum(len(r) for r in self._nb.values())
-        return sys.getsizeof(self._nb) + 100 * len(self._nb) + sum(map(sys.getsizeof, self._nb.values())) \
-            + 24 * n_pairs
+        """Approximate bytes held: the row arrays, the item dicts and code list (item ids are shared with the
+        rest of the engine)."""
+        lists = sum(map(sys.getsizeof, (self._len, self._refs, self._ids, self._free)))
+        return self._nbr.nbytes + self._w.nbytes + lists + sys.getsizeof(self._rows) + 40 * len(self._rows) \
+            + sys.getsizeof(self._ghosts) + 40 * len(self._ghosts)
+
+
+class _RowsView:
+    """``CoVisitation._nb``: the packed rows read as ``{item: {neighbour: stored weight}}``."""
+
+    def __init__(self, table: CoVisitation) -> None:
+        self._t = table
+
+    def get(self, item: str, default: dict[str, float] | None = None) -> dict[str, float] | None:
+        return self._t.row(item) if item in self._t._rows else default
+
+    def __getitem__(self, item: str) -> dict[str, float]:
+        if item not in self._t._rows:
+            raise KeyError(item)
+        return self._t.row(item)
+
+    def __contains__(self, item: object) -> bool:
+        return item in self._t._rows
+
+    def __len__(self) -> int:
+        return len(self._t._rows)
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(list(self._t._rows))
+
+    def items(self) -> Iterator[tuple[str, dict[str, float]]]:
+        return ((item, self._t.row(item)) for item in list(self._t._rows))
+
+    def values(self) -> Iterator[dict[str, float]]:
+        return (self._t.row(item) for item in list(self._t._rows))

@@ -88,3 +88,120 @@ def test_candidates_aggregate_over_weighted_seeds() -> None:
 def test_invalid_settings() -> None:
     with pytest.raises(ConfigError, match="window"):
         CoVisitation(window=0)
+
+
+class DictCoVisitation:
+    """The table as a dict of dicts (the layout before the packed rows), for equivalence: the same pair rule,
+    pruning, least-recently-touched eviction and forward decay."""
+
+    def __init__(self, window: int, max_neighbors: int, max_items: int, half_life_ms: int) -> None:
+        from collections import OrderedDict
+
+        from streamrec.models.decay import ForwardDecay
+
+        self.window, self.max_neighbors, self.max_items = window, max_neighbors, max_items
+        self.hi = max_neighbors + max(1, max_neighbors // 2)
+        self.nb: OrderedDict[str, dict[str, float]] = OrderedDict()
+        self.clock = ForwardDecay(half_life_ms)
+
+    def _row(self, item: str) -> dict[str, float]:
+        if item not in self.nb:
+            if len(self.nb) >= self.max_items:
+                self.nb.popitem(last=False)
+            self.nb[item] = {}
+        return self.nb[item]
+
+    def _prune(self, item: str) -> None:
+        row = self.nb[item]
+        self.nb[item] = dict(sorted(row.items(), key=lambda kv: kv[1], reverse=True)[:self.max_neighbors])
+
+    def update(self, previous: tuple[str, ...], item: str, strength: float, ts_ms: int) -> None:
+        if not previous or previous[0] == item:
+            if item in self.nb:
+                self.nb.move_to_end(item)
+            return
+        g, rescale = self.clock.growth(ts_ms)
+        if rescale is not None:
+            for key in list(self.nb):
+                row = {j: w * rescale for j, w in self.nb[key].items() if w * rescale > 1e-9}
+                if row:
+                    self.nb[key] = row
+                else:
+                    del self.nb[key]
+        g *= strength
+        row_j = self._row(item)
+        self.nb.move_to_end(item)
+        done: list[str] = []
+        for dist, i in enumerate(previous[:self.window], 1):
+            if i == item or i in done:
+                continue
+            done.append(i)
+            row_j[i] = row_j.get(i, 0.0) + g / dist
+            row_i = self._row(i)
+            row_i[item] = row_i.get(item, 0.0) + g / dist
+            if len(row_i) > self.hi:
+                self._prune(i)
+        if len(self.nb[item]) > self.hi:
+            self._prune(item)
+
+    def scores(self, seeds: list[str], weights: list[float]) -> dict[str, float]:
+        acc: dict[str, float] = {}
+        for s, ws in zip(seeds, weights, strict=True):
+            for j, w in self.nb.get(s, {}).items():
+                acc[j] = acc.get(j, 0.0) + ws * w
+        return acc
+
+
+def random_stream(n: int, items: int, seed: int, step_ms: int = 250,
+                  strengths: tuple[float, ...] = (0.5, 1.0, 4.0)) -> list[tuple[tuple[str, ...], str, float, int]]:
+    rng = random.Random(seed)
+    history: dict[int, list[str]] = {}
+    out = []
+    for k in range(n):
+        user = rng.randrange(300)
+        item = f"i{(user % 20 * 15 + rng.randrange(40)) % items}"
+        h = history.setdefault(user, [])
+        out.append((tuple(h[:8]), item, rng.choice(strengths), k * step_ms))
+        h.insert(0, item)
+    return out
+
+
+@pytest.mark.parametrize(("max_items", "half_life_ms", "step_ms"), [(10_000, 10**9, 0), (60, 10**9, 0),
+                                                                  (25, 2_000, 250)])
+def test_packed_rows_give_exactly_the_weights_order_and_scores_of_a_dict_of_dicts(max_items: int, half_life_ms: int,
+                                                                                    step_ms: int) -> None:
+    """Pruning (with ties: one time and strengths 1 and 2), eviction of items other rows still name, and
+    rescaling (2,000 ms half-lives over 2,500 s of events: dozens of rebases) leave the same rows, in the
+    same order, with the same float64 weights."""
+    cv = CoVisitation(window=4, max_neighbors=6, max_items=max_items, half_life_ms=half_life_ms)
+    ref = DictCoVisitation(4, 6, max_items, half_life_ms)
+    rng = random.Random(5)
+    for k, (prev, item, s, ts) in enumerate(random_stream(10_000, 200, max_items, step_ms,
+                                                                    (1.0, 2.0) if step_ms == 0 else (0.5, 1.0, 4.0))):
+        cv.update(prev, item, s, ts)
+        ref.update(prev, item, s, ts)
+        if k % 500 == 0:
+            seeds = [f"i{rng.randrange(200)}" for _ in range(5)]
+            assert list(cv.scores(seeds, [1.0, 0.5, 0.3, 0.2, 0.1]).items()) == \
+                list(ref.scores(seeds, [1.0, 0.5, 0.3, 0.2, 0.1]).items())
+    assert list(cv._rows) == list(ref.nb)
+    assert all(list(cv.row(item).items()) == list(row.items()) for item, row in ref.nb.items())
+    assert cv.pruned > 0 and (cv.evicted > 0) == (max_items < 200) and (cv.rebases > 0) == (half_life_ms < 10**6)
+    # every code a row names is interned, counted once per naming row, and nothing else stays interned
+    named: dict[int, int] = {}
+    for code in cv._rows.values():
+        base = code * cv._width
+        for c in cv._nbr[base:base + cv._len[code]].tolist():
+            named[c] = named.get(c, 0) + 1
+    assert {c: r for c, r in enumerate(cv._refs) if r} == named
+    assert set(named) <= set(cv._rows.values()) | set(cv._ghosts.values())
+    assert all(named.get(c) for c in cv._ghosts.values())           # a ghost is freed once no row names it
+    assert len(cv._rows) + len(cv._ghosts) + len(cv._free) == len(cv._len)
+
+
+def test_rows_grow_with_the_items_held_not_with_max_items() -> None:
+    cv = CoVisitation(max_items=1_000_000)
+    assert cv.memory_bytes() < 10_000                                  # nothing preallocated
+    feed(cv, [f"i{k}" for k in range(3_000)])
+    assert len(cv) == 3_000 and len(cv._len) == 4_096                 # doubled from 256 rows as items came
+    assert cv.memory_bytes() < 1_000 * len(cv)                        # 420 B of slots per row, and the dicts
