@@ -10,7 +10,8 @@ length made of model items, which is what a list leaves in state, without paying
 
 Reported at each mark of ``--users``: RSS after a full garbage collection, MB above the engine with the model
 and no users, bytes per user (overall and between the last two marks: the slope once the item-level tables,
-which are bounded, have filled), and the engine's own estimate of the user store (``state_bytes``). No Kafka
+which are bounded, have filled), the engine's own estimate of the user store (``state_bytes``) and the
+co-visitation table's (``covisit_mb``), and whether river was imported (the default worker does not). No Kafka
 client runs here: add the empty worker's client buffers (``bench sync`` reports a worker's RSS) for a
 worker's figure.
 """
@@ -19,6 +20,7 @@ from __future__ import annotations
 
 import gc
 import os
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -104,11 +106,13 @@ def run(settings: Settings, users: list[int], items: int = 100_000, dim: int = 6
             gc.collect()
             rss = rss_mb()
             stats = engine.stats()
+            covisit = engine.covisit
             point: dict[str, Any] = {
                 "users": done, "rss_mb": round(rss, 1), "above_empty_mb": round(rss - empty_mb, 1),
                 "bytes_per_user": round((rss - empty_mb) * MB / done),
                 "state_bytes_per_user": round(stats["state_bytes"] / max(1, stats["users"])),
                 "users_held": stats["users"], "covisit_items": stats.get("covisit_items"),
+                "covisit_mb": round(covisit.memory_bytes() / MB, 1) if hasattr(covisit, "memory_bytes") else None,
                 "seconds": round(time.perf_counter() - started, 1)}
             if points:
                 prev = points[-1]
@@ -117,4 +121,5 @@ def run(settings: Settings, users: list[int], items: int = 100_000, dim: int = 6
     return {"benchmark": "memory", "items": items, "dim": dim, "events_per_user": events_per_user,
             "list_every": list_every, "imports_mb": round(imports_mb, 1),
             "engine_without_model_mb": round(engine_mb, 1), "empty_with_model_mb": round(empty_mb, 1),
-            "peak_rss_mb": peak_rss_mb(), "points": points, "machine": machine()}
+            "peak_rss_mb": peak_rss_mb(), "river_imported": "river" in sys.modules, "points": points,
+            "machine": machine()}

@@ -21,6 +21,7 @@ def test_memory_points_per_mark() -> None:
     assert "bytes_per_user_since_last" in points[1] and "bytes_per_user_since_last" not in points[0]
     assert result["empty_with_model_mb"] >= result["engine_without_model_mb"] > 0
     assert all(p["rss_mb"] > 0 and p["state_bytes_per_user"] > 0 for p in points)
+    assert 0 < points[0]["covisit_mb"] <= points[1]["covisit_mb"] and isinstance(result["river_imported"], bool)
 
 
 def test_the_cli_writes_json_and_refuses_bad_marks(tmp_path: Path) -> None:
