@@ -327,18 +327,27 @@ class CoVisitation:
 
 
 class _RowsView:
-    """``CoVisitation._nb``: the packed rows read as ``{item: {neighbour: stored weight}}``."""
+    """``CoVisitation._nb``: the packed rows read as ``{item: {neighbour: stored weight}}``. Each row is built
+    once per view (a source's ``explain`` takes one view per request and asks for each seed per chosen item);
+    take a new view after the table has changed."""
 
     def __init__(self, table: CoVisitation) -> None:
         self._t = table
+        self._built: dict[str, dict[str, float]] = {}
 
     def get(self, item: str, default: dict[str, float] | None = None) -> dict[str, float] | None:
-        return self._t.row(item) if item in self._t._rows else default
+        row = self._built.get(item)
+        if row is None:
+            if item not in self._t._rows:
+                return default
+            row = self._built[item] = self._t.row(item)
+        return row
 
     def __getitem__(self, item: str) -> dict[str, float]:
-        if item not in self._t._rows:
+        row = self.get(item)
+        if row is None:
             raise KeyError(item)
-        return self._t.row(item)
+        return row
 
     def __contains__(self, item: object) -> bool:
         return item in self._t._rows
@@ -348,9 +357,3 @@ class _RowsView:
 
     def __iter__(self) -> Iterator[str]:
         return iter(list(self._t._rows))
-
-    def items(self) -> Iterator[tuple[str, dict[str, float]]]:
-        return ((item, self._t.row(item)) for item in list(self._t._rows))
-
-    def values(self) -> Iterator[dict[str, float]]:
-        return (self._t.row(item) for item in list(self._t._rows))
