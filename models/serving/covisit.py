@@ -16,7 +16,8 @@ row of two numpy arrays (neighbour codes ``int32``, weights ``float64``: the gro
 between rescales, where float32 would round increments away), ``max_neighbors * 1.5 + window`` slots per
 row; the arrays grow with the items held, never preallocated to ``max_items``. A row keeps its neighbours in
 the order they arrived (pruning keeps the strongest, strongest first), so sums and ties come out as a
-dict-of-dicts would give them. An evicted item's code stays interned while other rows still name it.
+dict-of-dicts would give them. An evicted item's code stays interned (rows may still name it) until a
+vectorised pass, once per ``max_items / 8`` dropped rows, frees the codes no row names.
 
 >>> cv = CoVisitation(window=2)
 >>> for prev, item in [((), "a"), (("a",), "b"), (("b", "a"), "c")]:
@@ -61,11 +62,11 @@ class CoVisitation:
         self._ghosts: dict[str, int] = {}        # items without a row that other rows still name -> code
         self._ids: list[str] = []                # code -> item
         self._free: list[int] = []               # codes to reuse
+        self._collect_at = max(1_024, max_items // 8)   # ghosts held before unnamed ones are freed
         self._nbr = np.zeros(0, dtype=np.int32)   # row slots, flat: row c is [c * width, (c + 1) * width)
         self._w = np.zeros(0, dtype=np.float64)
         self._nv, self._wv = memoryview(self._nbr), memoryview(self._w)
         self._len: list[int] = []                # neighbours held per code
-        self._refs: list[int] = []               # rows naming each code as a neighbour
         self._clock = ForwardDecay(half_life_ms)
         self.evicted = 0
         self.pruned = 0
@@ -101,7 +102,6 @@ class CoVisitation:
         self._nbr, self._w = nbr, w
         self._nv, self._wv = memoryview(nbr), memoryview(w)
         self._len.extend([0] * (size - n))
-        self._refs.extend([0] * (size - n))
         self._free.extend(range(size - 1, n - 1, -1))   # lowest code first
         self._ids.extend([""] * (size - n))
 
@@ -128,29 +128,25 @@ class CoVisitation:
         self.evicted += 1
 
     def _drop_row(self, item: str, code: int) -> None:
-        """``item`` (already out of ``_rows``) loses its row; its code is freed unless a row names it."""
-        n = self._len[code]
-        if n:
-            base = code * self._width
-            self._len[code] = 0
-            self._release(self._nv[base:base + n].tolist())
-        if self._refs[code] > 0:
-            self._ghosts[item] = code
-        else:
-            self._free_code(code)
+        """``item`` (already out of ``_rows``) loses its row; its code stays interned (a ghost) while other rows
+        may name it, until :meth:`_collect` finds no row does."""
+        self._len[code] = 0
+        self._ghosts[item] = code
+        if len(self._ghosts) > self._collect_at:
+            self._collect()
 
-    def _free_code(self, code: int) -> None:
-        self._ids[code] = ""
-        self._free.append(code)
-
-    def _release(self, codes: list[int]) -> None:
-        """Rows stopped naming ``codes``: codes no row names any more and that have no row are freed."""
-        refs, ghosts, ids = self._refs, self._ghosts, self._ids
-        for c in codes:
-            refs[c] -= 1
-            if not refs[c] and ghosts.get(ids[c]) == c:
-                del ghosts[ids[c]]
-                self._free_code(c)
+    def _collect(self) -> None:
+        """Free the codes of ghosts that no row names any more (one vectorised pass over the slots, once per
+        ``max_items / 8`` dropped rows)."""
+        lens = np.array(self._len, dtype=np.int32)
+        slots = self._nbr.reshape(len(lens), self._width)
+        named = slots[np.arange(self._width)[None, :] < lens[:, None]]
+        ghosts = np.fromiter(self._ghosts.values(), dtype=np.int64, count=len(self._ghosts))
+        for code in ghosts[~np.isin(ghosts, named)].tolist():
+            del self._ghosts[self._ids[code]]
+            self._ids[code] = ""
+            self._free.append(code)
+        self._collect_at = len(self._ghosts) + max(1_024, self.max_items // 8)
 
     def _prune(self, row: int) -> None:
         n, base, m = self._len[row], row * self._width, self.max_neighbors
@@ -159,7 +155,6 @@ class CoVisitation:
         self._nv[base:base + m] = array("i", [codes[k] for k in order[:m]])
         self._wv[base:base + m] = array("d", [weights[k] for k in order[:m]])
         self._len[row] = m
-        self._release([codes[k] for k in order[m:]])
         self.pruned += 1
 
     # --- time -------------------------------------------------------------------------------------
@@ -180,10 +175,8 @@ class CoVisitation:
                 continue
             m = int(ok.sum())
             nbr = self._nbr[base:base + n]
-            dropped = nbr[~ok].tolist()
             nbr[:m], self._w[base:base + m] = nbr[ok], w[ok]
             self._len[code] = m
-            self._release(dropped)
             if not m:
                 del self._rows[item]
                 self._drop_row(item, code)
@@ -212,7 +205,7 @@ class CoVisitation:
         if cj is None:
             cj = self._code(item)
         rows.move_to_end(item)
-        hi, width, lens, refs = self._hi, self._width, self._len, self._refs
+        hi, width, lens = self._hi, self._width, self._len
         base_j = cj * width
         row_j: list[int] | None = None           # row j's neighbour codes, read once
         done: list[str] = []
@@ -237,7 +230,6 @@ class CoVisitation:
                     k = len(row_j)
                 nv[base_j + k] = ci
                 wv[base_j + k] = w
-                refs[ci] += 1
                 lens[cj] = k + 1
                 row_j.append(ci)
             else:
@@ -248,7 +240,6 @@ class CoVisitation:
             except ValueError:
                 nv[base + n] = cj
                 wv[base + n] = w
-                refs[cj] += 1
                 lens[ci] = n = n + 1
                 if n > hi:
                     self._prune(ci)
@@ -321,7 +312,7 @@ class CoVisitation:
     def memory_bytes(self) -> int:
         """Approximate bytes held: the row arrays, the item dicts and code list (item ids are shared with the
         rest of the engine)."""
-        lists = sum(map(sys.getsizeof, (self._len, self._refs, self._ids, self._free)))
+        lists = sum(map(sys.getsizeof, (self._len, self._ids, self._free)))
         return self._nbr.nbytes + self._w.nbytes + lists + sys.getsizeof(self._rows) + 40 * len(self._rows) \
             + sys.getsizeof(self._ghosts) + 40 * len(self._ghosts)
 

@@ -187,16 +187,26 @@ def test_packed_rows_give_exactly_the_weights_order_and_scores_of_a_dict_of_dict
     assert list(cv._rows) == list(ref.nb)
     assert all(list(cv.row(item).items()) == list(row.items()) for item, row in ref.nb.items())
     assert cv.pruned > 0 and (cv.evicted > 0) == (max_items < 200) and (cv.rebases > 0) == (half_life_ms < 10**6)
-    # every code a row names is interned, counted once per naming row, and nothing else stays interned
-    named: dict[int, int] = {}
-    for code in cv._rows.values():
-        base = code * cv._width
-        for c in cv._nbr[base:base + cv._len[code]].tolist():
-            named[c] = named.get(c, 0) + 1
-    assert {c: r for c, r in enumerate(cv._refs) if r} == named
-    assert set(named) <= set(cv._rows.values()) | set(cv._ghosts.values())
-    assert all(named.get(c) for c in cv._ghosts.values())           # a ghost is freed once no row names it
+    # every code a row names is interned (a row or a ghost); after a collection only named ghosts remain
+    def named() -> set[int]:
+        out: set[int] = set()
+        for code in cv._rows.values():
+            base = code * cv._width
+            out.update(cv._nbr[base:base + cv._len[code]].tolist())
+        return out
+
+    assert named() <= set(cv._rows.values()) | set(cv._ghosts.values())
+    cv._collect()
+    assert set(cv._ghosts.values()) <= named()
     assert len(cv._rows) + len(cv._ghosts) + len(cv._free) == len(cv._len)
+    assert all(cv._ids[c] == item for item, c in (*cv._rows.items(), *cv._ghosts.items()))
+
+
+def test_codes_of_dropped_items_no_row_names_are_reused() -> None:
+    cv = CoVisitation(window=1, max_neighbors=2, max_items=50)
+    for k in range(20_000):                      # pairs of fresh items: every row is soon evicted
+        cv.update((f"a{k}",), f"b{k}", 1.0, 0)
+    assert cv.evicted > 19_000 and len(cv._len) <= 2_048 and len(cv._ghosts) <= 1_024 + 50
 
 
 def test_rows_grow_with_the_items_held_not_with_max_items() -> None:
