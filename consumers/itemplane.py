@@ -19,6 +19,8 @@ changes (``consumers/rebalance.py``).
 
 from __future__ import annotations
 
+import multiprocessing
+import os
 import threading
 import time
 from typing import Any
@@ -39,7 +41,7 @@ from streamrec.stream.itemdeltas import decode_deltas, decode_result, encode_res
 from streamrec.stream.records import Record
 from streamrec.stream.settings import Settings
 
-__all__ = ["ItemOwner", "OwnerThread", "restore_items"]
+__all__ = ["ItemOwner", "OwnerProcess", "OwnerThread", "restore_items"]
 
 
 def restore_items(settings: Settings, partitions: set[int], stats: dict[int, ItemStats],
@@ -100,8 +102,8 @@ class ItemOwner:
         self._last_commit = time.monotonic()
         self.stop_event = threading.Event()
         self.ready = False
-        self.n = dict.fromkeys(("records", "deltas", "applied", "redone", "overlap", "facts", "dead_letters",
-                                "results", "restored", "commits"), 0)
+        self.n = dict.fromkeys(("records", "deltas", "applied", "redone", "overlap", "dead_letters", "results",
+                                "restored", "commits"), 0)
         self.result_bytes = 0
         #: seconds per stage (wall, this thread) and the thread's CPU seconds (``time.thread_time``)
         self.seconds = dict.fromkeys(("poll", "decode_apply", "encode_send", "flush", "cpu"), 0.0)
@@ -173,7 +175,7 @@ class ItemOwner:
                 for delta in deltas:
                     kind = table.apply(delta)
                     n[kind] += 1
-                    if kind == "applied" or kind == "facts":   # facts: a first-seen time or category only
+                    if kind == "applied":
                         dirty.add(delta.item_id)
                 n["deltas"] += len(deltas)
             self.pending[rec.partition] = max(self.pending.get(rec.partition, -1), rec.offset)
@@ -298,6 +300,10 @@ class OwnerThread:
             self.error = exc
             self.owner.log.error("item owner stopped", error=f"{type(exc).__name__}: {exc}")
 
+    def owned_partitions(self) -> int:
+        """The item-deltas partitions the owner owns and has restored (0 until its first assignment)."""
+        return len(self.owner.tables) if self.owner.ready else 0
+
     def health_problem(self) -> str | None:
         if self.thread.is_alive() or self.owner.stop_event.is_set():
             return None
@@ -306,3 +312,67 @@ class OwnerThread:
     def stop(self) -> None:
         self.owner.stop_event.set()
         self.thread.join(30)
+
+
+def _owner_process_main(settings: Settings, owner_id: str, covisit_half_life_ms: int, trending_half_life_ms: int,
+                        stop: Any, owned: Any, parent_pid: int) -> None:
+    """The body of :class:`OwnerProcess`'s child: an :class:`ItemOwner` until the parent sets ``stop`` or dies."""
+    import signal
+
+    import structlog
+
+    from streamrec.stream.logs import configure
+
+    signal.signal(signal.SIGINT, signal.SIG_IGN)      # Ctrl-C reaches the whole group: the parent stops us
+    configure(settings.log_level, settings.log_format)
+    log = structlog.get_logger("streamrec.items").bind(worker=settings.worker_id or owner_id, group=settings.group)
+    owner = ItemOwner(settings, log, owner_id, covisit_half_life_ms, trending_half_life_ms)
+
+    def watch() -> None:
+        while not stop.wait(0.2):
+            owned.value = len(owner.tables) if owner.ready else 0
+            if os.getppid() != parent_pid:            # the worker died (kill -9): commit what we have and go
+                log.warning("the worker process is gone; item owner stopping")
+                break
+        owner.stop_event.set()
+
+    threading.Thread(target=watch, name="item-owner-watch", daemon=True).start()
+    owner.run()
+
+
+class OwnerProcess:
+    """An :class:`ItemOwner` in a child process of the worker (``STREAMREC_ITEM_OWNER_PROCESS``, the default with
+    the owner in the worker): the same member of ``<group>.items`` as :class:`OwnerThread`, but with an
+    interpreter (and a GIL) of its own, so decoding deltas and encoding results never take the worker thread's
+    turn; it stops when the worker stops it (a last commit) or when the worker process is gone."""
+
+    def __init__(self, settings: Settings, log: Any, owner_id: str, covisit_half_life_ms: int = 7 * DAY_MS,
+                 trending_half_life_ms: int = DAY_MS) -> None:
+        ctx = multiprocessing.get_context("spawn")
+        self.log = log.bind(component="item-owner", owner=owner_id)
+        self._stop = ctx.Event()
+        self._owned = ctx.Value("i", 0)
+        self.process = ctx.Process(target=_owner_process_main, name=f"item-owner-{owner_id}", daemon=True,
+                                   args=(settings, owner_id, covisit_half_life_ms, trending_half_life_ms,
+                                         self._stop, self._owned, os.getpid()))
+
+    def start(self) -> OwnerProcess:
+        self.process.start()
+        return self
+
+    def owned_partitions(self) -> int:
+        """The item-deltas partitions the child owns and has restored (0 until its first assignment)."""
+        return int(self._owned.value)
+
+    def health_problem(self) -> str | None:
+        if self.process.is_alive() or self._stop.is_set():
+            return None
+        return f"the item owner process exited (code {self.process.exitcode})"
+
+    def stop(self) -> None:
+        self._stop.set()
+        self.process.join(30)
+        if self.process.is_alive():
+            self.log.warning("the item owner process did not stop in 30 s; terminating it")
+            self.process.terminate()
+            self.process.join(5)

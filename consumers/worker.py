@@ -27,7 +27,7 @@ from kafka.errors import KafkaError
 
 from streamrec.consumers import itemcache
 from streamrec.consumers.assembly import WorkerParts, assemble
-from streamrec.consumers.itemplane import OwnerThread
+from streamrec.consumers.itemplane import OwnerProcess, OwnerThread
 from streamrec.consumers.loop import Loop
 from streamrec.consumers.stats import WorkerStats
 from streamrec.models.engine.recommender import Recommender
@@ -63,13 +63,14 @@ class Worker:
         self.engine = self.parts.engine
         self.loop: Loop = self.parts.loop
         self.items: itemcache.ItemCacheFollower | None = None   # the item cache, rebuilt before serving
-        self.item_owner: OwnerThread | None = None             # this process's item owner (STREAMREC_ITEM_OWNER)
+        self.item_owner: OwnerThread | OwnerProcess | None = None   # this worker's item owner (STREAMREC_ITEM_OWNER)
         if settings.item_plane:
             self.items = itemcache.attach(settings, self.engine, self.loop, self.log, self.parts.source.also_close)
             if settings.item_owner:
                 cfg = self.engine.config
-                self.item_owner = OwnerThread(settings, self.log, self.worker_id, cfg.covisit_half_life_ms,
-                                              cfg.trending_half_life_ms).start()
+                owner = OwnerProcess if settings.item_owner_process else OwnerThread
+                self.item_owner = owner(settings, self.log, self.worker_id, cfg.covisit_half_life_ms,
+                                        cfg.trending_half_life_ms).start()
                 self.parts.metrics.add_liveness_check("item owner", self.item_owner.health_problem)
         self.online = self.parts.online
         self.sync = self.parts.sync

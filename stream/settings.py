@@ -91,6 +91,8 @@ class Settings:
     item_plane: bool = False             # covisit / trending learnt from every worker through Kafka (see docs)
     item_owner: bool = True              # with the plane on, the worker process also owns item partitions (a
                                          # thread in <group>.items); off: run `streamrec items` processes
+    item_owner_process: bool = True      # that owner runs in a child process of the worker (its own GIL); off: a
+                                         # thread of the worker process
     item_deltas_topic: str = ""          # workers' increments, keyed and partitioned by item; "": <group>.item-deltas
     item_results_topic: str = ""         # owners' results (compacted): top neighbours, trending score; "":
                                          # <group>.item-results (so two worker groups never mix their items)

@@ -14,7 +14,7 @@ from typing import Any
 
 import structlog
 
-from streamrec.consumers.itemplane import ItemOwner
+from streamrec.consumers.itemplane import ItemOwner, OwnerProcess
 from streamrec.consumers.worker import Worker
 from streamrec.e2e import Subscriber
 from streamrec.models.events import Event, EventType
@@ -74,14 +74,16 @@ def _users_on(partitions: set[int], n: int, prefix: str) -> list[str]:
 
 
 def test_a_covisitation_learnt_on_one_worker_reaches_the_other_workers_users(kafka: Settings) -> None:
-    s = _plane(kafka)     # the item owners are threads of the two worker processes (STREAMREC_ITEM_OWNER)
+    s = _plane(kafka)     # the item owners are child processes of the two workers (STREAMREC_ITEM_OWNER_PROCESS)
     w1, w2 = ThreadWorker(s.replace(worker_id="w1"), model_sync=False), None
     sub = Subscriber(s)
     try:
         w2 = ThreadWorker(s.replace(worker_id="w2"), model_sync=False)
         assert wait_until(lambda: len(w1.worker.loop.owned) == 3 and len(w2.worker.loop.owned) == 3, 60)
-        owners = [w.worker.item_owner.owner for w in (w1, w2) if w.worker.item_owner is not None]
-        assert wait_until(lambda: sum(len(o.tables) for o in owners) == 3 and all(o.tables for o in owners), 60)
+        owners = [w.worker.item_owner for w in (w1, w2) if w.worker.item_owner is not None]
+        assert len(owners) == 2 and all(isinstance(o, OwnerProcess) for o in owners)   # the default: child processes
+        assert wait_until(lambda: sum(o.owned_partitions() for o in owners) == 3
+                          and all(o.owned_partitions() for o in owners), 60)
         sub.start()
         sub.ready.wait(10)
         first, other = w1.worker.loop.owned, w2.worker.loop.owned
