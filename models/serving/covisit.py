@@ -275,8 +275,8 @@ class CoVisitation:
         """``sum_s weight_s * w(s, j)`` for every neighbour ``j`` of the seeds, unsorted, in internal
         units (a positive factor away from :meth:`candidates`' scores; for ranking and per-list
         normalisation the factor does not matter)."""
-        acc: dict[int, float] = {}
-        rows, lens, nv, wv, width = self._rows, self._len, self._nv, self._wv, self._width
+        acc: dict[str, float] = {}
+        rows, lens, nv, wv, width, ids = self._rows, self._len, self._nv, self._wv, self._width, self._ids
         for s, ws in zip(seeds, weights, strict=True):
             code = rows.get(s)
             if code is None:
@@ -285,15 +285,14 @@ class CoVisitation:
             if not n:
                 continue
             base = code * width
-            codes, vals = nv[base:base + n].tolist(), wv[base:base + n].tolist()
+            names = [ids[c] for c in nv[base:base + n].tolist()]
             if not acc:
-                acc = {j: ws * w for j, w in zip(codes, vals, strict=True)}
+                acc = {j: ws * w for j, w in zip(names, wv[base:base + n].tolist(), strict=True)}
                 continue
             get = acc.get
-            for j, w in zip(codes, vals, strict=True):
+            for j, w in zip(names, wv[base:base + n].tolist(), strict=True):
                 acc[j] = get(j, 0.0) + ws * w
-        ids = self._ids
-        return {ids[j]: v for j, v in acc.items()}
+        return acc
 
     def candidates(self, seeds: Sequence[str], weights: Sequence[float] | np.ndarray,
                    k: int) -> tuple[list[str], np.ndarray]:
