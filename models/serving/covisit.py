@@ -36,6 +36,7 @@ import sys
 from array import array
 from collections import OrderedDict
 from collections.abc import Iterator, Sequence
+from typing import Any
 
 import numpy as np
 
@@ -65,7 +66,9 @@ class CoVisitation:
         self._collect_at = max(1_024, max_items // 8)   # ghosts held before unnamed ones are freed
         self._nbr = np.zeros(0, dtype=np.int32)   # row slots, flat: row c is [c * width, (c + 1) * width)
         self._w = np.zeros(0, dtype=np.float64)
-        self._nv, self._wv = memoryview(self._nbr), memoryview(self._w)
+        # memoryviews of the two (``i`` and ``d`` items): typed Any, as typeshed's memoryview takes ints only
+        self._nv: Any = self._nbr.data
+        self._wv: Any = self._w.data
         self._len: list[int] = []                # neighbours held per code
         self._clock = ForwardDecay(half_life_ms)
         self.evicted = 0
@@ -100,7 +103,7 @@ class CoVisitation:
         w = np.zeros(size * width, dtype=np.float64)
         nbr[:n * width], w[:n * width] = self._nbr, self._w
         self._nbr, self._w = nbr, w
-        self._nv, self._wv = memoryview(nbr), memoryview(w)
+        self._nv, self._wv = nbr.data, w.data
         self._len.extend([0] * (size - n))
         self._free.extend(range(size - 1, n - 1, -1))   # lowest code first
         self._ids.extend([""] * (size - n))
