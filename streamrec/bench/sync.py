@@ -41,7 +41,7 @@ def _serving(port: int) -> str | None:
     return m.group(1) if m else None
 
 
-def _wait(predicate: Any, timeout_s: float, every_s: float = 0.005) -> float | None:
+def _wait(predicate: Any, timeout_s: float, every_s: float = 0.05) -> float | None:
     """Seconds until ``predicate()`` holds, or None on timeout."""
     start = time.monotonic()
     while time.monotonic() - start < timeout_s:
@@ -62,6 +62,19 @@ def _log_record(path: Path, event: str, version: str) -> dict[str, Any] | None:
             if rec.get("version") == version:
                 return dict(rec)
     return None
+
+
+def _swapped_after(path: Path, version: str, since_wall: float) -> float | None:
+    """Seconds from ``since_wall`` (``time.time()``) to the worker's ``model swapped`` record for ``version``
+    (its log's UTC timestamp; the bench and the workers share one clock)."""
+    from datetime import datetime
+
+    rec = _log_record(path, "model swapped", version)
+    try:
+        at = datetime.fromisoformat(str(rec["timestamp"]).replace("Z", "+00:00")).timestamp() if rec else None
+    except (KeyError, ValueError):
+        return None
+    return None if at is None else at - since_wall
 
 
 def _log_value(path: Path, event: str, key: str, version: str) -> Any:
@@ -143,13 +156,15 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float,
                 start_offset = probe.end_offset()
             finally:
                 probe.close()
-            t0 = time.monotonic()
+            t0, t0_wall = time.monotonic(), time.time()
             publish_n = publish(s, manifest, files)
             publish_s = time.monotonic() - t0
-            per_worker: list[float | None] = []
-            for p in ports:
-                took = _wait(lambda p=p: _serving(p) == "sync-b", 120)
-                per_worker.append(None if took is None else time.monotonic() - t0)
+            # each worker's own "model swapped" record says when it served the new model: nothing asks the
+            # workers anything while they sync (polling /metrics every few ms costs their loops GIL time)
+            _wait(lambda: all(_log_record(lg, "model swapped", "sync-b") for lg in logs), 120)
+            per_worker = [_swapped_after(lg, "sync-b", t0_wall) for lg in logs]
+            per_worker = [t if t is not None and _serving(p) == "sync-b" else None
+                          for t, p in zip(per_worker, ports, strict=True)]
             gaps_ready = _wait(lambda: all(_log_value(lg, "model sync window", "max_batch_gap_ms", "sync-b")
                                            is not None for lg in logs), 30)
             gaps = [_log_value(lg, "model sync window", "max_batch_gap_ms", "sync-b") for lg in logs]
