@@ -4,6 +4,8 @@ longest gap between two processed batches while the workers prepare and swap it 
 The artifacts ship a prebuilt item index built with the serving default, as the trainer's do, so the
 figures are those of a production publish (``index_per_worker`` says "shipped" when a worker used it).
 
+Each worker's time from publish to serving is read from its own ``model swapped`` log record (the bench
+asks the workers nothing while they sync: a request to ``/metrics`` costs their loops interpreter time).
 In the same run it measures the floor of a sync (``yardstick``: reading the artifact's messages raw from
 the topic plus deserializing its index) and reports ``ratio.sync_to_yardstick``; each worker's own
 ``model swap gaps`` record gives the longest loop gap from the first chunk to a second after the swap
