@@ -38,8 +38,8 @@ def test_an_item_first_seen_on_one_worker_is_new_on_the_other(kafka: Settings) -
     w2 = ThreadWorker(s.replace(worker_id="w2"), model_sync=False)
     try:
         assert wait_until(lambda: len(w1.worker.loop.owned) == 3 and len(w2.worker.loop.owned) == 3, 60)
-        owners = [w.worker.item_owner.owner for w in (w1, w2) if w.worker.item_owner is not None]
-        assert wait_until(lambda: sum(len(o.tables) for o in owners) == 3, 60)
+        owners = [w.worker.item_owner for w in (w1, w2) if w.worker.item_owner is not None]
+        assert wait_until(lambda: sum(o.owned_partitions() for o in owners) == 3, 60)
         [u1], [u2] = _users_on(w1.worker.loop.owned, 1, "one-"), _users_on(w2.worker.loop.owned, 1, "two-")
         fresh = f"fresh-{tag}"
         sent = time.monotonic()
