@@ -43,7 +43,9 @@ def test_readme_and_headline_cover_every_step(tmp_path: Path) -> None:
                   "holdout": {"hr@10": 0.15, "popularity_hr@10": 0.04}},
         "replay": {"events": 1000, "produce_events_per_s": 25000.0, "read_events_per_s": 55000.0,
                    "compression": "lz4", "partitions": 6},
-        "sync": {"workers": 2, "items": 100000, "sync_s": 2.5, "max_batch_gap_ms": 40.0},
+        "sync": {"workers": 2, "items": 100000, "sync_s": 2.5, "max_batch_gap_ms": 40.0,
+                 "swap_gap_ms_per_worker": [40.0, 31.0], "swap_gap_phase_per_worker": ["preparing", "after swap"],
+                 "ratio": {"sync_to_yardstick": 1.9, "max_gap_to_median_interval": 2.35}},
     }
     steps = {name: {"ok": True, "result": res, "command": f"streamrec {name}", "title": name, "seconds": 1.0}
              for name, res in ok.items()}
@@ -60,6 +62,7 @@ def test_readme_and_headline_cover_every_step(tmp_path: Path) -> None:
         assert f"streamrec {name}" in readme, name
     assert "| full |" in readme and "test cpu" in readme
     assert "| 12 |" in readme                            # lag at the offered rate, not the backlog spike
+    assert "| 40 / 31 | preparing / after swap | 2.35 |" in readme   # the sync's gaps, their phase, the ratio
 
 
 def test_table_formats_numbers() -> None:
