@@ -56,13 +56,29 @@ def plane_settings(settings: Settings) -> Settings:
 class DeltaEmitter:
     """What the loop calls for the item plane (``Loop.item_deltas``)."""
 
-    def __init__(self, settings: Settings, plane: ItemPlane, partitions: int | None = None) -> None:
+    def __init__(self, settings: Settings, plane: ItemPlane, partitions: int | None = None,
+                 lag: Callable[[set[int]], dict[int, int]] | None = None) -> None:
         self.topic, self.collector = settings.item_deltas_name(), plane.collector
+        # the exact redo rule: where a partition starts, deltas per source offset up to its end then (``lag``)
+        self.collector.exact_redo = 0 if settings.guarantee == "exactly-once" else settings.item_exact_redo
+        self._bound = max(1, self.collector.exact_redo - settings.max_batch) if self.collector.exact_redo else 0
+        if lag is not None:
+            slack = settings.max_batch
+
+            def horizon(partition: int, last: int) -> int | None:
+                behind = lag({partition}).get(partition)
+                return None if behind is None else last + 1 + behind + slack
+            self.collector.horizon = horizon
         self.partitions = partitions or settings.item_partitions     # of the item-deltas topic
         self.records = self.deltas = self.bytes = 0
 
     def enter(self, partition: int, first: int, last: int) -> None:
         self.collector.enter(partition, first, last)
+
+    def due(self) -> bool:
+        """Commit now: a partition's uncommitted range would otherwise outgrow the region a redo keeps per source
+        offset (``STREAMREC_ITEM_EXACT_REDO``; a batch adds at most ``STREAMREC_MAX_BATCH`` offsets)."""
+        return self._bound > 0 and self.collector.longest() >= self._bound
 
     def drop(self, partitions: set[int]) -> None:
         self.collector.drop(partitions)
@@ -224,7 +240,7 @@ def attach(settings: Settings, engine: Any, loop: Any, log: Any,
     partitions = None
     if follower.consumer is not None:    # the item-deltas topic's partitions, as the owners see them
         partitions = len(follower.consumer.partitions_for_topic(settings.item_deltas_name()) or ()) or None
-    loop.item_deltas = DeltaEmitter(settings, plane, partitions)
+    loop.item_deltas = DeltaEmitter(settings, plane, partitions, getattr(loop.source, "lag", None))
     loop.hooks.append(follower.between_batches)
     if on_close is not None:
         on_close.append(follower.close)

@@ -398,7 +398,8 @@ class Loop:
                 self.pending[p] = max(self.pending.get(p, -1), off)
             changelog_s = 0.0
             if sink.guarantee == "exactly-once" or \
-                    time.monotonic() - self._last_commit >= settings.commit_interval_ms / 1000:
+                    time.monotonic() - self._last_commit >= settings.commit_interval_ms / 1000 or \
+                    (self.item_deltas is not None and self.item_deltas.due()):   # the exact redo rule's bound
                 changelog_s = self.commit()
             elif (flush := getattr(sink, "flush", None)) is not None:
                 flush()   # the lists leave now, not after the producer's linger (consumers/delivery.py)

@@ -396,6 +396,8 @@ class Recommender:
                              "per event (or none)")
         n, store, ids, lim, tw = self._n, self.store, self._ids, self.limits, self._type_weights
         learners = self._learners
+        plane = self.item_plane        # the item plane's exact redo rule: each event's source offset, where asked
+        at = plane.collector.at if plane is not None and plane.collector.fine else None
         touched: dict[str, None] = {}
         triggers = self._triggers = {}
         applied = dup_id = dup_off = evaluated = hit10 = hit20 = 0
@@ -418,6 +420,8 @@ class Recommender:
                     evaluated += 1            # later ones were made before this batch's list was sent)
                     hit10 += 0 <= pos < 10
                     hit20 += 0 <= pos < 20
+            if at is not None:
+                at(off)
             for learn in learners:
                 learn(e, item, s, st, pos)
             st.observe(item, t, ts, s, lim, eid, off)

@@ -14,7 +14,9 @@ Item knowledge (co-visitation, trending) is learnt from every worker's traffic t
   changelog and the results carry it as is). Decay is the forward decay of ``models/decay.py`` written per
   item: a weight ``w`` at ``t`` is worth ``w * 2 ** ((t - now) / half_life)`` at ``now``. A delta is applied
   only when its source range starts after the last range of its partition the item applied (``applied``): a
-  redone range is skipped, never counted twice (:meth:`ItemStats.apply`).
+  redone range is skipped, never counted twice (:meth:`ItemStats.apply`); where a redo can overlap a first
+  delivery (the first ``exact_redo`` offsets of a partition a worker starts) the collector keeps its increments
+  per source offset, so the part of a redo past what an item applied is applied exactly (docs/item-plane.md).
 * :class:`ItemCache` (in each worker): every item's published result (top neighbours, trending score), read
   in full from the results topic, decayed to the newest time it holds when read.
 * :class:`PlaneCovisitSource`, :class:`PlaneTrendingSource`: the ``covisit`` and ``trending`` sources (the
@@ -38,10 +40,11 @@ Item knowledge (co-visitation, trending) is learnt from every worker's traffic t
 
 from __future__ import annotations
 
+import dataclasses
 import heapq
 import math
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 from operator import itemgetter
 from typing import Any
@@ -115,6 +118,17 @@ class DeltaCollector:
         self._cur: dict[str, list[Any]] | None = None
         self._ref: int | None = None
         self.new_items = NewItems()     # first sightings: first-seen times and categories (models/serving/itemmeta.py)
+        # the exact redo rule (docs/item-plane.md, "At-least-once: the rule"): from the first offset a partition is
+        # entered with (after a start, an assignment or an aborted batch) up to ``exact_redo`` offsets, and not
+        # past the partition's end when entered (``horizon``), increments are kept per source offset
+        self.exact_redo = 0
+        self.horizon: Callable[[int, int], int | None] | None = None   # (partition, last) -> its end offset
+        self._redo_end: dict[int, int] = {}                 # partition -> last offset kept per offset (-1: none)
+        self._fine: dict[int, dict[int, dict[str, list[Any]]]] = {}    # partition -> offset -> anchor -> row
+        self.fine = False               # the entered range has offsets kept per offset: the engine calls ``at``
+        self._fine_cur: dict[int, dict[str, list[Any]]] = {}
+        self._rows_cur: dict[str, list[Any]] = {}
+        self._end_cur = -1
 
     def enter(self, partition: int, first: int, last: int) -> None:
         """The next learnt events are those of ``partition``, offsets ``first .. last``."""
@@ -123,8 +137,25 @@ class DeltaCollector:
             self._ranges[partition] = [first, last]
         else:
             rng[0], rng[1] = min(rng[0], first), max(rng[1], last)
-        self._cur = self._rows.setdefault(partition, {})
+        self._cur = self._rows_cur = self._rows.setdefault(partition, {})
         self.new_items.enter(partition)
+        end = self._redo_end.get(partition)
+        if end is None:                 # first seen since a start, an assignment or an abort: a redo may begin here
+            end = first + self.exact_redo - 1 if self.exact_redo > 0 else -1
+            got = self.horizon(partition, last) if self.horizon is not None and end >= 0 else None
+            if got is not None:
+                end = min(end, max(got - 1, last))
+            self._redo_end[partition] = end
+        self.fine = first <= end
+        if self.fine:
+            self._fine_cur, self._end_cur = self._fine.setdefault(partition, {}), end
+
+    def at(self, offset: int) -> None:
+        """The next learnt event is at ``offset`` (called by the engine while ``fine``)."""
+        if 0 <= offset <= self._end_cur:
+            self._cur = self._fine_cur.setdefault(offset, {})
+        else:
+            self._cur = self._rows_cur
 
     def _growth(self, ts: int) -> tuple[float, float]:
         if self._ref is None:
@@ -132,7 +163,7 @@ class DeltaCollector:
         x = (ts - self._ref) / self.hl_t
         if abs(x) > 30.0:                 # far from the reference (a replay of old logs): move it, rescale once
             fc, ft = _decay(self._ref - ts, self.hl_c), _decay(self._ref - ts, self.hl_t)
-            for rows in self._rows.values():
+            for rows in [*self._rows.values(), *(r for offs in self._fine.values() for r in offs.values())]:
                 for row in rows.values():
                     row[1] = {j: w * fc for j, w in row[1].items()}
                     row[2] *= ft
@@ -171,39 +202,66 @@ class DeltaCollector:
             return
         self._row(rows, item, ts_ms)[2] += strength * self._growth(ts_ms)[1]
 
+    def longest(self) -> int:
+        """The most offsets one partition's range spans since the last :meth:`take`."""
+        return max((last - first + 1 for first, last in self._ranges.values()), default=0)
+
     def pending(self) -> int:
         """Anchors waiting to be emitted."""
-        return sum(len(r) for r in self._rows.values())
+        return sum(len(r) for r in self._rows.values()) + sum(len(r) for o in self._fine.values() for r in o.values())
 
     def drop(self, partitions: Iterable[int]) -> None:
         """Forget the increments of partitions no longer owned (they will be redone by their new owner)."""
         for p in partitions:
             self._ranges.pop(p, None)
             self._rows.pop(p, None)
-        self._cur = None
+            self._fine.pop(p, None)
+            self._redo_end.pop(p, None)    # owned again later: a redo may begin there
+        self._cur, self.fine = None, False
         self.new_items.drop(list(partitions))
 
     def clear(self) -> None:
-        self._ranges, self._rows, self._cur, self._ref = {}, {}, None, None
+        """Forget what was collected (an aborted batch: every partition is redone from its committed offset)."""
+        self._empty()
+        self._redo_end = {}
+
+    def _empty(self) -> None:
+        self._ranges, self._rows, self._cur, self._ref, self._fine = {}, {}, None, None, {}
+        self.fine = False               # nothing is collected until the next enter
         self.new_items.clear()
 
     def take(self) -> list[ItemDelta]:
-        """One delta per (partition, anchor) since the last call, weights as of the anchor's newest event time;
-        the collector starts empty again."""
+        """One delta per (partition, anchor) since the last call, weights as of the anchor's newest event time
+        (in a partition's possibly-redone region: one per (partition, source offset, anchor), in offset order,
+        before the rest); the collector starts empty again."""
         out: list[ItemDelta] = []
         ref = self._ref or 0
         new = self.new_items.take()
         for p, rows in self._rows.items():
             first, last = self._ranges[p]
             seen = new.pop(p, {})
+            fine = self._fine.get(p)
+            last_fine: dict[str, int] = {}
+            if fine:
+                for off in sorted(fine):
+                    for item, (ts, nb, trending) in fine[off].items():
+                        fc = _decay(ref - ts, self.hl_c)
+                        last_fine[item] = len(out)
+                        out.append(ItemDelta(item, ts, tuple([(j, w * fc) for j, w in nb.items()]),
+                                             trending * _decay(ref - ts, self.hl_t), p, off, off))
+                first = max(first, self._redo_end.get(p, -1) + 1)    # the aggregated rest starts past them
             for item, (ts, nb, trending) in rows.items():
                 fc = _decay(ref - ts, self.hl_c)
                 f_seen, cat = seen.pop(item, (NO_TIME, "")) if seen else (NO_TIME, "")
                 out.append(ItemDelta(item, ts, tuple([(j, w * fc) for j, w in nb.items()]),
                                      trending * _decay(ref - ts, self.hl_t), p, first, last, f_seen, cat))
-            for item, (f_seen, cat) in seen.items():     # new items without increments (a first click)
-                out.append(ItemDelta(item, f_seen, (), 0.0, p, first, last, f_seen, cat))
-        self.clear()
+            for item, (f_seen, cat) in seen.items():     # new items without aggregated increments
+                k = last_fine.get(item)
+                if k is not None:                         # on the item's last delta of one offset
+                    out[k] = dataclasses.replace(out[k], first_seen=f_seen, category=cat)
+                else:                                     # none at all (a user's first click): one of its own
+                    out.append(ItemDelta(item, f_seen, (), 0.0, p, last, last, f_seen, cat))
+        self._empty()
         return out
 
 
