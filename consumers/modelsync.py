@@ -62,7 +62,8 @@ class GapStats:
     """What a model sync costs the loop: the longest time between two loop iterations from the first chunk
     of a new version until a second after its swap, beside the median interval outside such windows.
     ``tick`` runs on the loop's thread (between batches); ``open``/``phase``/``close`` on the sync thread.
-    Logs ``model swap gaps`` (max_gap_ms, the phase it fell in, median_interval_ms, ratio_to_median)."""
+    Logs ``model swap gaps`` (max_gap_ms, the phase it fell in, the loop thread's own CPU time in that gap:
+    max_gap_loop_cpu_ms, median_interval_ms, ratio_to_median)."""
 
     def __init__(self, log: Any, after_swap_s: float = 1.0) -> None:
         self.log, self.after_swap_s = log, after_swap_s
@@ -70,8 +71,10 @@ class GapStats:
         self.version: str | None = None
         self.stage = ""
         self.max_gap, self.max_stage = 0.0, ""
+        self.max_gap_cpu = 0.0                            # the loop thread's own CPU seconds in that gap
         self.swapped_at: float | None = None
         self._last: float | None = None
+        self._last_cpu = 0.0
         self.last_result: dict[str, Any] | None = None
 
     def open(self, version: str) -> None:
@@ -86,8 +89,9 @@ class GapStats:
         self.version = None
 
     def tick(self, swapped: str | None = None) -> None:
-        now = time.monotonic()
+        now, cpu = time.monotonic(), time.thread_time()
         last, self._last = self._last, now
+        last_cpu, self._last_cpu = self._last_cpu, cpu
         if swapped is not None and swapped == self.version:
             self.stage, self.swapped_at = "after swap", now
         if last is None:
@@ -97,7 +101,7 @@ class GapStats:
             self.baseline.append(gap)
             return
         if gap > self.max_gap:
-            self.max_gap, self.max_stage = gap, self.stage
+            self.max_gap, self.max_stage, self.max_gap_cpu = gap, self.stage, cpu - last_cpu
         if self.swapped_at is not None and now - self.swapped_at >= self.after_swap_s:
             base = np.asarray(self.baseline, dtype=np.float64)
             median, p99, top = (None, None, None) if not len(base) else \
@@ -105,6 +109,7 @@ class GapStats:
             ms = (lambda v: None if v is None else round(v * 1000, 2))  # noqa: E731
             self.last_result = {
                 "version": self.version, "max_gap_ms": ms(self.max_gap), "max_gap_phase": self.max_stage,
+                "max_gap_loop_cpu_ms": ms(self.max_gap_cpu),
                 "median_interval_ms": ms(median), "p99_interval_ms": ms(p99), "max_interval_ms": ms(top),
                 "ratio_to_median": None if not median else round(self.max_gap / median, 2),
                 "ratio_to_p99": None if not p99 else round(self.max_gap / p99, 2),

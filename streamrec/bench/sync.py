@@ -213,6 +213,9 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float,
         "prepare_split_per_worker": [
             {k: _log_value(lg, "model prepared", k, "sync-b") for k in ("child_s", "open_s")} for lg in logs],
         "swap_gap_ms_per_worker": gap_ms, "swap_gap_phase_per_worker": [g.get("max_gap_phase") for g in swap_gaps],
+        # the loop thread's own CPU time within that gap: near the gap, the loop was busy (its own work); far
+        # below it, the loop waited (for the interpreter lock or a core)
+        "swap_gap_loop_cpu_ms_per_worker": [g.get("max_gap_loop_cpu_ms") for g in swap_gaps],
         "median_batch_interval_ms_per_worker": medians,
         "memory_per_worker": memory, "users": users, "machine": machine(),
     }
