@@ -102,8 +102,8 @@ class ItemOwner:
         self._last_commit = time.monotonic()
         self.stop_event = threading.Event()
         self.ready = False
-        self.n = dict.fromkeys(("records", "deltas", "applied", "redone", "overlap", "dead_letters", "results",
-                                "restored", "commits"), 0)
+        self.n = dict.fromkeys(("records", "deltas", "applied", "redone", "overlap", "facts", "dead_letters",
+                                "results", "restored", "commits"), 0)
         self.result_bytes = 0
         #: seconds per stage (wall, this thread) and the thread's CPU seconds (``time.thread_time``)
         self.seconds = dict.fromkeys(("poll", "decode_apply", "encode_send", "flush", "cpu"), 0.0)
@@ -175,7 +175,7 @@ class ItemOwner:
                 for delta in deltas:
                     kind = table.apply(delta)
                     n[kind] += 1
-                    if kind == "applied":
+                    if kind == "applied" or kind == "facts":   # facts: a first-seen time or category only
                         dirty.add(delta.item_id)
                 n["deltas"] += len(deltas)
             self.pending[rec.partition] = max(self.pending.get(rec.partition, -1), rec.offset)
