@@ -18,5 +18,8 @@ def test_bench_sync_reports_each_worker_from_its_swap_record(kafka: Settings) ->
     floor = result["yardstick"]
     assert floor["raw_messages"] >= result["chunks"] and floor["total_s"] > 0
     assert result["ratio"]["sync_to_yardstick"] == pytest.approx(result["sync_s"] / floor["total_s"], rel=0.02)
+    assert result["sync_after_publish_s"] == pytest.approx(result["sync_s"] - result["publish_s"], abs=2e-3)
+    assert result["ratio"]["sync_after_publish_to_yardstick"] == pytest.approx(
+        result["sync_after_publish_s"] / floor["total_s"], rel=0.02)
     assert all(g is not None and g > 0 for g in result["swap_gap_ms_per_worker"]), result["swap_gap_ms_per_worker"]
     assert all(m is not None and m > 0 for m in result["median_batch_interval_ms_per_worker"])
