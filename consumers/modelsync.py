@@ -58,12 +58,22 @@ CRASH_LIMIT = 3
 CRASH_WINDOW_S = 600.0
 
 
+def _runqueue_s() -> float | None:
+    """Seconds the calling thread has spent runnable but waiting for a core (Linux schedstat; None elsewhere)."""
+    try:
+        with open("/proc/thread-self/schedstat") as f:
+            return int(f.read().split()[1]) / 1e9
+    except (OSError, ValueError, IndexError):
+        return None
+
+
 class GapStats:
     """What a model sync costs the loop: the longest time between two loop iterations from the first chunk
     of a new version until a second after its swap, beside the median interval outside such windows.
     ``tick`` runs on the loop's thread (between batches); ``open``/``phase``/``close`` on the sync thread.
     Logs ``model swap gaps`` (max_gap_ms, the phase it fell in, the loop thread's own CPU time in that gap:
-    max_gap_loop_cpu_ms, median_interval_ms, ratio_to_median)."""
+    max_gap_loop_cpu_ms, and its time runnable without a core: max_gap_loop_runqueue_ms; the rest of the gap
+    it was blocked: on the interpreter lock, the broker or its poll; median_interval_ms, ratio_to_median)."""
 
     def __init__(self, log: Any, after_swap_s: float = 1.0) -> None:
         self.log, self.after_swap_s = log, after_swap_s
@@ -72,6 +82,8 @@ class GapStats:
         self.stage = ""
         self.max_gap, self.max_stage = 0.0, ""
         self.max_gap_cpu = 0.0                            # the loop thread's own CPU seconds in that gap
+        self.max_gap_runqueue: float | None = None        # and its seconds runnable but waiting for a core
+        self._last_rq: float | None = None
         self.swapped_at: float | None = None
         self._last: float | None = None
         self._last_cpu = 0.0
@@ -94,6 +106,7 @@ class GapStats:
         last_cpu, self._last_cpu = self._last_cpu, cpu
         if swapped is not None and swapped == self.version:
             self.stage, self.swapped_at = "after swap", now
+        last_rq, self._last_rq = self._last_rq, (None if self.version is None else _runqueue_s())
         if last is None:
             return
         gap = now - last
@@ -102,6 +115,7 @@ class GapStats:
             return
         if gap > self.max_gap:
             self.max_gap, self.max_stage, self.max_gap_cpu = gap, self.stage, cpu - last_cpu
+            self.max_gap_runqueue = None if last_rq is None or self._last_rq is None else self._last_rq - last_rq
         if self.swapped_at is not None and now - self.swapped_at >= self.after_swap_s:
             base = np.asarray(self.baseline, dtype=np.float64)
             median, p99, top = (None, None, None) if not len(base) else \
@@ -109,7 +123,7 @@ class GapStats:
             ms = (lambda v: None if v is None else round(v * 1000, 2))  # noqa: E731
             self.last_result = {
                 "version": self.version, "max_gap_ms": ms(self.max_gap), "max_gap_phase": self.max_stage,
-                "max_gap_loop_cpu_ms": ms(self.max_gap_cpu),
+                "max_gap_loop_cpu_ms": ms(self.max_gap_cpu), "max_gap_loop_runqueue_ms": ms(self.max_gap_runqueue),
                 "median_interval_ms": ms(median), "p99_interval_ms": ms(p99), "max_interval_ms": ms(top),
                 "ratio_to_median": None if not median else round(self.max_gap / median, 2),
                 "ratio_to_p99": None if not p99 else round(self.max_gap / p99, 2),

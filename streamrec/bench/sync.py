@@ -221,6 +221,8 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float,
         # the loop thread's own CPU time within that gap: near the gap, the loop was busy (its own work); far
         # below it, the loop waited (for the interpreter lock or a core)
         "swap_gap_loop_cpu_ms_per_worker": [g.get("max_gap_loop_cpu_ms") for g in swap_gaps],
+        # and its time runnable but without a core (the rest of the gap it was blocked: lock, broker, poll)
+        "swap_gap_loop_runqueue_ms_per_worker": [g.get("max_gap_loop_runqueue_ms") for g in swap_gaps],
         "median_batch_interval_ms_per_worker": medians,
         "memory_per_worker": memory, "users": users, "machine": machine(),
     }

@@ -5,6 +5,7 @@ that was busy shows about the whole gap."""
 from __future__ import annotations
 
 import time
+from pathlib import Path
 from typing import Any
 
 from streamrec.consumers.modelsync import GapStats
@@ -47,3 +48,12 @@ def test_a_gap_the_loop_spent_waiting_shows_little_loop_cpu() -> None:
 def test_a_gap_the_loop_spent_working_shows_about_the_whole_gap_as_loop_cpu() -> None:
     rec = _gap(busy=True)
     assert rec["max_gap_ms"] >= 150 and rec["max_gap_loop_cpu_ms"] >= 145, rec
+
+
+def test_the_gap_says_how_long_the_loop_waited_for_a_core() -> None:
+    rec = _gap(busy=False)
+    rq = rec["max_gap_loop_runqueue_ms"]
+    if not Path("/proc/thread-self/schedstat").exists():
+        assert rq is None
+        return
+    assert rq is not None and 0 <= rq <= rec["max_gap_ms"], rec
