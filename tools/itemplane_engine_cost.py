@@ -1,4 +1,4 @@
-"""The item plane's in-process cost in the engine: apply, recommend and delta encoding per event, local
+"""The item plane's in-process cost in the engine: apply, recommend and delta batching per event, local
 covisit/trending against their plane variants (empty cache: the local fallback), on a 30,000-event Pareto
 workload over 100,000 items. Run: ``flock /tmp/streamrec-bench.lock .venv/bin/python tools/itemplane_engine_cost.py``.
 """
@@ -10,7 +10,7 @@ import time
 
 from streamrec.models.engine.recommender import EngineConfig, Recommender
 from streamrec.models.events import Event, EventType
-from streamrec.stream.itemdeltas import encode_delta
+from streamrec.stream.itemdeltas import batch_records
 
 N, BATCH, T0 = 30_000, 1_500, 1_700_000_000_000
 SOURCES = {"local": ("covisit", "recent", "trending", "cold_start"),
@@ -34,10 +34,10 @@ def main() -> None:
             t1 = time.perf_counter()
             rec.recommend(touched, now_ms=0)
             t2 = time.perf_counter()
-            if rec.item_plane is not None:
-                for d in rec.item_plane.collector.take():
-                    sent += len(encode_delta(d)) + len(d.item_id)
-                    records += 1
+            if rec.item_plane is not None:   # as the loop's commit sends them: batches per item-deltas partition
+                for _, value, n in batch_records(rec.item_plane.collector.take(), 6):
+                    sent += len(value)
+                    records += n
             seconds["apply"] += t1 - t0
             seconds["recommend"] += t2 - t1
             seconds["deltas"] += time.perf_counter() - t2
