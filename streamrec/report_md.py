@@ -309,13 +309,17 @@ def render(summary: dict[str, Any], out: Path) -> tuple[str, str]:
         elif name == "sync":
             loops, mem = res.get("loop_intervals_outside_sync_per_worker") or [], res.get("memory_per_worker") or []
             parts.append(table(["publish to serving s", "per worker s", "prepare s per worker",
-                                "longest batch gap ms (target 50)", "its phase", "gap / median interval (target 2x)",
+                                "longest batch gap ms (target 50)", "its phase",
+                                "in it, loop CPU / waiting for a core ms", "gap / median interval (target 2x)",
                                 "artifact MB", "raw read + index load s", "ratio to it (target 2x)",
                                 "loop interval outside sync, median / p99 ms", "RSS MB empty / after (users)"],
                                [[res.get("sync_s"), _slash(res.get("sync_s_per_worker") or []),
                                  _slash(res.get("prepare_s_per_worker") or []),
                                  _slash(res.get("swap_gap_ms_per_worker") or [res.get("max_batch_gap_ms")]),
                                  " / ".join(str(ph) for ph in res.get("swap_gap_phase_per_worker") or []),
+                                 "; ".join(_slash([c, q]) for c, q in zip(
+                                     res.get("swap_gap_loop_cpu_ms_per_worker") or [],
+                                     res.get("swap_gap_loop_runqueue_ms_per_worker") or [], strict=False)),
                                  _get(res, "ratio", "max_gap_to_median_interval"),
                                  res.get("artifact_mb"), _get(res, "yardstick", "total_s"),
                                  _get(res, "ratio", "sync_to_yardstick"),

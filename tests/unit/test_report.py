@@ -45,6 +45,7 @@ def test_readme_and_headline_cover_every_step(tmp_path: Path) -> None:
                    "compression": "lz4", "partitions": 6},
         "sync": {"workers": 2, "items": 100000, "sync_s": 2.5, "max_batch_gap_ms": 40.0,
                  "swap_gap_ms_per_worker": [40.0, 31.0], "swap_gap_phase_per_worker": ["preparing", "after swap"],
+                 "swap_gap_loop_cpu_ms_per_worker": [12.0, 3.0], "swap_gap_loop_runqueue_ms_per_worker": [20.0, 25.0],
                  "ratio": {"sync_to_yardstick": 1.9, "max_gap_to_median_interval": 2.35}},
     }
     steps = {name: {"ok": True, "result": res, "command": f"streamrec {name}", "title": name, "seconds": 1.0}
@@ -62,7 +63,7 @@ def test_readme_and_headline_cover_every_step(tmp_path: Path) -> None:
         assert f"streamrec {name}" in readme, name
     assert "| full |" in readme and "test cpu" in readme
     assert "| 12 |" in readme                            # lag at the offered rate, not the backlog spike
-    assert "| 40 / 31 | preparing / after swap | 2.35 |" in readme   # the sync's gaps, their phase, the ratio
+    assert "| 40 / 31 | preparing / after swap | 12 / 20; 3 / 25 | 2.35 |" in readme   # gaps, phase, split, ratio
 
 
 def test_table_formats_numbers() -> None:
