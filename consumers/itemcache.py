@@ -60,8 +60,9 @@ class DeltaEmitter:
                  lag: Callable[[set[int]], dict[int, int]] | None = None) -> None:
         self.topic, self.collector = settings.item_deltas_name(), plane.collector
         # the exact redo rule: where a partition starts, deltas per source offset up to its end then (``lag``)
-        self.collector.exact_redo = 0 if settings.guarantee == "exactly-once" else settings.item_exact_redo
-        self._bound = max(1, self.collector.exact_redo - settings.max_batch) if self.collector.exact_redo else 0
+        # (the loop commits before a range spans ``item_exact_redo`` offsets; a batch adds at most ``max_batch``)
+        self._bound = 0 if settings.guarantee == "exactly-once" else settings.item_exact_redo
+        self.collector.exact_redo = self._bound + settings.max_batch if self._bound else 0
         if lag is not None:
             slack = settings.max_batch
 
@@ -76,8 +77,8 @@ class DeltaEmitter:
         self.collector.enter(partition, first, last)
 
     def due(self) -> bool:
-        """Commit now: a partition's uncommitted range would otherwise outgrow the region a redo keeps per source
-        offset (``STREAMREC_ITEM_EXACT_REDO``; a batch adds at most ``STREAMREC_MAX_BATCH`` offsets)."""
+        """Commit now: a partition's uncommitted range spans ``STREAMREC_ITEM_EXACT_REDO`` offsets (one more batch
+        would still fit in the region a redo keeps per source offset)."""
         return self._bound > 0 and self.collector.longest() >= self._bound
 
     def drop(self, partitions: set[int]) -> None:

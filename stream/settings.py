@@ -100,9 +100,10 @@ class Settings:
     item_interval_ms: int = 200          # an item owner applies, publishes and commits this often
     item_neighbours: int = 20            # neighbours per item an owner publishes (and keeps: 1.5x before pruning)
     item_max_items: int = 100_000        # items an owner keeps per item-deltas partition (least recent evicted)
-    item_exact_redo: int = 5_000         # at-least-once: offsets per events partition, from where a worker starts
-                                         # it, whose item deltas go per source offset (a redo's new part is kept
-                                         # exactly; docs/item-plane.md); 0: aggregated from the start
+    item_exact_redo: int = 5_000         # at-least-once: the loop commits before a partition's uncommitted range
+                                         # spans this many offsets, and where a worker starts a partition its item
+                                         # deltas go per source offset for this many plus one batch (a redo is then
+                                         # counted exactly; docs/item-plane.md); 0: aggregated from the start
     # --- the catalog in the worker (consumers/catalog.py, models/catalog/) ---------------------------
     catalog: bool = True                 # follow the items topic: hidden / unavailable items are never listed
     rule_max_per_category: int = 0       # at most this many items of one category per list; 0: no cap
@@ -272,9 +273,6 @@ class Settings:
                                   f"{', '.join(SOURCE_FACTORIES)}")
         if self.log_level.lower() not in LOG_LEVELS:
             raise ConfigError(f"{PREFIX}LOG_LEVEL={self.log_level!r} is not one of {', '.join(LOG_LEVELS)}")
-        if 0 < self.item_exact_redo <= self.max_batch:
-            raise ConfigError(f"{PREFIX}ITEM_EXACT_REDO={self.item_exact_redo} must be 0 or above {PREFIX}MAX_BATCH="
-                              f"{self.max_batch} (a batch must fit in the region a redo keeps per offset)")
         if self.rule_max_price and self.rule_max_price < self.rule_min_price:
             raise ConfigError(f"{PREFIX}RULE_MAX_PRICE={self.rule_max_price} is below {PREFIX}RULE_MIN_PRICE="
                               f"{self.rule_min_price}")

@@ -123,14 +123,15 @@ def test_the_region_ends_at_the_cap_and_at_the_partitions_end_and_starts_again_a
     again = _run(eng, events, [(60, 99)])
     assert all(d.source_first == d.source_last for d in again)
     # the partition's end when the worker started it bounds the region (the emitter asks the loop's lag)
-    s = Settings().replace(item_exact_redo=1000, max_batch=5)
+    s = Settings().replace(item_exact_redo=995, max_batch=5)
     eng = _engine()
     DeltaEmitter(s, eng.item_plane, lag=lambda ps: dict.fromkeys(ps, 10))
     deltas = _run(eng, events, [(0, 19), (20, 99)])
     assert max(d.source_last for d in deltas if d.source_first == d.source_last) == 19 + 10 + 5
     assert DeltaEmitter(s.replace(guarantee="exactly-once"), _engine().item_plane).collector.exact_redo == 0
-    with pytest.raises(ConfigError, match="ITEM_EXACT_REDO=100 must be 0 or above"):
-        Settings.from_env({"STREAMREC_ITEM_EXACT_REDO": "100", "STREAMREC_MAX_BATCH": "500"})
+    with pytest.raises(ConfigError, match="ITEM_EXACT_REDO=-1 must not be negative"):
+        Settings.from_env({"STREAMREC_ITEM_EXACT_REDO": "-1"})
+    assert DeltaEmitter(Settings().replace(max_batch=5000), _engine().item_plane).collector.exact_redo == 10_000
 
 
 def test_the_loop_commits_before_a_partitions_range_outgrows_the_region() -> None:
@@ -138,7 +139,7 @@ def test_the_loop_commits_before_a_partitions_range_outgrows_the_region() -> Non
     than STREAMREC_ITEM_EXACT_REDO offsets, whatever the commit interval, so the region a redo keeps per offset
     always covers what the previous owner may have delivered."""
     s = plane_settings(Settings().replace(poll_ms=1, max_batch=40, commit_interval_ms=10**9, item_plane=True,
-                                          reranker=False, drift_detector="none", item_exact_redo=100))
+                                          reranker=False, drift_detector="none", item_exact_redo=60))
     cluster = MemoryCluster(partitions=1)
     cluster.produce(stream(n=400))
     loop = Loop(s, Recommender(engine_config(s)), cluster.source(), cluster.sink(s.guarantee), cluster.changelog(),
