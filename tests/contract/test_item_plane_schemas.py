@@ -107,3 +107,18 @@ def test_a_batch_keeps_its_valid_deltas_and_names_the_refused() -> None:
     assert "not a finite" in refused[0] and "does not belong to item-deltas partition" in refused[1]
     with pytest.raises(CorruptRecordError):
         decode_deltas(value[:-3], None, 0, 6)
+
+
+@settings(max_examples=40, deadline=None)
+@given(deltas=st.lists(st.builds(
+    ItemDelta, _ids, st.integers(0, 1 << 45), st.lists(st.tuples(_ids, _weights), max_size=12).map(tuple), _weights,
+    st.integers(0, 1 << 20), st.integers(0, 1 << 40), st.integers(1 << 40, 1 << 41),
+    st.one_of(st.just(-1), st.integers(0, 1 << 45)), st.one_of(st.just(""), _ids)), max_size=30))
+def test_the_direct_batch_writer_writes_the_compiled_writers_bytes(deltas: list[ItemDelta]) -> None:
+    from streamrec.stream import itemdeltas
+
+    general = itemdeltas._batch_codec().encode({"deltas": [itemdeltas.delta_to_record(d) for d in deltas]})
+    assert itemdeltas._direct_batch(deltas, itemdeltas._batch_codec()._header) == general
+    assert encode_delta_batch(deltas) == general
+    assert [dict(r) for r in itemdeltas._batch_codec().decode(general)["deltas"]] == [
+        itemdeltas.delta_to_record(d) for d in deltas]
