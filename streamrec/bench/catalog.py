@@ -161,7 +161,7 @@ def _settle(sub: Any, quiet_s: float = 0.5, timeout_s: float = 5.0) -> None:
 def run(settings: Settings, trials: int = 10, rate: float = 300.0, users: int = 300, items: int = 1000,
         hidden_s: float = 1.5, min_hidden_batches: int = 5, seed: int = 0,
         progress: Progress | None = None) -> dict[str, Any]:
-    from streamrec.bench.common import broker_session, machine
+    from streamrec.bench.common import broker_session, machine, start_subscriber
     from streamrec.bench.worker import _final_stats
     from streamrec.cmd_catalog import load_catalog, set_item
     from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
@@ -196,8 +196,7 @@ def run(settings: Settings, trials: int = 10, rate: float = 300.0, users: int = 
         ensure_topics(s, topic_specs(s))
         sent, _read = load_catalog(s, str(work / "catalog.jsonl"), "jsonl")
         sub = Subscriber(s)
-        sub.start()
-        sub.ready.wait(15)
+        start_subscriber(sub)
         say("starting the worker")
         proc = start_worker(s, "--worker-id", "bench-catalog", "--metrics-port", str(port), "--no-model-sync",
                             log_path=log_path)

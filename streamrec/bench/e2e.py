@@ -41,7 +41,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.bench.common import broker_session, machine, synthetic_events
+from streamrec.bench.common import broker_session, machine, start_subscriber, synthetic_events
 from streamrec.bench.monitor import Monitor, WorkerProcess, owned_partitions
 from streamrec.bench.worker import workload
 from streamrec.e2e import Arrival, Subscriber
@@ -258,8 +258,7 @@ def _one(s: Settings, n: int, args: tuple[str, ...], work: Path, rate: float, se
          kind: str = "uniform") -> dict[str, Any]:
     partitions = s.events_partitions
     sub = Subscriber(s)
-    sub.start()
-    sub.ready.wait(15)
+    start_subscriber(sub)
     t0 = time.time()
     workers = [WorkerProcess(s, f"e2e-{n}w-{k}", args, work) for k in range(n)]
     for w in workers:

@@ -165,7 +165,9 @@ def run(settings: Settings, items: int, dim: int, workers: int, rate: float,
             # workers anything while they sync (polling /metrics every few ms costs their loops GIL time)
             _wait(lambda: all(_log_record(lg, "model swapped", "sync-b") for lg in logs), 120)
             per_worker = [_swapped_after(lg, "sync-b", t0_wall) for lg in logs]
-            per_worker = [t if t is not None and _serving(p) == "sync-b" else None
+            # a worker whose /metrics names another model does not serve it (one that does not answer within
+            # 2 s on a loaded machine is taken at its log's word)
+            per_worker = [t if t is not None and _serving(p) in (None, "sync-b") else None
                           for t, p in zip(per_worker, ports, strict=True)]
             gaps_ready = _wait(lambda: all(_log_value(lg, "model sync window", "max_batch_gap_ms", "sync-b")
                                            is not None for lg in logs), 30)

@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.bench.common import await_count, broker_session, machine, synthetic_events
+from streamrec.bench.common import await_count, broker_session, machine, start_subscriber, synthetic_events
 from streamrec.bench.yardstick import passthrough_phase, percentiles
 from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
 from streamrec.models.base.artifact import random_artifact
@@ -103,8 +103,7 @@ def run(settings: Settings, events: int, items: int, dim: int, rate: float, user
     with broker_session(settings.replace(guarantee=guarantee, max_batch=5000)) as s:
         replay(load, s, Pacing())
         sub = Subscriber(s, keep_values=False)
-        sub.start()
-        sub.ready.wait(15)
+        start_subscriber(sub)
         log_path = work / "worker.log"
         t_start = time.monotonic()
         proc = start_worker(s, "--model", str(work / "model"), "--worker-id", "bench-1", "--metrics-port",

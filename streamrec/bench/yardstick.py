@@ -192,7 +192,7 @@ def passthrough_phase(settings: Settings, load: list[Event], paced: list[Event],
     import subprocess
     import sys
 
-    from streamrec.bench.common import await_count
+    from streamrec.bench.common import await_count, start_subscriber
     from streamrec.e2e import Subscriber, settings_env, stop_process
     from streamrec.producers.replay import Pacing, replay
     from streamrec.stream.topics import ensure_topics, topic_specs
@@ -203,8 +203,7 @@ def passthrough_phase(settings: Settings, load: list[Event], paced: list[Event],
     ensure_topics(s, topic_specs(s))
     replay(load, s, Pacing())
     sub = Subscriber(s, keep_values=False)
-    sub.start()
-    sub.ready.wait(15)
+    start_subscriber(sub)
     progress = work / "yardstick.progress"
     log = open(work / "yardstick.log", "ab")  # noqa: SIM115 - owned by the child
     proc = subprocess.Popen([sys.executable, "-m", "streamrec.bench.yardstick", "--progress", str(progress)],

@@ -4,12 +4,13 @@
 from __future__ import annotations
 
 import itertools
+import threading
 import time
 from pathlib import Path
 
 import pytest
 
-from streamrec.bench.common import await_count
+from streamrec.bench.common import await_count, start_subscriber
 
 
 class FakeProc:
@@ -53,3 +54,31 @@ def test_a_count_that_keeps_moving_too_slowly_fails_at_the_deadline(tmp_path: Pa
     counts = itertools.count()
     with pytest.raises(RuntimeError, match=r"did not finish in 0.2 s"):
         await_count("the loop", lambda: next(counts), 10**9, FakeProc(), 0.2, tmp_path / "log", every_s=0.01)
+
+
+class FakeSubscriber:
+    def __init__(self, reads: bool) -> None:
+        self.ready, self.reads, self.stopped = threading.Event(), reads, False
+
+    def start(self) -> None:
+        if self.reads:
+            self.ready.set()
+
+    def is_alive(self) -> bool:
+        return self.reads and not self.stopped
+
+    def stop(self) -> None:
+        self.stopped = True
+
+
+def test_a_subscriber_that_never_reads_is_stopped_and_the_bench_fails() -> None:
+    sub = FakeSubscriber(reads=False)
+    with pytest.raises(RuntimeError, match="subscriber of the recommendations topic did not start in 0.1 s"):
+        start_subscriber(sub, timeout_s=0.1)
+    assert sub.stopped
+
+
+def test_a_subscriber_that_reads_is_left_running() -> None:
+    sub = FakeSubscriber(reads=True)
+    start_subscriber(sub)
+    assert not sub.stopped
