@@ -116,8 +116,16 @@ class Subscriber(threading.Thread):
         consumer = clients.consumer(self.settings, group=None, fetch_max_wait_ms=5, max_poll_records=5000,
                                     **RECONNECT)   # back within a second of a broker restart, like the workers
         try:
-            parts = consumer.partitions_for_topic(self.settings.recommendations_topic) or set()
-            tps = [TopicPartition(self.settings.recommendations_topic, p) for p in sorted(parts)]
+            topic = self.settings.recommendations_topic
+            parts: set[int] = set()
+            deadline = time.monotonic() + 15.0       # metadata can lag a topic just created: wait, bounded
+            while not parts and not self.stop_event.is_set():
+                parts = consumer.partitions_for_topic(topic) or set()
+                if not parts:
+                    if time.monotonic() > deadline:
+                        raise RuntimeError(f"topic {topic!r} has no partitions after 15 s")
+                    time.sleep(0.1)
+            tps = [TopicPartition(topic, p) for p in sorted(parts)]
             consumer.assign(tps)
             (consumer.seek_to_beginning if self.from_beginning else consumer.seek_to_end)(*tps)
             for tp in tps:
