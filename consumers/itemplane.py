@@ -84,9 +84,8 @@ class ItemOwner:
         self.settings, self.log = settings, log.bind(component="item-owner", owner=owner_id)
         self.topic = settings.item_deltas_name()
         self.hl = (covisit_half_life_ms, trending_half_life_ms)
-        self.consumer = clients.consumer(settings, group=settings.item_group(), max_poll_records=5000,
-                                         client_id=f"{settings.client_id}-{owner_id}", session_timeout_ms=10000,
-                                         heartbeat_interval_ms=2000, **RECONNECT)
+        self._owner_id = owner_id
+        self.consumer = self._new_consumer()
         self.partitions = len(self.consumer.partitions_for_topic(self.topic) or ())
         if not self.partitions:
             self.consumer.close()
@@ -94,6 +93,8 @@ class ItemOwner:
                               "`streamrec topics create`")
         self.tracker = RebalanceTracker(self.topic)
         self.consumer.subscribe([self.topic], listener=self.tracker)
+        self._unassigned_since: float | None = time.monotonic()    # no partition yet: since when
+        self._heard = False                                          # an assignment (even empty) received
         self.producer = clients.producer(settings, linger_ms=20, **RECONNECT)
         self.tables: dict[int, ItemStats] = {}
         self.dirty: dict[int, set[str]] = {}
@@ -103,10 +104,40 @@ class ItemOwner:
         self.stop_event = threading.Event()
         self.ready = False
         self.n = dict.fromkeys(("records", "deltas", "applied", "redone", "overlap", "facts", "dead_letters",
-                                "results", "restored", "commits"), 0)
+                                "results", "restored", "commits", "rejoins"), 0)
         self.result_bytes = 0
         #: seconds per stage (wall, this thread) and the thread's CPU seconds (``time.thread_time``)
         self.seconds = dict.fromkeys(("poll", "decode_apply", "encode_send", "flush", "cpu"), 0.0)
+
+    def _new_consumer(self) -> Any:
+        s = self.settings
+        return clients.consumer(s, group=s.item_group(), max_poll_records=5000,
+                                client_id=f"{s.client_id}-{self._owner_id}", session_timeout_ms=10000,
+                                heartbeat_interval_ms=2000, **RECONNECT)
+
+    #: an owner whose join has not heard an assignment (not even an empty one) for this long, or whose revoke
+    #: has had no new assignment for this long, leaves and joins ``<group>.items`` again (such a join, seen on a
+    #: loaded machine, would otherwise own nothing for ever); an owner assigned nothing (more owners than
+    #: partitions) stays as it is
+    REJOIN_AFTER_S = 30.0
+
+    def _rejoin_if_stuck(self) -> None:
+        now = time.monotonic()
+        if self._unassigned_since is None:
+            self._unassigned_since = now
+        never_heard = not self._heard and now - self._unassigned_since > self.REJOIN_AFTER_S
+        if never_heard or self.tracker.stalled(self.REJOIN_AFTER_S):
+            self.log.warning("item owner has had no partition; joining the group again",
+                             seconds=round(now - self._unassigned_since, 1))
+            try:
+                self.consumer.close(autocommit=False)
+            except (KafkaError, OSError) as exc:
+                self.log.warning("closing the stuck item owner consumer failed", error=str(exc))
+            self.consumer = self._new_consumer()
+            self.tracker = RebalanceTracker(self.topic)
+            self.consumer.subscribe([self.topic], listener=self.tracker)
+            self._unassigned_since, self._heard = time.monotonic(), False
+            self.n["rejoins"] += 1
 
     # --- running -----------------------------------------------------------------------------------
     def run(self, idle_timeout_s: float | None = None) -> None:
@@ -147,6 +178,12 @@ class ItemOwner:
             self.seconds["decode_apply"] += time.perf_counter() - t1
         if self.pending and time.monotonic() - self._last_commit >= self.settings.item_interval_ms / 1000:
             self.commit()
+        if not self.tables:
+            self._rejoin_if_stuck()
+            if not polled:
+                self.stop_event.wait(0.05)     # nothing owned yet: do not spin on polls that return at once
+        else:
+            self._unassigned_since = None
         self.seconds["cpu"] += time.thread_time() - cpu0
         return bool(records)
 
@@ -228,6 +265,7 @@ class ItemOwner:
     def _rebalance(self) -> set[int]:
         if not self.tracker.changed:
             return set()
+        self._heard = True
         assigned, lost = self.tracker.take_assignment()
         owned = set(self.tables)
         to_restore, to_drop = assigned - owned, (owned - assigned) | lost
