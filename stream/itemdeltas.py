@@ -18,7 +18,6 @@ streamrec.stream.errors.InvalidRecordError: neighbour weight -1.0 of 'i-1' is no
 
 from __future__ import annotations
 
-import io
 import math
 import struct
 from collections.abc import Callable, Iterable
@@ -29,17 +28,12 @@ from kafka.partitioner.default import murmur2
 
 from streamrec.models.serving.itemplane import ItemDelta
 from streamrec.stream.avro_writer import compile_writer, varint
-from streamrec.stream.errors import (
-    BadMarkerError,
-    CorruptRecordError,
-    DecodeError,
-    InvalidRecordError,
-    UnknownSchemaError,
-)
+from streamrec.stream.errors import DecodeError, InvalidRecordError
 from streamrec.stream.serde import (
     HEADER_LEN,
     MARKER,
     SCHEMA_DIR,
+    AvroCodec,
     _plain_longs,
     codec_for,
     fingerprint,
@@ -84,50 +78,24 @@ def batch_schema(delta_schema: dict[str, Any] | None = None) -> dict[str, Any]:
             "fields": [{"name": "deltas", "type": {"type": "array", "items": inner}}]}
 
 
-class _BatchCodec:
+class _BatchCodec(AvroCodec):
     """The codec of ``item_delta_batch``, built from ``item_delta.avsc`` (so the two never drift) and from each
     older ``history/item_delta.*.avsc`` (batches written by an older worker still decode); single-object
-    encoded like every streamrec record; written by the compiled writer."""
+    encoded like every streamrec record; written by the compiled writer. Encoding and decoding are
+    :class:`~streamrec.stream.serde.AvroCodec`'s."""
 
-    def __init__(self) -> None:
+    def __init__(self) -> None:   # not super().__init__: the schema is generated, not read from a file
+        self.name = "item_delta_batch"
+        self.path = SCHEMA_DIR / f"{self.name}.avsc"
         current = batch_schema()
         self.schema = fastavro.parse_schema(_plain_longs(current))
         self.fingerprint = fingerprint(current)
-        header = MARKER + self.fingerprint
-        self._compiled = compile_writer(self.schema, header)
+        self._header = MARKER + self.fingerprint
+        self._compiled = compile_writer(self.schema, self._header)
         self._writers = {}
         for old in sorted((SCHEMA_DIR / "history").glob("item_delta.*.avsc")):
             wrapped = batch_schema(load_schema_json(old))
             self._writers[fingerprint(wrapped)] = fastavro.parse_schema(_plain_longs(wrapped))
-        self._header = header
-
-    def encode(self, record: dict[str, Any]) -> bytes:
-        if self._compiled is not None:
-            try:
-                return self._compiled(record)
-            except Exception:  # noqa: BLE001, S110 - a record it cannot write: fastavro writes it or says why
-                pass
-        buf = io.BytesIO()
-        buf.write(self._header)
-        fastavro.schemaless_writer(buf, self.schema, record)
-        return buf.getvalue()
-
-    def decode(self, data: bytes) -> dict[str, Any]:
-        if len(data) < HEADER_LEN or data[:2] != MARKER:
-            raise BadMarkerError(f"not an Avro single-object message (first bytes {data[:2].hex() or 'none'})")
-        fp = data[2:HEADER_LEN]
-        writer, reader = (self.schema, None) if fp == self.fingerprint else (self._writers.get(fp), self.schema)
-        if writer is None:
-            raise UnknownSchemaError(f"unknown writer schema fingerprint {fp.hex()} for item_delta_batch")
-        buf = io.BytesIO(data)
-        buf.seek(HEADER_LEN)
-        try:
-            rec = fastavro.schemaless_reader(buf, writer, reader)
-        except Exception as exc:  # fastavro raises many types for corrupt bodies
-            raise CorruptRecordError(f"item_delta_batch body does not decode: {type(exc).__name__}: {exc}") from exc
-        if buf.tell() != len(data) or not isinstance(rec, dict):
-            raise CorruptRecordError("item_delta_batch body has trailing bytes or is not a record")
-        return rec
 
 
 _batch: list[_BatchCodec] = []
