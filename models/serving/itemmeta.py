@@ -31,6 +31,7 @@ from __future__ import annotations
 import heapq
 from collections import OrderedDict
 from operator import itemgetter
+from typing import Any
 
 __all__ = ["NO_TIME", "ItemFacts", "NewItems"]
 
@@ -44,8 +45,8 @@ class NewItems:
     def __init__(self, max_known: int = 200_000) -> None:
         self.max_known = max(1, max_known)
         self._known: OrderedDict[str, bool] = OrderedDict()   # item -> its category was sent
-        self._pending: dict[int, dict[str, list[object]]] = {}   # partition -> item -> [first ts, category]
-        self._cur: dict[str, list[object]] | None = None
+        self._pending: dict[int, dict[str, list[Any]]] = {}   # partition -> item -> [first ts, category]
+        self._cur: dict[str, list[Any]] | None = None
         self.facts: ItemFacts | None = None     # the item cache's facts: what the plane already knows
 
     def enter(self, partition: int) -> None:
@@ -62,7 +63,7 @@ class NewItems:
             return
         got = cur.get(item)
         if got is not None:
-            if ts_ms < got[0]:      # type: ignore[operator]
+            if ts_ms < got[0]:
                 got[0] = ts_ms
             if category and not got[1]:
                 got[1] = category
@@ -94,7 +95,7 @@ class NewItems:
         out: dict[int, dict[str, tuple[int, str]]] = {}
         for p, items in self._pending.items():
             if items:
-                out[p] = {i: (int(v[0]), str(v[1])) for i, v in items.items()}     # type: ignore[call-overload]
+                out[p] = {i: (int(v[0]), str(v[1])) for i, v in items.items()}
                 for i, v in items.items():
                     self._remember(i, bool(v[1]))
         self.clear()
