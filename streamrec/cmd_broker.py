@@ -64,9 +64,13 @@ def register(app: typer.Typer) -> None:
     @topics_app.command("create")
     def create(ctx: typer.Context,
                events_partitions: int = typer.Option(None, help="STREAMREC_EVENTS_PARTITIONS (default 6)."),
-               group: str = typer.Option(None, help="Worker group whose state changelog to create."),
+               group: str = typer.Option(None, help="Worker group whose topics to create: <group>.state and the "
+                                                    "item plane's <group>.item-deltas, <group>.items.state and "
+                                                    "<group>.item-results."),
                ) -> None:
-        """Create events, recommendations, events.dlq, model-updates and <group>.state. Idempotent."""
+        """Create events, recommendations, events.dlq, model-updates, <group>.state, items and the item plane's
+        <group>.item-deltas, <group>.items.state, <group>.item-results (STREAMREC_ITEM_DELTAS_TOPIC /
+        STREAMREC_ITEM_RESULTS_TOPIC win when set). Idempotent."""
         s: Settings = ctx.obj.replace(events_partitions=events_partitions, group=group)
         for name, what in ensure_topics(s).items():
             console.print(f"{name}: {what}")

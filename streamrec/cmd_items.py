@@ -17,15 +17,16 @@ def register(app: typer.Typer) -> None:
     def items_cmd(
         ctx: typer.Context,
         group: str = typer.Option(None, "--group", help="The workers' group (STREAMREC_GROUP); owners join "
-                                                        "<group>.items."),
+                                                        "<group>.items and read <group>.item-deltas."),
         interval_ms: int = typer.Option(None, "--interval-ms", help="Apply, publish and commit this often "
                                                                     "(STREAMREC_ITEM_INTERVAL_MS)."),
         neighbours: int = typer.Option(None, "--neighbours", help="Neighbours published per item "
                                                                   "(STREAMREC_ITEM_NEIGHBOURS)."),
         idle_timeout: float = typer.Option(None, "--idle-timeout", help="Stop after this many idle seconds."),
     ) -> None:
-        """Own item-deltas partitions: keep the exact item statistics, checkpoint them to <group>.items.state,
-        publish each changed item's top neighbours and trending score to item-results. SIGTERM: commit, close."""
+        """Own <group>.item-deltas partitions: keep the exact item statistics, checkpoint them to
+        <group>.items.state, publish each changed item's top neighbours and trending score to
+        <group>.item-results. SIGTERM: commit, close."""
         import structlog
 
         from streamrec.consumers.engine import engine_config
