@@ -24,7 +24,6 @@ for a failure the loop recovers from.
 from __future__ import annotations
 
 import gc
-import resource
 import threading
 import time
 from collections import defaultdict
@@ -35,6 +34,7 @@ import numpy as np
 
 from streamrec.consumers.decode import Decoded, decode_batch, event_limits
 from streamrec.consumers.lists import FiniteScores
+from streamrec.consumers.procmem import resident_mb
 from streamrec.consumers.stats import WorkerStats
 from streamrec.models.engine.recommender import Recommender
 from streamrec.stream.errors import StreamrecError
@@ -271,9 +271,9 @@ class Loop:
 
     def snapshot(self, reset_rate: bool = False) -> dict[str, Any]:
         self.stats.lag = self.source.lag(set(self.owned))
-        rss_mb = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        rss_mb, peak_rss_mb = resident_mb()   # this process's own (not ru_maxrss: a parent's peak, procmem.py)
         cost = self.sizer.cost_s
-        return self.stats.snapshot({"partitions": sorted(self.owned), "rss_mb": round(rss_mb, 1),
+        return self.stats.snapshot({"partitions": sorted(self.owned), "rss_mb": rss_mb, "peak_rss_mb": peak_rss_mb,
                                     "batch_limit": self.sizer.limit(),
                                     "ms_per_event": round(cost * 1000, 4) if cost is not None else None,
                                     "nonfinite_scores_dropped": self.finite.dropped,
