@@ -24,6 +24,7 @@ class FakeProc:
 def test_returns_once_the_count_is_reached(tmp_path: Path) -> None:
     counts = itertools.count(0, 100)
     await_count("the loop", lambda: next(counts), 500, FakeProc(), 5, tmp_path / "log", every_s=0.001)
+    assert next(counts) == 600       # it stopped asking at the first count that reached the target
 
 
 def test_a_process_that_exited_fails_at_once_with_its_status_and_log(tmp_path: Path) -> None:
@@ -39,6 +40,7 @@ def test_a_process_that_exited_fails_at_once_with_its_status_and_log(tmp_path: P
 def test_a_final_count_written_on_the_way_out_still_counts(tmp_path: Path) -> None:
     counts = iter([5, 10])
     await_count("the loop", lambda: next(counts), 10, FakeProc(returncode=0), 600, tmp_path / "log")
+    assert next(counts, None) is None   # the count after the exit was read (and reached the target)
 
 
 def test_a_count_that_stops_moving_fails_after_the_stall_limit(tmp_path: Path) -> None:
