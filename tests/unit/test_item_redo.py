@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import random
 
-import numpy as np
 import pytest
 import structlog
 
@@ -20,10 +19,12 @@ from streamrec.models.errors import ConfigError
 from streamrec.models.events import Event, EventType
 from streamrec.models.serving.itemplane import ItemDelta, ItemStats
 from streamrec.stream.settings import Settings
+from tests.unit.test_itemplane_loop import State
+from tests.unit.test_itemplane_loop import owner_state as _state
+from tests.unit.test_itemplane_loop import same_state as _close
 from tests.unit.test_worker_loop import stream
 
 T0 = 1_790_000_000_000
-State = dict[str, tuple[dict[str, float], float]]
 
 
 def _events(n: int = 100) -> list[Event]:
@@ -44,23 +45,6 @@ def _run(eng: Recommender, events: list[Event], cuts: list[tuple[int, int]]) -> 
         eng.item_plane.collector.enter(0, first, last)
         eng.apply(events[first:last + 1], partition=0, offsets=list(range(first, last + 1)))
     return eng.item_plane.collector.take()
-
-
-def _state(stats: ItemStats, now: int) -> State:
-    out: State = {}
-    for item in stats.items():
-        rec = stats.record(item)
-        assert rec is not None
-        f_c, f_t = 2.0 ** ((rec["ts"] - now) / (7 * 86_400_000)), 2.0 ** ((rec["ts"] - now) / 86_400_000)
-        out[item] = ({j: w * f_c for j, w in zip(rec["neighbours"], rec["weights"], strict=True)},
-                     rec["trending"] * f_t)
-    return out
-
-
-def _close(a: State, b: State) -> bool:
-    return a.keys() == b.keys() and all(
-        a[i][0].keys() == b[i][0].keys() and np.allclose([a[i][0][j] for j in a[i][0]], [b[i][0][j] for j in a[i][0]])
-        and np.isclose(a[i][1], b[i][1]) for i in a)
 
 
 def _owner(*deliveries: list[ItemDelta]) -> ItemStats:

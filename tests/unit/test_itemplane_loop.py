@@ -37,13 +37,13 @@ def _deltas(cluster: MemoryCluster, s: Settings) -> list[ItemDelta]:
     return out
 
 
-def _owner(cluster: MemoryCluster, s: Settings, times: int = 1) -> dict[str, tuple[dict[str, float], float]]:
-    stats = ItemStats(max_neighbours=1000)
-    deltas = _deltas(cluster, s)
-    kinds = [stats.apply(d) for _ in range(times) for d in deltas]
-    assert kinds.count("applied") == len(deltas)
-    now = max(d.ts_ms for d in deltas)
-    out = {}
+#: an owner's items as ``{item: ({neighbour: weight}, trending)}``, decayed to one time
+State = dict[str, tuple[dict[str, float], float]]
+
+
+def owner_state(stats: ItemStats, now: int) -> State:
+    """Every item of ``stats``, weights decayed to ``now`` (the default half-lives: 7 days, 1 day)."""
+    out: State = {}
     for item in stats.items():
         rec = stats.record(item)
         assert rec is not None
@@ -53,7 +53,16 @@ def _owner(cluster: MemoryCluster, s: Settings, times: int = 1) -> dict[str, tup
     return out
 
 
-def _close(a: dict[str, tuple[dict[str, float], float]], b: dict[str, tuple[dict[str, float], float]]) -> bool:
+def _owner(cluster: MemoryCluster, s: Settings, times: int = 1) -> State:
+    stats = ItemStats(max_neighbours=1000)
+    deltas = _deltas(cluster, s)
+    kinds = [stats.apply(d) for _ in range(times) for d in deltas]
+    assert kinds.count("applied") == len(deltas)
+    return owner_state(stats, max(d.ts_ms for d in deltas))
+
+
+def same_state(a: State, b: State) -> bool:
+    """The same items with the same neighbours, weights and trending scores (to float tolerance)."""
     return a.keys() == b.keys() and all(
         a[i][0].keys() == b[i][0].keys() and np.allclose([a[i][0][j] for j in a[i][0]], [b[i][0][j] for j in a[i][0]])
         and np.isclose(a[i][1], b[i][1]) for i in a)
@@ -82,5 +91,5 @@ def test_a_crash_and_a_resume_emit_the_increments_of_an_uninterrupted_run() -> N
     assert first.item_deltas.collector.pending() > 0       # learnt, not yet emitted
     cluster.crash()
     drain(_loop(cluster, s))
-    assert _close(_owner(cluster, s), reference)
-    assert _close(_owner(cluster, s, times=2), reference)   # every delta delivered twice: counted once
+    assert same_state(_owner(cluster, s), reference)
+    assert same_state(_owner(cluster, s, times=2), reference)   # every delta delivered twice: counted once
