@@ -18,9 +18,10 @@ streamrec.stream.errors.InvalidRecordError: neighbour weight -1.0 of 'i-1' is no
 
 from __future__ import annotations
 
+import functools
 import math
 import struct
-from collections.abc import Callable, Iterable
+from collections.abc import Iterable
 from typing import Any
 
 import fastavro
@@ -98,33 +99,18 @@ class _BatchCodec(AvroCodec):
             self._writers[fingerprint(wrapped)] = fastavro.parse_schema(_plain_longs(wrapped))
 
 
-_batch: list[_BatchCodec] = []
-
-
+@functools.cache
 def _batch_codec() -> _BatchCodec:
-    if not _batch:
-        _batch.append(_BatchCodec())
-    return _batch[0]
+    return _BatchCodec()
 
 
-_compiled: dict[str, Callable[[dict[str, Any]], bytes] | None] = {}
-
-
-def _writer(name: str) -> Callable[[dict[str, Any]], bytes]:
-    """The compiled writer of ``name`` (``stream/avro_writer.py``, byte-identical to fastavro), else the codec's."""
-    if name not in _compiled:
-        codec = codec_for(name)
-        _compiled[name] = compile_writer(codec.schema, codec._header)
-    compiled, codec = _compiled[name], codec_for(name)
-    if compiled is None:
-        return codec.encode
-
-    def encode(record: dict[str, Any]) -> bytes:
-        try:
-            return compiled(record)
-        except Exception:  # noqa: BLE001 - a record it cannot write: fastavro writes it or says why
-            return codec.encode_with_fastavro(record)
-    return encode
+@functools.cache
+def _result_codec() -> AvroCodec:
+    """``item_result``'s codec written by the compiled writer (``stream/avro_writer.py``, byte-identical to
+    fastavro, which still writes a record the compiled writer cannot)."""
+    codec = AvroCodec("item_result")
+    codec._compiled = compile_writer(codec.schema, codec._header)
+    return codec
 
 
 def delta_to_record(d: ItemDelta) -> dict[str, Any]:
@@ -229,13 +215,8 @@ def batch_records(deltas: Iterable[ItemDelta], partitions: int) -> list[tuple[in
     return out
 
 
-_result_writer: list[Callable[[dict[str, Any]], bytes]] = []
-
-
 def encode_result(record: dict[str, Any]) -> bytes:
-    if not _result_writer:
-        _result_writer.append(_writer("item_result"))
-    return _result_writer[0](record)
+    return _result_codec().encode(record)
 
 
 def _id(value: Any, what: str, max_id_bytes: int) -> str:
