@@ -89,8 +89,8 @@ class Settings:
     items_partitions: int = 1
     # --- the item plane (docs/item-plane.md; consumers/itemplane.py, `streamrec items`) ---------------
     item_plane: bool = False             # covisit / trending learnt from every worker through Kafka (see docs)
-    item_owner: bool = True              # with the plane on, the worker process also owns item partitions (a
-                                         # thread in <group>.items); off: run `streamrec items` processes
+    item_owner: bool = True              # with the plane on, each worker also owns item partitions (a member of
+                                         # <group>.items); off: run `streamrec items` processes
     item_owner_process: bool = True      # that owner runs in a child process of the worker (its own GIL); off: a
                                          # thread of the worker process
     item_deltas_topic: str = ""          # workers' increments, keyed and partitioned by item; "": <group>.item-deltas
