@@ -53,7 +53,7 @@ BATCH_ENTRIES = 8_000
 _INF = math.inf
 
 
-def partition_of(item: str, partitions: int, _memo: dict[tuple[str, int], int] = {}) -> int:  # noqa: B006
+def partition_of(item: str, partitions: int, _memo: dict[tuple[str, int], int] = {}) -> int:  # noqa: B006 - the memo
     """The item-deltas partition of ``item``: Kafka's default partitioner of the item id as key (murmur2), so
     a batch lands where a per-item record keyed by the item would (and the owners' changelog, co-partitioned,
     keeps its items where they were); memoised, the memo cleared past a million entries."""

@@ -27,7 +27,7 @@ def _owner(log: list[str]) -> ItemOwner:
     owner = ItemOwner.__new__(ItemOwner)          # no broker: only the rejoin rule is under test
     owner.log, owner.topic, owner.tables, owner.n = structlog.get_logger("test"), "t", {}, {"rejoins": 0}
     owner.consumer, owner.tracker, owner._heard = _Consumer(log), RebalanceTracker("t"), False
-    owner._new_consumer = lambda: _Consumer(log)  # type: ignore[method-assign]
+    owner._new_consumer = lambda: _Consumer(log)  # type: ignore[method-assign]  # a fake consumer
     return owner
 
 
