@@ -19,7 +19,7 @@ import numpy as np
 from rich.console import Console
 from rich.table import Table
 
-from streamrec.e2e import Subscriber, free_port, start_worker, stop_process, wait_until
+from streamrec.e2e import Subscriber, free_port, start_subscriber, start_worker, stop_process, wait_until
 from streamrec.stream import broker
 from streamrec.stream.logs import configure
 from streamrec.stream.settings import Settings
@@ -78,8 +78,7 @@ def run(settings: Settings, users: int, items: int, events: int, rate: float, ep
                       f"on {outcome.stats['device']}; gate: {outcome.decision.reason}; published: {outcome.published}")
 
         console.rule("[bold]4. A worker, and a subscriber on the recommendations topic")
-        sub.start()
-        sub.ready.wait(15)
+        start_subscriber(sub)
         port = free_port()
         worker = start_worker(settings, "--worker-id", "demo-1", "--metrics-port", str(port),
                               log_path=workdir / "worker.log")

@@ -98,6 +98,15 @@ class Arrival:
     value: dict[str, Any]
 
 
+def start_subscriber(sub: Any, timeout_s: float = 15.0) -> None:
+    """Start ``sub`` (a :class:`Subscriber`) and wait until it reads; stop it and raise a ``RuntimeError``
+    when it is not reading after ``timeout_s`` (a caller waiting for lists would wait for ever)."""
+    sub.start()
+    if not sub.ready.wait(timeout_s) or not sub.is_alive():
+        sub.stop()
+        raise RuntimeError(f"the subscriber of the recommendations topic did not start in {timeout_s:g} s")
+
+
 class Subscriber(threading.Thread):
     """Reads the recommendations topic (read_committed) from its current end and keeps every list."""
 

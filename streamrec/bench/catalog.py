@@ -161,10 +161,10 @@ def _settle(sub: Any, quiet_s: float = 0.5, timeout_s: float = 5.0) -> None:
 def run(settings: Settings, trials: int = 10, rate: float = 300.0, users: int = 300, items: int = 1000,
         hidden_s: float = 1.5, min_hidden_batches: int = 5, seed: int = 0,
         progress: Progress | None = None) -> dict[str, Any]:
-    from streamrec.bench.common import broker_session, machine, start_subscriber
+    from streamrec.bench.common import broker_session, machine
     from streamrec.bench.worker import _final_stats
     from streamrec.cmd_catalog import load_catalog, set_item
-    from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
+    from streamrec.e2e import Subscriber, free_port, start_subscriber, start_worker, stop_process
     from streamrec.producers.replay import Pacing, replay
     from streamrec.producers.synthetic import SyntheticConfig, generate
     from streamrec.producers.synthetic_catalog import synthetic_catalog, write_catalog

@@ -78,15 +78,6 @@ def await_count(what: str, count: Callable[[], int | float], target: int, proc: 
         time.sleep(every_s)
 
 
-def start_subscriber(sub: Any, timeout_s: float = 15.0) -> None:
-    """Start ``sub`` (a :class:`streamrec.e2e.Subscriber`) and wait until it reads; stop it and raise a
-    ``RuntimeError`` when it is not reading after ``timeout_s`` (a bench would wait for lists forever)."""
-    sub.start()
-    if not sub.ready.wait(timeout_s) or not sub.is_alive():
-        sub.stop()
-        raise RuntimeError(f"the subscriber of the recommendations topic did not start in {timeout_s:g} s")
-
-
 def _tail(log: Path, lines: int = 3) -> str:
     try:
         text = log.read_text(errors="replace").strip().splitlines()[-lines:]

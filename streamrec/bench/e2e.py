@@ -41,10 +41,10 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.bench.common import broker_session, machine, start_subscriber, synthetic_events
+from streamrec.bench.common import broker_session, machine, synthetic_events
 from streamrec.bench.monitor import Monitor, WorkerProcess, owned_partitions
 from streamrec.bench.worker import workload
-from streamrec.e2e import Arrival, Subscriber
+from streamrec.e2e import Arrival, Subscriber, start_subscriber
 from streamrec.models.base.artifact import random_artifact
 from streamrec.models.errors import InputError, StreamrecError
 from streamrec.producers.replay import Pacing, replay

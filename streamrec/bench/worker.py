@@ -24,9 +24,9 @@ from typing import Any
 
 import numpy as np
 
-from streamrec.bench.common import await_count, broker_session, machine, start_subscriber, synthetic_events
+from streamrec.bench.common import await_count, broker_session, machine, synthetic_events
 from streamrec.bench.yardstick import passthrough_phase, percentiles
-from streamrec.e2e import Subscriber, free_port, start_worker, stop_process
+from streamrec.e2e import Subscriber, free_port, start_subscriber, start_worker, stop_process
 from streamrec.models.base.artifact import random_artifact
 from streamrec.models.errors import InputError
 from streamrec.models.events import Event

@@ -192,8 +192,8 @@ def passthrough_phase(settings: Settings, load: list[Event], paced: list[Event],
     import subprocess
     import sys
 
-    from streamrec.bench.common import await_count, start_subscriber
-    from streamrec.e2e import Subscriber, settings_env, stop_process
+    from streamrec.bench.common import await_count
+    from streamrec.e2e import Subscriber, settings_env, start_subscriber, stop_process
     from streamrec.producers.replay import Pacing, replay
     from streamrec.stream.topics import ensure_topics, topic_specs
 

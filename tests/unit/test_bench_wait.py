@@ -10,7 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from streamrec.bench.common import await_count, start_subscriber
+from streamrec.bench.common import await_count
+from streamrec.e2e import start_subscriber
 
 
 class FakeProc:
