@@ -39,6 +39,16 @@ def register(app: typer.Typer) -> None:
                                              "(each worker also owns item partitions unless "
                                              "STREAMREC_ITEM_OWNER=0, then run `streamrec items`; "
                                              "STREAMREC_ITEM_PLANE; docs/item-plane.md)."),
+        item_owner: bool = typer.Option(None, "--item-owner/--no-item-owner",
+                                        help="With the item plane: this worker also owns item partitions "
+                                             "(STREAMREC_ITEM_OWNER)."),
+        item_owner_process: bool = typer.Option(None, "--item-owner-process/--item-owner-thread",
+                                                help="That owner in a child process (default) or a thread "
+                                                     "(STREAMREC_ITEM_OWNER_PROCESS)."),
+        item_exact_redo: int = typer.Option(None, "--item-exact-redo",
+                                            help="At-least-once: offsets per partition whose item deltas go "
+                                                 "per source offset after a start, so a redo counts once; 0: "
+                                                 "aggregated (STREAMREC_ITEM_EXACT_REDO)."),
         filter_seen: str = typer.Option(None, "--filter-seen",
                                         help="auto | purchased | all | none: what a user touched that may come "
                                              "back; auto learns from the stream whether purchased items do "
@@ -70,7 +80,8 @@ def register(app: typer.Typer) -> None:
         s: Settings = ctx.obj.replace(group=group, guarantee=guarantee, model_path=model, worker_id=worker_id,
                                       metrics_port=metrics_port, top_n=top_n, reranker=reranker,
                                       batch_target_ms=batch_target_ms, catalog=catalog, item_plane=item_plane,
-                                      filter_seen=filter_seen,
+                                      item_owner=item_owner, item_owner_process=item_owner_process,
+                                      item_exact_redo=item_exact_redo, filter_seen=filter_seen,
                                       rule_max_per_category=rule_max_per_category,
                                       rule_max_per_brand=rule_max_per_brand,
                                       rule_exclude_categories=rule_exclude_categories,

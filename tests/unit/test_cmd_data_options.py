@@ -102,3 +102,28 @@ def test_the_worker_filter_seen_flag_reaches_the_engine(monkeypatch: pytest.Monk
     assert engine_config(seen[0]).filter_seen == "purchased"
     assert engine_config(Settings.from_env({"STREAMREC_FILTER_SEEN": "all"})).filter_seen == "all"
     assert engine_config(Settings()).filter_seen == "auto"
+
+
+def test_the_worker_item_plane_flags_reach_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
+    from streamrec.models.errors import ConfigError
+    from streamrec.stream.settings import Settings
+
+    bad = CliRunner().invoke(cli.app, ["worker", "--item-exact-redo", "-1"])
+    assert isinstance(bad.exception, ConfigError) and "STREAMREC_ITEM_EXACT_REDO" in str(bad.exception), bad.output
+    seen: list[Settings] = []
+
+    class Stop(Exception):
+        pass
+
+    def fake_worker(settings: Settings, model_sync: bool) -> None:
+        seen.append(settings)
+        raise Stop
+
+    monkeypatch.setattr("streamrec.consumers.worker.Worker", fake_worker)
+    result = CliRunner().invoke(cli.app, ["worker", "--item-plane", "--no-item-owner", "--item-owner-thread",
+                                          "--item-exact-redo", "0"])
+    assert isinstance(result.exception, Stop), result.output
+    (s,) = seen
+    assert (s.item_plane, s.item_owner, s.item_owner_process, s.item_exact_redo) == (True, False, False, 0)
+    default = Settings()
+    assert (default.item_owner, default.item_owner_process, default.item_exact_redo) == (True, True, 5_000)
