@@ -41,7 +41,7 @@ from streamrec.stream.itemdeltas import decode_deltas, decode_result, encode_res
 from streamrec.stream.records import Record
 from streamrec.stream.settings import Settings
 
-__all__ = ["ItemOwner", "OwnerProcess", "OwnerThread", "restore_items"]
+__all__ = ["ItemOwner", "OwnerProcess", "OwnerThread", "PartitionCountChanged", "restore_items"]
 
 
 def restore_items(settings: Settings, partitions: set[int], stats: dict[int, ItemStats],
@@ -76,6 +76,10 @@ def restore_items(settings: Settings, partitions: set[int], stats: dict[int, Ite
         return count
     finally:
         consumer.close()
+
+
+class PartitionCountChanged(RuntimeError):
+    """The item-deltas topic's partition count changed under running owners (not recoverable by a restore)."""
 
 
 class ItemOwner:
@@ -266,6 +270,7 @@ class ItemOwner:
         if not self.tracker.changed:
             return set()
         self._heard = True
+        self._check_partition_count()
         assigned, lost = self.tracker.take_assignment()
         owned = set(self.tables)
         to_restore, to_drop = assigned - owned, (owned - assigned) | lost
@@ -277,6 +282,20 @@ class ItemOwner:
             self._restore(to_restore)
         self.ready = bool(self.tables)
         return to_restore
+
+    def _check_partition_count(self) -> None:
+        """Item state is partitioned by the item-deltas partition count the owners started with (an item's
+        partition is its key's hash modulo that count, and its statistics live in that partition's changelog).
+        If the topic gained partitions, workers now send many items elsewhere: applying them would split their
+        statistics, and refusing them would dead-letter good deltas, so the owner stops with a clear error."""
+        now = len(self.consumer.partitions_for_topic(self.topic) or ())
+        if now and now != self.partitions:
+            self.log.error("item-deltas partition count changed; stopping", topic=self.topic, was=self.partitions,
+                           now=now)
+            raise PartitionCountChanged(
+                f"topic {self.topic!r} has {now} partitions, {self.partitions} when the item owners started: item "
+                "statistics are partitioned by that count, so it cannot change under them; recreate the item "
+                "topics and the owners' changelog (streamrec topics create) or keep the old count")
 
     def _restore(self, to_restore: set[int]) -> None:
         if to_restore:
