@@ -6,7 +6,6 @@ import contextlib
 import json
 import os
 import platform
-import resource
 import tempfile
 import time
 import uuid
@@ -101,8 +100,10 @@ def machine() -> dict[str, Any]:
 
 
 def rss_mb() -> float:
-    """Peak resident memory of this process (MB)."""
-    return round(resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, 1)
+    """Peak resident memory of this process (MiB), its own (``VmHWM``), not a parent's inherited peak."""
+    from streamrec.consumers.procmem import resident_mb
+
+    return resident_mb()[1]
 
 
 def synthetic_events(n: int, users: int, items: int, seed: int = 0, t0_ms: int | None = None) -> list[Event]:
