@@ -71,6 +71,7 @@ from streamrec.models.serving.reasons import explain_lists, explainers
 from streamrec.models.serving.recent import DECAYS as RECENT_DECAYS
 from streamrec.models.serving.recent import RecentSource
 from streamrec.models.serving.repurchase import RepurchasePolicy
+from streamrec.models.serving.runs import offsets
 from streamrec.models.serving.session_knn import SessionKnnSource
 from streamrec.models.serving.sources import AnnSource, ColdStartSource, CovisitSource, TrendingSource
 from streamrec.models.serving.state import IdWindow, StateLimits, UserState, UserStore
@@ -587,5 +588,5 @@ class Recommender:
 def _keep(batch: cand.CandidateBatch, mask: np.ndarray) -> cand.CandidateBatch:
     """The candidates of ``batch`` where ``mask`` is true (order kept, row starts recomputed)."""
     rows = batch.rows[mask]
-    starts = np.r_[0, np.cumsum(np.bincount(rows, minlength=len(batch.starts) - 1))].astype(np.int64)
+    starts = offsets(np.bincount(rows, minlength=len(batch.starts) - 1))
     return cand.CandidateBatch(rows, batch.codes[mask], batch.scores[mask], starts)

@@ -175,8 +175,8 @@ def label_pairs(log: FeedbackLog, acted: Mapping[int, Set[int]], policy: LabelPo
     order = cand[np.lexsort((-key, owner[cand]))]                          # by slot, best key first
     rank = np.arange(len(order)) - np.searchsorted(owner[order], owner[order])
     neg = order[rank < policy.negatives * n_pos[owner[order]]]
-    take = np.r_[np.flatnonzero(hit), neg]
-    y = np.r_[np.ones(int(hit.sum()), dtype=bool), np.zeros(len(neg), dtype=bool)]
+    take = np.concatenate((np.flatnonzero(hit), neg))
+    y = np.concatenate((np.ones(int(hit.sum()), dtype=bool), np.zeros(len(neg), dtype=bool)))
     w = np.ones(len(take))
     if policy.ipw:
         p_hit = np.flatnonzero(hit)

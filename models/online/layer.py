@@ -52,6 +52,7 @@ from streamrec.models.online.itemtable import ItemTable
 from streamrec.models.online.river_mf import RiverMF, RiverMFConfig
 from streamrec.models.serving import candidates as cand
 from streamrec.models.serving.ranking import RecItem
+from streamrec.models.serving.runs import offsets
 from streamrec.models.serving.state import UserState
 
 if TYPE_CHECKING:
@@ -288,7 +289,7 @@ class OnlineLayer:
             best, bj, nth = best[keep], bj[keep], nth[keep]
             idx[bj, n_shown[bj] + nth] = best
         names = [item(c) for c in batch.codes[best].tolist()]
-        bounds = np.r_[0, np.cumsum(np.bincount(bj, minlength=len(rows)))].tolist()
+        bounds = offsets(np.bincount(bj, minlength=len(rows))).tolist()
         logged = [(*shown[j], *names[bounds[j]:bounds[j + 1]]) for j in range(len(rows))]
         X = np.where((idx >= 0)[:, :, None], self._X[np.maximum(idx, 0)], 0.0)
         self.log.record([user_ids[r] for r in rows], logged, n_shown.tolist(), X)

@@ -35,6 +35,7 @@ from streamrec.models.base.artifact import Artifact
 from streamrec.models.base.encoder import UserEncoder
 from streamrec.models.base.index import IndexConfig, ItemIndex, build_index
 from streamrec.models.errors import ArtifactError
+from streamrec.models.serving.runs import rank_in_runs, run_starts
 from streamrec.models.serving.state import META, META_SIZE, UserState
 
 #: The engine's default candidate sources, in the order of their score columns.
@@ -209,10 +210,10 @@ def normalise(scores: np.ndarray, rows: np.ndarray, method: str = "max") -> np.n
     s = np.asarray(scores, dtype=np.float32)
     if len(s) == 0:
         return s.copy()
-    starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-    lengths = np.diff(np.r_[starts, len(s)])
+    starts = run_starts(rows)
+    lengths = np.diff(starts, append=len(s))
     if method == "rank":
-        rank = np.arange(len(s)) - np.repeat(starts, lengths)
+        rank = rank_in_runs(rows)
         return (1.0 - rank / np.repeat(lengths, lengths)).astype(np.float32)
     peak = np.repeat(np.maximum.reduceat(np.abs(s), starts), lengths)
     return (s / np.where(peak > 0, peak, 1.0)).astype(np.float32)

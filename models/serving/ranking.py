@@ -30,6 +30,7 @@ import numpy as np
 
 from streamrec.models.errors import ConfigError
 from streamrec.models.serving.candidates import SOURCES, CandidateBatch, CodeSpace, normalise
+from streamrec.models.serving.runs import offsets, rank_in_runs
 from streamrec.models.serving.state import UserState
 
 if TYPE_CHECKING:
@@ -195,7 +196,7 @@ def select(batch: CandidateBatch, scores: np.ndarray, primary: np.ndarray, space
         counts = np.bincount(batch.rows[sel], minlength=n_rows)
     names = [sources[p] for p in primary[sel].tolist()]
     items = list(map(RecItem, space.items(batch.codes[sel].tolist()), scores[sel].tolist(), names, names))
-    bounds = np.r_[0, np.cumsum(counts)].tolist()
+    bounds = offsets(counts).tolist()
     return [items[bounds[r]:bounds[r + 1]] for r in range(n_rows)]
 
 
@@ -229,14 +230,10 @@ def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, widt
         if len(ci):
             key = rows[ci] * (int(categories.max()) + 1) + cat[ci]
             o = np.argsort(key, kind="stable")                          # keeps best-first order per group
-            ks = key[o]
-            heads = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-            nth = np.arange(len(o)) - np.repeat(heads, np.diff(np.r_[heads, len(o)]))
+            nth = rank_in_runs(key[o])
             prio[ci[o[nth >= how.max_per_category]]] = 1
     final = np.argsort((rows * 3 + prio) * n + np.arange(n))
-    rows_f = rows[final]
-    heads = np.flatnonzero(np.r_[True, rows_f[1:] != rows_f[:-1]])
-    nth = np.arange(n) - np.repeat(heads, np.diff(np.r_[heads, n]))
+    nth = rank_in_runs(rows[final])
     take = (nth < how.top_n) & (prio[final] < 2)
     return idx[final[take]], prio[final[take]] == 0
 
@@ -244,9 +241,7 @@ def _pick(batch: CandidateBatch, idx: np.ndarray, bkeys: np.ndarray | None, widt
 def _nth_in_group(key: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """``(o, nth)``: a stable order of ``key`` and each position's rank within its run of equal keys."""
     o = np.argsort(key, kind="stable")
-    ks = key[o]
-    heads = np.flatnonzero(np.r_[True, ks[1:] != ks[:-1]])
-    return o, np.arange(len(o)) - np.repeat(heads, np.diff(np.r_[heads, len(o)]))
+    return o, rank_in_runs(key[o])
 
 
 def _hard_cap(prio: np.ndarray, rows: np.ndarray, group: np.ndarray, cap: int) -> None:

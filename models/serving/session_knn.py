@@ -50,6 +50,7 @@ import numpy as np
 from streamrec.models.events import Event
 from streamrec.models.serving.contract import Block, Plugin, Request, empty_block
 from streamrec.models.serving.ranking import blocked_items
+from streamrec.models.serving.runs import rank_in_runs
 from streamrec.models.serving.state import UserState
 
 __all__ = ["SessionKNN", "SessionKnnSource", "query_items"]
@@ -259,8 +260,7 @@ class SessionKnnSource(Plugin):
         rows = uniq // width
         order = np.lexsort((-score, rows))                # by row, best first
         rows, score, uniq = rows[order], score[order], uniq[order]
-        starts = np.flatnonzero(np.r_[True, rows[1:] != rows[:-1]])
-        rank = np.arange(len(rows)) - np.repeat(starts, np.diff(np.r_[starts, len(rows)]))
+        rank = rank_in_runs(rows)
         keep = rank < self.k
         rows, score, uniq = rows[keep], score[keep], uniq[keep]
         names = list(local)

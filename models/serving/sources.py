@@ -36,6 +36,7 @@ from streamrec.models.events import Event
 from streamrec.models.serving.candidates import PreparedModel, encode_users, normalise
 from streamrec.models.serving.contract import FALLBACK, Block, Plugin, Request, empty_block, shared
 from streamrec.models.serving.covisit import CoVisitation
+from streamrec.models.serving.runs import offsets
 from streamrec.models.serving.state import META_SIZE, UserState
 from streamrec.models.serving.trending import Trending
 from streamrec.models.timeunits import DAY_MS
@@ -119,7 +120,7 @@ class CovisitSource(Plugin):
             return empty_block()
         vals = normalise(np.array(values), rows)                 # per user, in (0, 1]: comparable across rows
         order = np.argsort(rows * 4.0 - vals)                    # by row, best first
-        starts = np.r_[0, np.cumsum(lengths)][:-1]
+        starts = offsets(lengths)[:-1]
         keep = order[np.arange(len(order)) - np.repeat(starts, lengths) < self.k]
         rows = rows[keep]
         chosen = [items[i] for i in keep.tolist()]
