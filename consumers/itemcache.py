@@ -157,13 +157,7 @@ class ItemCacheFollower(BackgroundFollower):
         t0 = time.perf_counter()
         with self._lock:
             queued, self._queue = self._queue, []
-        cache = self.cache
-        for item, rec in queued:
-            if rec is None:
-                cache.remove(item)
-            else:
-                cache.put(item, rec["ts"], zip(rec["neighbours"], rec["weights"], strict=True), rec["trending"],
-                          rec["first_seen"], rec["category"])
+        self.cache.put_results(queued)     # the decoded arrays as they are: a row's dict is built when read
         if queued:
             self.last_applied_at = time.time()
         self.seconds["drain"] += time.perf_counter() - t0

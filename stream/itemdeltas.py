@@ -42,7 +42,8 @@ from streamrec.stream.serde import (
 )
 
 __all__ = ["BATCH_ENTRIES", "MAX_NEIGHBOURS", "batch_records", "batch_schema", "decode_delta", "decode_deltas",
-           "decode_result", "delta_to_record", "encode_delta", "encode_delta_batch", "encode_result", "partition_of"]
+           "decode_result", "delta_to_record", "encode_delta", "encode_delta_batch", "encode_result", "partition_of",
+           "read_result"]
 
 #: the most neighbours (or sources) one record may carry; a worker's delta has at most 2 * window per event
 MAX_NEIGHBOURS = 10_000
@@ -272,8 +273,12 @@ def decode_deltas(value: bytes, key: bytes | None, partition: int, partitions: i
 
 
 def decode_result(value: bytes, key: bytes | None = None, max_id_bytes: int = 256) -> dict[str, Any]:
-    """An item-results or owner changelog record, validated (plain data, as ``ItemStats.record`` writes it)."""
-    rec = codec_for("item_result").decode(value)
+    """An item-results or owner changelog record, validated (plain data, as ``ItemStats.record`` writes it): read
+    by :func:`read_result` when it reads it exactly, else by the codec (fastavro), which decodes it or refuses
+    it with its reason; the same rules after either."""
+    rec = read_result(value)
+    if rec is None:
+        rec = codec_for("item_result").decode(value)
     _check(rec, key, max_id_bytes)
     if len(rec["sources"]) > MAX_NEIGHBOURS or any(s["partition"] < 0 or s["offset"] < 0 for s in rec["sources"]):
         raise InvalidRecordError(f"the sources of {rec['item_id']!r} are not partitions and offsets")
@@ -295,7 +300,8 @@ def _check(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> str:
     if nb and not (all(map(str.strip, nb)) and 4 * max(map(len, nb)) <= max_id_bytes):
         for j in nb:
             _id(j, f"a neighbour of {item!r}", max_id_bytes)
-    if not all(0.0 <= w < _INF for w in weights):
+    # (a NaN or an infinity makes the sum NaN or infinite, so does an overflow: then the exact checks judge)
+    if weights and not (min(weights) >= 0.0 and sum(weights) < _INF):
         for w in weights:
             _weight(w, "neighbour weight", item)
     _weight(rec["trending"], "trending", item)
@@ -305,3 +311,138 @@ def _check(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> str:
     if category:
         _id(category, f"the category of {item!r}", max_id_bytes)
     return item
+
+
+# -- the direct reader of item results (the worker's item cache follows one per changed item) ----------------
+
+_RESULT_SHAPE = [("item_id", "string"), ("ts", "long"), ("neighbours", ("array", "string")),
+                 ("weights", ("array", "double")), ("trending", "double"),
+                 ("sources", ("array", (("partition", "int"), ("offset", "long")))), ("first_seen", "long"),
+                 ("category", "string")]
+_unpack_double = struct.Struct("<d").unpack_from
+
+
+def _shape(t: Any) -> Any:
+    if isinstance(t, dict):
+        if t.get("type") == "array":
+            return "array", _shape(t["items"])
+        if t.get("type") == "record":
+            return tuple((f["name"], _shape(f["type"])) for f in t["fields"])
+        return t.get("type")
+    return t
+
+
+@functools.cache
+def _result_fingerprint() -> bytes | None:
+    """The fingerprint :func:`read_result` reads: the current ``item_result`` schema's, if its fields are the ones
+    it knows (else ``None``: every record goes through the codec)."""
+    codec = codec_for("item_result")
+    fields = codec.schema.get("fields") if isinstance(codec.schema, dict) else None
+    if not fields or [(f["name"], _shape(f["type"])) for f in fields] != _RESULT_SHAPE:
+        return None
+    return codec.fingerprint
+
+
+def _long_at(data: bytes, pos: int) -> tuple[int, int]:
+    """A zig-zag varint (Avro int or long) at ``pos``: ``(value, next position)``; over 64 bits: ValueError."""
+    b = data[pos]
+    if b < 0x80:
+        return (b >> 1) ^ -(b & 1), pos + 1
+    n, shift = b & 0x7F, 7
+    while True:
+        pos += 1
+        b = data[pos]
+        n |= (b & 0x7F) << shift
+        if b < 0x80:
+            if n >> 64:
+                raise ValueError("varint over 64 bits")
+            return (n >> 1) ^ -(n & 1), pos + 1
+        shift += 7
+        if shift > 63:
+            raise ValueError("varint longer than 10 bytes")
+
+
+def _str_at(data: bytes, pos: int, size: int) -> tuple[str, int]:
+    b = data[pos]
+    if b < 0x80:
+        if b & 1:
+            raise ValueError("negative string length")
+        n, pos = b >> 1, pos + 1
+    else:
+        n, pos = _long_at(data, pos)
+        if n < 0:
+            raise ValueError("negative string length")
+    end = pos + n
+    if end > size:
+        raise ValueError("string runs past the end")
+    return data[pos:end].decode(), end
+
+
+def _count_at(data: bytes, pos: int) -> tuple[int, int]:
+    """An array block's item count (0: the end); a negative count (a block with its byte size) is the
+    codec's to read."""
+    n, pos = _long_at(data, pos)
+    if n < 0 or n > MAX_NEIGHBOURS:
+        raise ValueError("an array block the direct reader leaves to the codec")
+    return n, pos
+
+
+def read_result(data: bytes) -> dict[str, Any] | None:
+    """The record of one ``item_result`` written with the current schema, read directly (no fastavro call): the
+    dict ``codec_for("item_result").decode(data)`` gives, or ``None`` for anything it does not read exactly
+    (another writer schema, negative or oversized array blocks, an int out of range, bad UTF-8, a truncated
+    body, trailing bytes), which :func:`decode_result` then hands to the codec to decode or refuse with its
+    reason (unit-tested against the codec on generated and corrupted records)."""
+    fp = _result_fingerprint()
+    if fp is None or data[:2] != MARKER or data[2:HEADER_LEN] != fp:
+        return None
+    size = len(data)
+    try:
+        item, pos = _str_at(data, HEADER_LEN, size)
+        ts, pos = _long_at(data, pos)
+        names: list[str] = []
+        n, pos = _count_at(data, pos)
+        while n:
+            for _ in range(n):
+                b = data[pos]
+                if b < 0x80 and not b & 1:       # a length under 64: one byte (an id, as a rule)
+                    pos += 1
+                    end = pos + (b >> 1)
+                    names.append(data[pos:end].decode())
+                    pos = end
+                else:
+                    s, pos = _str_at(data, pos, size)
+                    names.append(s)
+            if pos > size:                       # a slice past the end is short, not an error
+                return None
+            n, pos = _count_at(data, pos)
+        weights: list[float] = []
+        n, pos = _count_at(data, pos)
+        while n:
+            end = pos + 8 * n
+            if end > size:
+                return None
+            weights.extend(struct.unpack_from(f"<{n}d", data, pos))
+            pos = end
+            n, pos = _count_at(data, pos)
+        if pos + 8 > size:
+            return None
+        trending, pos = _unpack_double(data, pos)[0], pos + 8
+        sources: list[dict[str, int]] = []
+        n, pos = _count_at(data, pos)
+        while n:
+            for _ in range(n):
+                p, pos = _long_at(data, pos)
+                if not -(2**31) <= p < 2**31:
+                    return None
+                o, pos = _long_at(data, pos)
+                sources.append({"partition": p, "offset": o})
+            n, pos = _count_at(data, pos)
+        first_seen, pos = _long_at(data, pos)
+        category, pos = _str_at(data, pos, size)
+    except (IndexError, ValueError):     # UnicodeDecodeError is a ValueError
+        return None
+    if pos != size:
+        return None
+    return {"item_id": item, "ts": ts, "neighbours": names, "weights": weights, "trending": trending,
+            "sources": sources, "first_seen": first_seen, "category": category}

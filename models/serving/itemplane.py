@@ -391,6 +391,10 @@ class ItemStats:
 class ItemCache:
     """Every item's published result in a worker: top neighbours and trending score, each as of its ``ts``.
 
+    A result is stored as it was decoded (its neighbour and weight arrays, :meth:`put_results`, in bulk); the
+    ``{neighbour: weight}`` dict a source reads is built the first time one reads it (most results are replaced
+    by the item's next one before any user's seed is the item).
+
     >>> c = ItemCache(covisit_half_life_ms=1000, trending_half_life_ms=1000)
     >>> c.put("a", 1000, [("b", 4.0)], 2.0); c.put("b", 2000, [("a", 4.0)], 2.0)
     >>> c.scores(["a", "b"], [1.0, 1.0])            # a's weights are one half-life older than b's
@@ -403,7 +407,8 @@ class ItemCache:
                  max_items: int = 1_000_000, keep: int = 500, refresh_ms: int = 1_000) -> None:
         self.hl_c, self.hl_t, self.max_items, self.keep = covisit_half_life_ms, trending_half_life_ms, max_items, keep
         self.refresh_ms = refresh_ms
-        self._rows: OrderedDict[str, tuple[int, dict[str, float]]] = OrderedDict()
+        # item -> [ts, neighbours, weights, {neighbour: weight} or None until first read]
+        self._rows: OrderedDict[str, list[Any]] = OrderedDict()
         self._trend: dict[str, tuple[int, float]] = {}
         self.now_ms = 0
         self._top: tuple[list[str], np.ndarray] = ([], np.zeros(0, dtype=np.float32))
@@ -421,22 +426,54 @@ class ItemCache:
 
     def put(self, item: str, ts_ms: int, neighbours: Iterable[tuple[str, float]], trending: float,
             first_seen: int = NO_TIME, category: str = "") -> None:
-        if item not in self._rows and len(self._rows) >= self.max_items:
-            old, _ = self._rows.popitem(last=False)
-            self._trend.pop(old, None)
-            self.facts.remove(old)
-            self.evicted += 1
-        if first_seen != NO_TIME or category:
-            self.facts.put(item, first_seen, category)
-        self._rows[item] = (ts_ms, dict(neighbours))
-        self._rows.move_to_end(item)
-        if trending > 0:
-            self._trend[item] = (ts_ms, trending)
-        else:
-            self._trend.pop(item, None)
-        self.now_ms = max(self.now_ms, ts_ms)
-        self._changed = True
-        self.updates += 1
+        """One item's result from ``(neighbour, weight)`` pairs."""
+        pairs = list(neighbours)
+        self.put_results([(item, {"ts": ts_ms, "neighbours": [j for j, _ in pairs], "weights": [w for _, w in pairs],
+                                  "trending": trending, "first_seen": first_seen, "category": category})])
+
+    def put_results(self, results: Iterable[tuple[str, dict[str, Any] | None]]) -> None:
+        """``(item, result)`` in the order read: a result (plain data, ``item_result.avsc``: ``ts``,
+        ``neighbours``, ``weights`` of the same length, ``trending``, ``first_seen``, ``category``; validated by
+        its reader) replaces the item's, least recently put evicted past ``max_items``; ``None`` (a tombstone)
+        removes the item."""
+        rows, trend, facts, max_items = self._rows, self._trend, self.facts, self.max_items
+        now, n = self.now_ms, 0
+        for item, rec in results:
+            if rec is None:
+                self.remove(item)
+                continue
+            ts = rec["ts"]
+            if item in rows:
+                rows.move_to_end(item)
+            elif len(rows) >= max_items:
+                old, _ = rows.popitem(last=False)
+                trend.pop(old, None)
+                facts.remove(old)
+                self.evicted += 1
+            first_seen, category = rec["first_seen"], rec["category"]
+            if first_seen != NO_TIME or category:
+                facts.put(item, first_seen, category)
+            rows[item] = [ts, rec["neighbours"], rec["weights"], None]
+            trending = rec["trending"]
+            if trending > 0:
+                trend[item] = (ts, trending)
+            elif trend:
+                trend.pop(item, None)
+            if ts > now:
+                now = ts
+            n += 1
+        if n:
+            self.now_ms, self._changed = now, True
+            self.updates += n
+
+    @staticmethod
+    def _nb(got: list[Any]) -> dict[str, float]:
+        """A stored row's ``{neighbour: weight}``, built at its first read (the arrays then dropped)."""
+        nb: dict[str, float] | None = got[3]
+        if nb is None:
+            nb = got[3] = dict(zip(got[1], got[2], strict=True))
+            got[1] = got[2] = ()
+        return nb
 
     def remove(self, item: str) -> None:
         self._rows.pop(item, None)
@@ -460,7 +497,7 @@ class ItemCache:
         if got is None:
             return None
         f = _decay(got[0] - self.now_ms, self.hl_c)
-        return {j: w * f for j, w in got[1].items()}
+        return {j: w * f for j, w in self._nb(got).items()}
 
     def weighted(self, item: str, weight: float) -> tuple[float, dict[str, float] | None]:
         """``(weight * decay factor, stored neighbours)`` of ``item`` (the row is not copied), ``(0, None)``
@@ -468,7 +505,8 @@ class ItemCache:
         got = self._rows.get(item)
         if got is None:
             return 0.0, None
-        return weight * _decay(got[0] - self.now_ms, self.hl_c), got[1]
+        nb = got[3]
+        return weight * _decay(got[0] - self.now_ms, self.hl_c), self._nb(got) if nb is None else nb
 
     def scores(self, seeds: Sequence[str], weights: Sequence[float]) -> dict[str, float]:
         acc: dict[str, float] = {}
@@ -477,7 +515,7 @@ class ItemCache:
             if got is None:
                 continue
             f = ws * _decay(got[0] - self.now_ms, self.hl_c)
-            for j, w in got[1].items():
+            for j, w in self._nb(got).items():
                 acc[j] = acc.get(j, 0.0) + f * w
         return acc
 
