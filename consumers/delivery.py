@@ -24,12 +24,16 @@ from __future__ import annotations
 from typing import Any, Protocol
 
 from kafka import KafkaConsumer, KafkaProducer, TopicPartition
+from kafka.errors import KafkaError
 from kafka.structs import OffsetAndMetadata
 
 from streamrec.consumers.reconnect import RECONNECT
 from streamrec.stream import clients
 from streamrec.stream.errors import BrokerError
+from streamrec.stream.logs import get_logger
 from streamrec.stream.settings import Settings
+
+_log = get_logger(__name__)
 
 #: the worker producers' linger (see the module docstring); every batch ends with a flush
 LINGER_MS = 100
@@ -54,19 +58,34 @@ def _offsets(offsets: dict[TopicPartition, int]) -> dict[TopicPartition, OffsetA
 
 
 class AtLeastOnce:
+    """Outputs flushed and acknowledged, then the offsets committed. The offset commit is asynchronous
+    (``commit_async``, its answer read by the consumer's next poll) unless the item plane is on: the
+    outputs it covers are acknowledged before it is sent, so a commit that fails or is lost only leaves the
+    committed offsets behind the changelog, and a restart redoes that range (the engine drops what the
+    restored per-user offsets already cover; a subscriber may see a list again, as at-least-once allows).
+    The item plane's exact redo rule needs the committed offsets where the loop counts them, so there the
+    commit waits. :meth:`close` commits the last offsets synchronously (a clean stop redoes nothing)."""
+
     guarantee = "at-least-once"
 
     def __init__(self, settings: Settings, consumer: KafkaConsumer) -> None:
         self.producer = clients.producer(settings, **RECONNECT, **WORKER_PRODUCER)
         self.consumer = consumer
         self._futures: list[Any] = []
+        self.sync_commits = settings.item_plane
+        self.async_failures = 0
+        self._last: tuple[Any, dict[TopicPartition, OffsetAndMetadata]] | None = None  # (future, offsets)
+        self._push = clients.Push(self.producer)
 
     def begin(self) -> None:
-        """Nothing to open: sends are asynchronous and acknowledged at the next commit."""
+        """Nothing to open: sends are asynchronous and acknowledged at the next commit. The last batch's
+        push ends here, so that this burst of sends lingers until its own flush."""
+        self._push.settle()
 
     def flush(self) -> None:
-        """The end of a batch: send what it produced now (the linger would hold it), wait for the acks."""
-        self.producer.flush()
+        """The end of a batch: send what it produced now (the linger would hold it), without waiting for
+        the acks (the next commit waits for them, before its offsets): the loop goes on to its next poll."""
+        self._push.push()
 
     def send(self, topic: str, key: bytes | None, value: bytes | None, partition: int | None = None,
              headers: list[tuple[str, bytes]] | None = None) -> None:
@@ -74,19 +93,41 @@ class AtLeastOnce:
                                                 headers=headers))
 
     def commit(self, offsets: dict[TopicPartition, int]) -> None:
+        self._push.settle()
         self.producer.flush()
         futures, self._futures = self._futures, []
         for fut in futures:
             if fut.failed():
                 raise BrokerError(f"an output was not acknowledged: {fut.exception}; offsets not committed")
-        if offsets:
+        if not offsets:
+            return
+        if self.sync_commits:
             self.consumer.commit(_offsets(offsets))
+            return
+        committed = _offsets(offsets)
+        self._last = (self.consumer.commit_async(committed, callback=self._committed), committed)
+
+    def _committed(self, offsets: dict[TopicPartition, OffsetAndMetadata], response: Any) -> None:
+        if isinstance(response, Exception):   # the range is redone after a restart or a rebalance
+            self.async_failures += 1
+            _log.warning("offset commit failed; its range will be redone", error=str(response))
 
     def abort(self) -> None:
         self._futures.clear()
 
     def close(self) -> None:
-        self.producer.close(timeout=10)
+        try:
+            if self._last is not None and not (self._last[0].is_done and self._last[0].succeeded()):
+                # the last offsets again, synchronously (idempotent), for the partitions still assigned: a
+                # revoked one may have moved on under its new owner
+                owned = self.consumer.assignment()
+                if last := {tp: om for tp, om in self._last[1].items() if tp in owned}:
+                    self.consumer.commit(last)
+        except KafkaError as exc:
+            _log.warning("the last offset commit failed; its range will be redone", error=str(exc))
+        finally:
+            self._last = None
+            self.producer.close(timeout=10)
 
 
 class ExactlyOnce:

@@ -362,6 +362,7 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
     produce, pending = out.prod.send, out.pending.append
     handed, last_id, interrupted, stopped = 0, None, False, False
     first_ts: int | None = None
+    push: clients.Push | None = None   # paced: ships the records handed over before each wait
     start = time.perf_counter()
     try:
         for i, ev in enumerate(events):
@@ -373,7 +374,12 @@ def replay(events: Iterable[Event], settings: Settings, pacing: Pacing = Pacing(
             if pacing.mode != "max" and i % 20 == 0:
                 delay = _target_time(pacing, start, i, first_ts, ev.timestamp_ms) - time.perf_counter()
                 if delay > 0:
+                    # what was handed over leaves during the wait, not after the producer's linger
+                    if push is None or push.producer is not out.prod:
+                        push = clients.Push(out.prod)
+                    push.push()
                     time.sleep(delay)
+                    push.settle()
             handed = i + 1
             key = ev.user_id.encode()
             value = encode_value(ev.to_record())

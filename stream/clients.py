@@ -131,6 +131,37 @@ def producer(settings: Settings, *, transactional_id: str | None = None, **overr
     return _made(settings, "a producer", KafkaProducer, **config)  # type: ignore[no-any-return]
 
 
+class Push:
+    """Ship what a producer holds *now*, without waiting for the acknowledgements (``flush`` waits for them).
+
+    :meth:`push` marks the buffered batches sendable (as ``flush`` does: a flush in progress, then the sender
+    woken) and returns at once; :meth:`settle` ends that mark before the next burst of sends, so that the
+    burst lingers again instead of leaving record by record. The acks are still awaited where a guarantee
+    needs them (a flush before an offset commit). Without these kafka-python internals it falls back to a
+    blocking ``flush``."""
+
+    def __init__(self, producer: KafkaProducer) -> None:
+        self.producer = producer
+        accumulator, sender = getattr(producer, "_accumulator", None), getattr(producer, "_sender", None)
+        self._counter = getattr(accumulator, "_flushes_in_progress", None)
+        self._wakeup = getattr(sender, "wakeup", None)
+        self.pending = False
+
+    def push(self) -> None:
+        if self._counter is None or self._wakeup is None:
+            self.producer.flush()
+            return
+        if not self.pending:
+            self._counter.increment()
+            self.pending = True
+        self._wakeup()
+
+    def settle(self) -> None:
+        if self.pending:
+            self.pending = False
+            self._counter.decrement()  # type: ignore[union-attr]
+
+
 def consumer(settings: Settings, *topics: str, group: str | None = None, **overrides: Any) -> KafkaConsumer:
     """A consumer with manual commits; ``read_committed`` so transactional output is read safely."""
     config: dict[str, Any] = {
