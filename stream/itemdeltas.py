@@ -279,10 +279,29 @@ def decode_result(value: bytes, key: bytes | None = None, max_id_bytes: int = 25
     rec = read_result(value)
     if rec is None:
         rec = codec_for("item_result").decode(value)
+    elif _plainly_valid(rec, key, max_id_bytes):
+        return rec
     _check(rec, key, max_id_bytes)
     if len(rec["sources"]) > MAX_NEIGHBOURS or any(s["partition"] < 0 or s["offset"] < 0 for s in rec["sources"]):
         raise InvalidRecordError(f"the sources of {rec['item_id']!r} are not partitions and offsets")
     return rec
+
+
+def _plainly_valid(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> bool:
+    """A record of :func:`read_result` (str ids, float weights) that passes every rule of :func:`_check` and
+    :func:`decode_result` by their fast paths, in one expression (no id blank, none longer than a quarter of
+    ``max_id_bytes`` in characters, the key the item id, every number finite and in range, no sources); false
+    for anything else, which :func:`_check` then judges exactly (and refuses with the reason, or accepts)."""
+    item, nb, weights, category = rec["item_id"], rec["neighbours"], rec["weights"], rec["category"]
+    quarter = max_id_bytes // 4
+    return bool(
+        item.strip() and len(item) <= quarter and (key is None or key == item.encode())
+        and 0 <= rec["ts"] < _MAX_TS and len(nb) == len(weights) <= MAX_NEIGHBOURS
+        and (not nb or (all(map(str.strip, nb)) and max(map(len, nb)) <= quarter
+                        and min(weights) >= 0.0 and sum(weights) < _INF))
+        and 0.0 <= rec["trending"] < _INF and not rec["sources"]
+        and (rec["first_seen"] == -1 or 0 <= rec["first_seen"] < _MAX_TS)
+        and (not category or (category.strip() and len(category) <= quarter)))
 
 
 def _check(rec: dict[str, Any], key: bytes | None, max_id_bytes: int) -> str:
@@ -394,30 +413,46 @@ def read_result(data: bytes) -> dict[str, Any] | None:
     body, trailing bytes), which :func:`decode_result` then hands to the codec to decode or refuse with its
     reason (unit-tested against the codec on generated and corrupted records)."""
     fp = _result_fingerprint()
-    if fp is None or data[:2] != MARKER or data[2:HEADER_LEN] != fp:
+    if fp is None or data[2:HEADER_LEN] != fp or data[:2] != MARKER:
         return None
     size = len(data)
+    # the common cases inline (one-byte string lengths and array counts, one block per array), the rest through
+    # the helpers: ``b < 0x80 and not b & 1`` is a one-byte varint of a value 0 .. 63
     try:
-        item, pos = _str_at(data, HEADER_LEN, size)
+        b = data[HEADER_LEN]
+        if b < 0x80 and not b & 1:
+            pos = HEADER_LEN + 1 + (b >> 1)
+            item = data[HEADER_LEN + 1:pos].decode()
+        else:
+            item, pos = _str_at(data, HEADER_LEN, size)
         ts, pos = _long_at(data, pos)
         names: list[str] = []
-        n, pos = _count_at(data, pos)
+        n = data[pos]
+        if n < 0x80 and not n & 1:
+            n, pos = n >> 1, pos + 1
+        else:
+            n, pos = _count_at(data, pos)
         while n:
+            append = names.append
             for _ in range(n):
                 b = data[pos]
                 if b < 0x80 and not b & 1:       # a length under 64: one byte (an id, as a rule)
                     pos += 1
                     end = pos + (b >> 1)
-                    names.append(data[pos:end].decode())
+                    append(data[pos:end].decode())
                     pos = end
                 else:
                     s, pos = _str_at(data, pos, size)
-                    names.append(s)
+                    append(s)
             if pos > size:                       # a slice past the end is short, not an error
                 return None
             n, pos = _count_at(data, pos)
         weights: list[float] = []
-        n, pos = _count_at(data, pos)
+        n = data[pos]
+        if n < 0x80 and not n & 1:
+            n, pos = n >> 1, pos + 1
+        else:
+            n, pos = _count_at(data, pos)
         while n:
             end = pos + 8 * n
             if end > size:
@@ -429,16 +464,25 @@ def read_result(data: bytes) -> dict[str, Any] | None:
             return None
         trending, pos = _unpack_double(data, pos)[0], pos + 8
         sources: list[dict[str, int]] = []
-        n, pos = _count_at(data, pos)
-        while n:
-            for _ in range(n):
-                p, pos = _long_at(data, pos)
-                if not -(2**31) <= p < 2**31:
-                    return None
-                o, pos = _long_at(data, pos)
-                sources.append({"partition": p, "offset": o})
+        if data[pos]:
             n, pos = _count_at(data, pos)
-        first_seen, pos = _long_at(data, pos)
+            while n:
+                for _ in range(n):
+                    p, pos = _long_at(data, pos)
+                    if not -(2**31) <= p < 2**31:
+                        return None
+                    o, pos = _long_at(data, pos)
+                    sources.append({"partition": p, "offset": o})
+                n, pos = _count_at(data, pos)
+        else:
+            pos += 1
+        if data[pos] == 1:                       # first_seen -1: unknown
+            first_seen, pos = -1, pos + 1
+        else:
+            first_seen, pos = _long_at(data, pos)
+        if data[pos] == 0 and pos + 1 == size:   # no category, the record's end
+            return {"item_id": item, "ts": ts, "neighbours": names, "weights": weights, "trending": trending,
+                    "sources": sources, "first_seen": first_seen, "category": ""}
         category, pos = _str_at(data, pos, size)
     except (IndexError, ValueError):     # UnicodeDecodeError is a ValueError
         return None

@@ -117,6 +117,8 @@ class DeltaCollector:
         self._rows: dict[int, dict[str, list[Any]]] = {}  # partition -> anchor -> [newest ts, {nb: w}, trending]
         self._cur: dict[str, list[Any]] | None = None
         self._ref: int | None = None
+        self._g_ts: int | None = None       # the event time of the last growth factors (an event's covisit and
+        self._g = (1.0, 1.0)                # trend calls, and a session's events in one ms, share them)
         self.new_items = NewItems()     # first sightings: first-seen times and categories (models/serving/itemmeta.py)
         # the exact redo rule (docs/item-plane.md, "At-least-once: the rule"): from the first offset a partition is
         # entered with (after a start, an assignment or an aborted batch) up to ``exact_redo`` offsets, and not
@@ -158,6 +160,8 @@ class DeltaCollector:
             self._cur = self._rows_cur
 
     def _growth(self, ts: int) -> tuple[float, float]:
+        if ts == self._g_ts:
+            return self._g
         if self._ref is None:
             self._ref = ts
         x = (ts - self._ref) / self.hl_t
@@ -168,7 +172,8 @@ class DeltaCollector:
                     row[1] = {j: w * fc for j, w in row[1].items()}
                     row[2] *= ft
             self._ref, x = ts, 0.0
-        return _decay(ts - self._ref, self.hl_c), float(2.0 ** x)
+        self._g_ts, self._g = ts, (float(2.0 ** ((ts - self._ref) / self.hl_c)), float(2.0 ** x))
+        return self._g
 
     def _row(self, rows: dict[str, list[Any]], item: str, ts: int) -> list[Any]:
         row = rows.get(item)
@@ -185,7 +190,12 @@ class DeltaCollector:
         if rows is None or not 0.0 <= strength < math.inf or not previous or previous[0] == item:
             return
         g = strength * self._growth(ts_ms)[0]
-        nb_j = self._row(rows, item, ts_ms)[1]
+        row = rows.get(item)          # (``_row``, inlined: this runs for every learnt event and its neighbours)
+        if row is None:
+            row = rows[item] = [ts_ms, {}, 0.0]
+        elif ts_ms > row[0]:
+            row[0] = ts_ms
+        nb_j = row[1]
         done: list[str] = []
         for dist, i in enumerate(previous[:self.window], 1):
             if i == item or i in done:
@@ -193,7 +203,13 @@ class DeltaCollector:
             done.append(i)
             w = g / dist
             nb_j[i] = nb_j.get(i, 0.0) + w
-            nb_i = self._row(rows, i, ts_ms)[1]
+            row = rows.get(i)
+            if row is None:
+                rows[i] = [ts_ms, {item: 0.0 + w}, 0.0]   # (0.0 + w: as a new row adds it, -0.0 too)
+                continue
+            if ts_ms > row[0]:
+                row[0] = ts_ms
+            nb_i = row[1]
             nb_i[item] = nb_i.get(item, 0.0) + w
 
     def trend(self, item: str, strength: float, ts_ms: int) -> None:
@@ -227,6 +243,7 @@ class DeltaCollector:
 
     def _empty(self) -> None:
         self._ranges, self._rows, self._cur, self._ref, self._fine = {}, {}, None, None, {}
+        self._g_ts = None
         self.fine = False               # nothing is collected until the next enter
         self.new_items.clear()
 
