@@ -185,8 +185,8 @@ class ItemCacheFollower(BackgroundFollower):
         out: list[tuple[str, dict[str, Any] | None]] = []
         max_id = self.settings.max_id_bytes
         for recs in polled.values():
+            self.n["records"] += len(recs)
             for r in recs:
-                self.n["records"] += 1
                 try:
                     if r.value is None:
                         if not r.key:
