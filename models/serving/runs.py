@@ -14,6 +14,8 @@ array([0, 1, 0, 1, 2, 0])
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 __all__ = ["offsets", "rank_in_runs", "run_starts"]
@@ -39,8 +41,8 @@ def rank_in_runs(keys: np.ndarray) -> np.ndarray:
     return idx - np.maximum.accumulate(np.where(_heads(keys), idx, 0)) if len(keys) else idx
 
 
-def offsets(counts: np.ndarray) -> np.ndarray:
+def offsets(counts: np.ndarray | Sequence[int]) -> np.ndarray:
     """``[0, c0, c0 + c1, ...]``: where each group of ``counts`` starts, and the total at the end (int64)."""
     out = np.zeros(len(counts) + 1, dtype=np.int64)
-    np.cumsum(counts, out=out[1:])
+    np.cumsum(np.asarray(counts, dtype=np.int64), out=out[1:])
     return out
