@@ -10,9 +10,10 @@
 
 Producer tuning for the worker's pattern (a burst of sends per batch, then a flush): ``linger_ms`` is
 raised to :data:`LINGER_MS` so that the producer's sender thread does not wake up every few milliseconds
-during the burst to ship small batches (it competed with the loop for the GIL); instead the loop flushes
-at the end of every batch (:meth:`AtLeastOnce.flush`; an exactly-once commit flushes anyway), so the
-batch's records go out together, in one request per broker, and no list waits for the linger. Measured with
+during the burst to ship small batches (it competed with the loop for the GIL); instead the loop pushes
+at the end of every batch (:meth:`AtLeastOnce.flush`, ``clients.Push``: sendable now, acks not awaited, so
+the loop goes on to its next poll; an exactly-once commit flushes anyway), so the batch's records go out
+together, in one request per broker, and no list waits for the linger. Measured with
 ``streamrec bench produce`` (reports/README.md): linger 50-200 ms cut the send loop's cost per list by about
 a third against 5 ms; batch size (64 KB to 1 MB) made no difference beyond the run's noise (one batch per
 partition per flush is far below 256 KB); lz4 stays: no compression cost about as much CPU and stored 2.2x

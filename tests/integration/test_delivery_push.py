@@ -1,6 +1,7 @@
-"""The worker's at-least-once delivery on a real broker: a batch's outputs leave at its end without waiting
-for the producer's linger or for their acks (``clients.Push``), the offsets are committed only after the
-outputs are acknowledged, asynchronously, and a clean close leaves the last offsets committed."""
+"""On a real broker: ``clients.Push`` ships what a producer holds without its linger or the acks (the worker
+at the end of a batch, the paced replay before each wait); the worker's at-least-once delivery commits the
+offsets only after the outputs are acknowledged, asynchronously, and a clean close leaves the last offsets
+committed."""
 
 from __future__ import annotations
 
