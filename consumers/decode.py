@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 from streamrec.models.events import Event, EventLimits, EventType, check_event
+from streamrec.stream.avro_reader import read_long as _varint
 from streamrec.stream.errors import DecodeError, InvalidRecordError
 from streamrec.stream.records import Record
 from streamrec.stream.serde import HEADER_LEN, MARKER, AvroCodec, codec_for
@@ -61,25 +62,6 @@ def validate(event: Event, now_ms: int, limits: EventLimits = DEFAULT_LIMITS) ->
     reason = check_event(event, limits, now_ms)
     if reason is not None:
         raise InvalidRecordError(reason)
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint (Avro int or long) at ``pos``: ``(value, next position)``."""
-    b = data[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    n, shift = b & 0x7F, 7
-    while True:
-        pos += 1
-        b = data[pos]
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            if n >> 64:
-                raise ValueError("varint over 64 bits")
-            return (n >> 1) ^ -(n & 1), pos + 1
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
 
 
 def _string(data: bytes, pos: int) -> tuple[str, int]:

@@ -28,6 +28,7 @@ import fastavro
 from kafka.partitioner.default import murmur2
 
 from streamrec.models.serving.itemplane import ItemDelta
+from streamrec.stream.avro_reader import read_long as _long_at
 from streamrec.stream.avro_writer import compile_writer, varint
 from streamrec.stream.errors import DecodeError, InvalidRecordError
 from streamrec.stream.serde import (
@@ -362,25 +363,6 @@ def _result_fingerprint() -> bytes | None:
     return codec.fingerprint
 
 
-def _long_at(data: bytes, pos: int) -> tuple[int, int]:
-    """A zig-zag varint (Avro int or long) at ``pos``: ``(value, next position)``; over 64 bits: ValueError."""
-    b = data[pos]
-    if b < 0x80:
-        return (b >> 1) ^ -(b & 1), pos + 1
-    n, shift = b & 0x7F, 7
-    while True:
-        pos += 1
-        b = data[pos]
-        n |= (b & 0x7F) << shift
-        if b < 0x80:
-            if n >> 64:
-                raise ValueError("varint over 64 bits")
-            return (n >> 1) ^ -(n & 1), pos + 1
-        shift += 7
-        if shift > 63:
-            raise ValueError("varint longer than 10 bytes")
-
-
 def _str_at(data: bytes, pos: int, size: int) -> tuple[str, int]:
     b = data[pos]
     if b < 0x80:
@@ -400,6 +382,9 @@ def _str_at(data: bytes, pos: int, size: int) -> tuple[str, int]:
 def _count_at(data: bytes, pos: int) -> tuple[int, int]:
     """An array block's item count (0: the end); a negative count (a block with its byte size) is the
     codec's to read."""
+    b = data[pos]
+    if b < 0x80 and not b & 1:                   # a count under 64: one byte, the common case
+        return b >> 1, pos + 1
     n, pos = _long_at(data, pos)
     if n < 0 or n > MAX_NEIGHBOURS:
         raise ValueError("an array block the direct reader leaves to the codec")
@@ -427,11 +412,7 @@ def read_result(data: bytes) -> dict[str, Any] | None:
             item, pos = _str_at(data, HEADER_LEN, size)
         ts, pos = _long_at(data, pos)
         names: list[str] = []
-        n = data[pos]
-        if n < 0x80 and not n & 1:
-            n, pos = n >> 1, pos + 1
-        else:
-            n, pos = _count_at(data, pos)
+        n, pos = _count_at(data, pos)
         while n:
             append = names.append
             for _ in range(n):
@@ -448,11 +429,7 @@ def read_result(data: bytes) -> dict[str, Any] | None:
                 return None
             n, pos = _count_at(data, pos)
         weights: list[float] = []
-        n = data[pos]
-        if n < 0x80 and not n & 1:
-            n, pos = n >> 1, pos + 1
-        else:
-            n, pos = _count_at(data, pos)
+        n, pos = _count_at(data, pos)
         while n:
             end = pos + 8 * n
             if end > size:
