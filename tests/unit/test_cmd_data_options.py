@@ -10,6 +10,7 @@ from typer.testing import CliRunner
 
 from streamrec import cli
 from streamrec.models.errors import InputError
+from tests.unit.worker_cli import worker_settings
 
 LOG = "tests/fixtures/otto-sample.jsonl"  # any existing log: the options are refused before it is read
 
@@ -63,21 +64,9 @@ def test_the_worker_rule_flags_reach_its_settings(monkeypatch: pytest.MonkeyPatc
     result = CliRunner().invoke(cli.app, ["worker", "--rule-min-price", "50", "--rule-max-price", "10"])
     assert isinstance(result.exception, ConfigError), result.output
     assert "STREAMREC_RULE_MAX_PRICE=10.0 is below STREAMREC_RULE_MIN_PRICE=50.0" in str(result.exception)
-    seen: list[object] = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_worker(settings: object, model_sync: bool) -> None:
-        seen.append(settings)
-        raise Stop
-
-    monkeypatch.setattr("streamrec.consumers.worker.Worker", fake_worker)
-    result = CliRunner().invoke(cli.app, ["worker", "--rule-max-per-brand", "2", "--rule-exclude-categories",
-                                          "adult,test", "--no-catalog"])
-    assert isinstance(result.exception, Stop), result.output
-    (s,) = seen
-    assert (s.rule_max_per_brand, s.rule_exclude_categories, s.catalog) == (2, "adult,test", False)  # type: ignore[attr-defined]
+    s = worker_settings(monkeypatch, ["--rule-max-per-brand", "2", "--rule-exclude-categories", "adult,test",
+                                      "--no-catalog"])
+    assert (s.rule_max_per_brand, s.rule_exclude_categories, s.catalog) == (2, "adult,test", False)
 
 
 def test_the_worker_filter_seen_flag_reaches_the_engine(monkeypatch: pytest.MonkeyPatch) -> None:
@@ -87,19 +76,7 @@ def test_the_worker_filter_seen_flag_reaches_the_engine(monkeypatch: pytest.Monk
 
     bad = CliRunner().invoke(cli.app, ["worker", "--filter-seen", "sometimes"])
     assert isinstance(bad.exception, ConfigError) and "STREAMREC_FILTER_SEEN='sometimes'" in str(bad.exception)
-    seen: list[Settings] = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_worker(settings: Settings, model_sync: bool) -> None:
-        seen.append(settings)
-        raise Stop
-
-    monkeypatch.setattr("streamrec.consumers.worker.Worker", fake_worker)
-    result = CliRunner().invoke(cli.app, ["worker", "--filter-seen", "purchased"])
-    assert isinstance(result.exception, Stop), result.output
-    assert engine_config(seen[0]).filter_seen == "purchased"
+    assert engine_config(worker_settings(monkeypatch, ["--filter-seen", "purchased"])).filter_seen == "purchased"
     assert engine_config(Settings.from_env({"STREAMREC_FILTER_SEEN": "all"})).filter_seen == "all"
     assert engine_config(Settings()).filter_seen == "auto"
 
@@ -110,20 +87,8 @@ def test_the_worker_item_plane_flags_reach_its_settings(monkeypatch: pytest.Monk
 
     bad = CliRunner().invoke(cli.app, ["worker", "--item-exact-redo", "-1"])
     assert isinstance(bad.exception, ConfigError) and "STREAMREC_ITEM_EXACT_REDO" in str(bad.exception), bad.output
-    seen: list[Settings] = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_worker(settings: Settings, model_sync: bool) -> None:
-        seen.append(settings)
-        raise Stop
-
-    monkeypatch.setattr("streamrec.consumers.worker.Worker", fake_worker)
-    result = CliRunner().invoke(cli.app, ["worker", "--item-plane", "--no-item-owner", "--item-owner-thread",
-                                          "--item-exact-redo", "0"])
-    assert isinstance(result.exception, Stop), result.output
-    (s,) = seen
+    s = worker_settings(monkeypatch, ["--item-plane", "--no-item-owner", "--item-owner-thread",
+                                      "--item-exact-redo", "0"])
     assert (s.item_plane, s.item_owner, s.item_owner_process, s.item_exact_redo) == (True, False, False, 0)
     default = Settings()
     assert (default.item_owner, default.item_owner_process, default.item_exact_redo) == (True, True, 5_000)

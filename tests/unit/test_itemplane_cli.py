@@ -10,25 +10,13 @@ from streamrec import cli
 from streamrec.consumers.itemcache import plane_settings
 from streamrec.models.errors import ConfigError
 from streamrec.stream.settings import Settings
+from tests.unit.worker_cli import worker_settings
 
 
 def test_the_worker_flag_reaches_its_settings(monkeypatch: pytest.MonkeyPatch) -> None:
-    seen: list[Settings] = []
-
-    class Stop(Exception):
-        pass
-
-    def fake_worker(settings: Settings, model_sync: bool) -> None:
-        seen.append(settings)
-        raise Stop
-
-    monkeypatch.setattr("streamrec.consumers.worker.Worker", fake_worker)
     for args, want in ((["--item-plane"], True), (["--no-item-plane"], False), ([], False)):
-        result = CliRunner().invoke(cli.app, ["worker", *args])
-        assert isinstance(result.exception, Stop), result.output
-        assert seen[-1].item_plane is want
-    result = CliRunner().invoke(cli.app, ["worker"], env={"STREAMREC_ITEM_PLANE": "1"})
-    assert isinstance(result.exception, Stop) and seen[-1].item_plane is True
+        assert worker_settings(monkeypatch, args).item_plane is want
+    assert worker_settings(monkeypatch, [], env={"STREAMREC_ITEM_PLANE": "1"}).item_plane is True
     assert CliRunner().invoke(cli.app, ["items", "--help"]).exit_code == 0
 
 
