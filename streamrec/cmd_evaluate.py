@@ -18,6 +18,8 @@ The log is read with :func:`producers.readers.read_events` (event-time order) an
 ``full_blend``     on request (``--configs``): ``full`` without the reranker, the engine's weighted blend
 ``full_content``   on request (``--configs``): ``full`` with the ``content`` source (needs a catalog: the
                    ``u.item`` beside a MovieLens log, or ``--catalog``)
+``full_sknn``      on request (``--configs``): ``full`` with the engine's ``session_knn`` source (V-SKNN session
+                   neighbours learnt from every user's events; opt-in in the engine)
 =================  ===================================================================================
 
 Base models are trained by :func:`models.base.training.train`; the three base-model configurations share one
@@ -55,8 +57,9 @@ def register(app: typer.Typer) -> None:
         json_path: str = typer.Option(None, "--json", help="Write the JSON report here ('-': stdout)."),
         plot_path: str = typer.Option(None, "--plot", help="Write a PNG of HR@k per window here."),
         configs: str = typer.Option(",".join(CONFIGS), "--configs", help="Comma-separated subset of "
-                                    + ", ".join(CONFIGS) + "; also full_blend (full without the reranker) and "
-                                    "full_content (full with the content source)."),
+                                    + ", ".join(CONFIGS) + "; also full_blend (full without the reranker), "
+                                    "full_content (full with the content source) and full_sknn (full with the "
+                                    "session_knn source)."),
         sync_every: str = typer.Option(str(DEFAULT_SYNC_EVERY), "--sync-every",
                                        help="Retrain and swap the full system's base model every N events, or "
                                             "every span of event time (12h, 1d); 0: never after the warm-up."),
@@ -75,8 +78,9 @@ def register(app: typer.Typer) -> None:
         reranker: bool = typer.Option(True, "--reranker/--no-reranker",
                                       help="Turn on the engine's learned reranker for full (when it has one)."),
         workers: str = typer.Option(None, "--workers",
-                                    help="Run full (and full_blend) on N simulated workers, users sharded as the "
-                                         "producer and the consumer group shard them; a list (1,3,6) runs each."),
+                                    help="Run full (and full_blend, full_content, full_sknn) on N simulated "
+                                         "workers, users sharded as the producer and the consumer group shard "
+                                         "them; a list (1,3,6) runs each."),
         items: str = typer.Option(None, "--items", help="With --workers: item knowledge (co-visitation, trending, "
                                                         "session neighbours) split per worker (today), shared by "
                                                         "all (an item plane), or split,shared (default split)."),

@@ -66,8 +66,9 @@ from streamrec.models.evaluation.sharding import ShardedEnginePolicy
 from streamrec.models.events import Event, EventType
 
 CONFIGS = ("popularity", "recent", "sknn", "river_mf", "static_base", "online_vectors", "full")
-#: on request only: ``full`` without the learned reranker, to measure what the reranker adds
-EXTRA_CONFIGS = ("full_blend", "full_content")
+#: on request only: ``full`` without the learned reranker (what the reranker adds), with the content source, or
+#: with the session-neighbour source (``session_knn``, not in the engine's default sources)
+EXTRA_CONFIGS = ("full_blend", "full_content", "full_sknn")
 #: dataset name -> log format
 DATASETS = {"movielens-100k": "movielens", "otto": "otto", "csv": "csv", "jsonl": "jsonl", "avro": "avro"}
 DEFAULT_SYNC_EVERY = 10_000
@@ -96,6 +97,8 @@ DESCRIPTIONS = {
     "full_blend": "full without the learned reranker: the engine's weighted blend of its sources",
     "full_content": "full with the content source (catalog items similar in content to the user's recent items; "
                     "the catalog is fed to the engine before the replay)",
+    "full_sknn": "full with the session_knn source (V-SKNN inside the engine: the items of the sessions most "
+                 "similar to the user's recent items, learnt from every user's events; opt-in in the engine)",
 }
 
 
@@ -468,10 +471,12 @@ def build_policies(names: Sequence[str], cfg: EvalConfig, events: Sequence[Event
         elif name in ("static_base", "online_vectors"):
             policies.append(TrainedOnce(online=name == "online_vectors", trainer=trainer, name=name))
         else:
-            config, settings = full_engine(cfg, events, reranker and name in ("full", "full_content"))
+            config, settings = full_engine(cfg, events, reranker and name in ("full", "full_content", "full_sknn"))
             engine = settings if name == "full" or not engine else engine
             if name == "full_content" and "content" not in config.sources:
                 config = dataclasses.replace(config, sources=(*config.sources, "content"))
+            if name == "full_sknn" and "session_knn" not in config.sources:
+                config = dataclasses.replace(config, sources=(*config.sources, "session_knn"))
             if opts is not None and opts.workers:      # on simulated workers (streamrec/evaluate_shards.py)
                 from streamrec.evaluate_shards import sharded_policies
 

@@ -4,7 +4,7 @@ simulated workers (:mod:`models.evaluation.sharding`) into the evaluation (:mod:
 Users are sharded as production shards them (:mod:`streamrec.sharding`: the producer's partitioner, then
 the consumer group's range assignment over ``--partitions``, default the events topic's
 ``STREAMREC_EVENTS_PARTITIONS``). Each engine configuration asked for (``full``, ``full_blend``,
-``full_content``) runs once per worker count and item mode (one worker: once), named ``full@3w-split``,
+``full_content``, ``full_sknn``) runs once per worker count and item mode (one worker: once), named ``full@3w-split``,
 ``full@3w-shared``, ``full@1w``; with ``--restart-at``, each also runs restarted at that point
 (``full@3w-split+restart``) beside its twin, so the dip is read against the same stream without a restart.
 The baselines run once, as before.
