@@ -348,6 +348,8 @@ class Recommender:
         self.catalog = CatalogStore(cfg.catalog_rules())   # newest record per item (update_catalog)
         if self.item_plane is not None:                     # a new item's category goes out with its deltas
             self.item_plane.catalog = self.catalog
+            if self.online is not None:       # the reranker's item ages and categories: every worker's traffic
+                self.online.items.global_facts = self.item_plane.cache.facts
         self._explain = explainers(self.sources)
         self._model: PreparedModel | None = None
         self._triggers: dict[str, tuple[str, int, int, int]] = {}

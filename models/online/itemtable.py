@@ -8,6 +8,14 @@ Features are built for tens of thousands of candidates per batch, most of them i
 so :meth:`ItemTable.bind` mirrors the table into arrays indexed by model code (kept current by
 :meth:`ItemTable.observe`), and :meth:`ItemTable.facts` answers for model items with numpy alone.
 
+With the item plane on (docs/item-plane.md), the worker's own events are only its share of the traffic, so
+its first sightings come late and miss the items only other workers' users touched. The engine then sets
+:attr:`ItemTable.global_facts` to the item cache's facts (:class:`models.serving.itemmeta.ItemFacts`: the
+earliest event time any worker saw, the published category): every answer takes the global first-seen
+time where the plane knows one (the earlier of it and the local one) and the global category where it has
+one, and falls back to the table's own values for items the plane does not know yet. Without the plane
+(``global_facts`` is ``None``) nothing changes.
+
 >>> table = ItemTable(max_items=2)
 >>> table.observe("a", 0, "shoes"); table.observe("b", 3_600_000, None); table.observe("a", 9, "hats")
 >>> table.first_seen(["a", "b", "zz"]).tolist(), table.categories(["a", "b"]).tolist()
@@ -18,18 +26,31 @@ so :meth:`ItemTable.bind` mirrors the table into arrays indexed by model code (k
 ([-1, 3600000], 4, -1)
 >>> table.observe("c", 7_200_000, "hats"); len(table), "a" in table
 (2, False)
+>>> table.global_facts = {"b": (1_000, "hats"), "q": (5, "socks")}   # item -> (first seen, category), as published
+>>> table.first_seen(["b", "c", "q"]).tolist(), table.categories(["b", "c", "q"]).tolist()
+([1000, 7200000, 5], [1, 1, 2])
 """
 
 from __future__ import annotations
 
 import io
 from collections.abc import Callable, Mapping, Sequence
+from typing import Protocol
 
 import numpy as np
 
 from streamrec.models.online.plainstate import StateError, load_npz, unique
 
 MODEL_CATEGORY = 1 << 32       # model categories live above the event-context ones
+
+
+class GlobalFacts(Protocol):
+    """Global first-seen times and categories: ``get(item) -> (first seen ms or -1, category or "")``
+    (:class:`models.serving.itemmeta.ItemFacts`; a plain dict of such pairs works too)."""
+
+    def get(self, item: str) -> tuple[int, str] | None: ...
+
+    def __len__(self) -> int: ...
 
 
 class ItemTable:
@@ -48,6 +69,8 @@ class ItemTable:
         self._m_index: Mapping[str, int] = {}
         self._m_first = np.zeros(0, dtype=np.int64)
         self._m_cat = np.zeros(0, dtype=np.int64)
+        #: the item plane's facts (every worker's traffic), read before this table's own; None: local only
+        self.global_facts: GlobalFacts | None = None
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -100,14 +123,41 @@ class ItemTable:
         return np.array([get(i, -1) for i in items], dtype=np.int64)
 
     def first_seen(self, items: Sequence[str]) -> np.ndarray:
-        """First-seen times (ms) of ``items``; -1 for items not in the table."""
+        """First-seen times (ms) of ``items``; -1 for items not in the table (nor on the plane)."""
         s = self.slots(items)
-        return np.where(s >= 0, self._first[s], -1)
+        first = np.where(s >= 0, self._first[s], -1)
+        return first if not self.global_facts else self._global(items, first, np.zeros(len(items), np.int64))[0]
 
     def categories(self, items: Sequence[str]) -> np.ndarray:
-        """Event-context category codes of ``items``; -1 where none is known."""
+        """Event-context (or, on the plane, published) category codes of ``items``; -1 where none is known."""
         s = self.slots(items)
-        return np.where(s >= 0, self._cat[s], -1)
+        cat = np.where(s >= 0, self._cat[s], -1)
+        return cat if not self.global_facts else self._global(items, np.full(len(items), -1, np.int64), cat)[1]
+
+    def _code(self, category: str) -> int:
+        code = self._codes.get(category)
+        if code is None:
+            if len(self._codes) >= MODEL_CATEGORY:
+                return -1
+            code = self._codes[category] = len(self._codes)
+        return code
+
+    def _global(self, items: Sequence[str], first: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """``first`` and ``cat`` of ``items`` with the plane's facts laid over them: the earlier first-seen
+        time where the plane knows one, its category where it has one (coded in this table's codes)."""
+        get = self.global_facts.get  # type: ignore[union-attr]
+        got = [get(i) for i in items]
+        g_first = np.fromiter((g[0] if g else -1 for g in got), dtype=np.int64, count=len(got))
+        known = g_first >= 0
+        first = np.where(known & ((first < 0) | (g_first < first)), g_first, first)
+        named = [(k, g[1]) for k, g in enumerate(got) if g and g[1]]
+        if named:
+            cat = cat.copy()
+            for k, c in named:
+                code = self._code(c)
+                if code >= 0:
+                    cat[k] = code
+        return first, cat
 
     # --- model codes -------------------------------------------------------------------------------
     def bind(self, ids: Sequence[str], index_of: Mapping[str, int], categories: np.ndarray | None) -> None:
@@ -133,12 +183,16 @@ class ItemTable:
         first[inside] = self._m_first[codes[inside]]
         cat[inside] = self._m_cat[codes[inside]]
         rest = np.flatnonzero(~inside)
+        get = items if callable(items) else items.__getitem__
         if len(rest):
-            get = items if callable(items) else items.__getitem__
             s = self.slots([get(k) for k in rest.tolist()])
             ok = s >= 0
             first[rest] = np.where(ok, self._first[s], -1)
             cat[rest] = np.where(ok, self._cat[s], -1)
+        if self.global_facts:                     # the item plane's facts over this worker's own
+            bound = self.bound or ()
+            ids = [bound[c] if 0 <= c < n else get(k) for k, c in enumerate(codes.tolist())]
+            first, cat = self._global(ids, first, cat)
         return first, cat
 
     # --- checkpoints ------------------------------------------------------------------------------
@@ -190,6 +244,7 @@ class ItemTable:
         """Replace the table's contents by a checked :meth:`to_bytes` state (this table's ``max_items``
         stays; the oldest items are dropped if the state holds more). Nothing changes when it is refused."""
         fresh = ItemTable.from_bytes(data, self.max_items)
+        fresh.global_facts = self.global_facts       # the engine's link to the plane stays
         self.__dict__.update(fresh.__dict__)
 
 
