@@ -71,6 +71,10 @@ class ItemTable:
         self._m_cat = np.zeros(0, dtype=np.int64)
         #: the item plane's facts (every worker's traffic), read before this table's own; None: local only
         self.global_facts: GlobalFacts | None = None
+        # the plane's facts of the bound model's items, by model code, as first read (-1: not known yet)
+        self._g_first = np.zeros(0, dtype=np.int64)
+        self._g_cat = np.zeros(0, dtype=np.int64)
+        self._g_size = -1                  # len(global_facts) when the unknown ones were last looked up
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -170,6 +174,9 @@ class ItemTable:
         if categories is not None and len(categories) == len(ids):
             cat = np.where((cat < 0) & (categories >= 0), MODEL_CATEGORY + categories, cat)
         self.bound, self._m_index, self._m_first, self._m_cat = tuple(ids), index_of, first, cat
+        self._g_first = np.full(len(ids), -1, dtype=np.int64)
+        self._g_cat = np.full(len(ids), -1, dtype=np.int64)
+        self._g_size = -1
 
     def facts(self, codes: np.ndarray, items: Sequence[str] | Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
         """``(first seen ms, category key)`` of items (-1: unknown) whose codes in the bound model are
@@ -190,10 +197,28 @@ class ItemTable:
             first[rest] = np.where(ok, self._first[s], -1)
             cat[rest] = np.where(ok, self._cat[s], -1)
         if self.global_facts:                     # the item plane's facts over this worker's own
-            bound = self.bound or ()
-            ids = [bound[c] if 0 <= c < n else get(k) for k, c in enumerate(codes.tolist())]
-            first, cat = self._global(ids, first, cat)
+            if inside.any():
+                first[inside], cat[inside] = self._global_model(codes[inside], first[inside], cat[inside])
+            if len(rest):
+                first[rest], cat[rest] = self._global([get(k) for k in rest.tolist()], first[rest], cat[rest])
         return first, cat
+
+    def _global_model(self, codes: np.ndarray, first: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """:meth:`_global` for model items by code, from arrays that keep each item's facts as first read from
+        the plane (a published first-seen time is the minimum over workers and the first category sticks, so
+        they are read once): only items the plane did not know yet are looked up, and only when it grew."""
+        g_first, g_cat = self._g_first, self._g_cat
+        size = len(self.global_facts)  # type: ignore[arg-type]
+        if size != self._g_size:
+            miss = np.unique(codes[g_first[codes] < 0])
+            if len(miss):
+                bound = self.bound or ()
+                f, c = self._global([bound[m] for m in miss.tolist()], np.full(len(miss), -1, np.int64),
+                                    np.full(len(miss), -1, np.int64))
+                g_first[miss], g_cat[miss] = f, c
+            self._g_size = size
+        gf, gc = g_first[codes], g_cat[codes]
+        return (np.where((gf >= 0) & ((first < 0) | (gf < first)), gf, first), np.where(gc >= 0, gc, cat))
 
     # --- checkpoints ------------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
