@@ -67,7 +67,7 @@ def test_model_items_bound_by_code_get_the_global_facts_too() -> None:
     first, cat = table.facts(np.array([0, 1]), ["m0", "m1"])
     assert first.tolist() == [-1, 1_000] and cat[0] == (1 << 32) + 3 and 0 <= cat[1] < 1 << 32
     # an item the plane learns of after a first look-up is found at the next one
-    _apply(a, [_click(2, "ua", "m0", 3_000)], partition=0)
+    _apply(a, [_click(2, "va", "m0", 3_000)], partition=0)
     _round_trip(ItemStats(), [a], [b])
     assert table.facts(np.array([0, 1]), ["m0", "m1"])[0].tolist() == [3_000, 1_000]
 
