@@ -304,7 +304,10 @@ def _merge(main: EvalReport, side: EvalReport, order: Sequence[str]) -> EvalRepo
     configs, curves = {**main.configs, **side.configs}, {**main.curves, **side.curves}
     timings = {**side.timings, **main.timings}
     timings["total"] = {"wall_s": max(main.timings["total"]["wall_s"], side.timings["total"]["wall_s"])}
-    return dataclasses.replace(main, configs={n: configs[n] for n in order},
+    hr = f"hr@{main.k}"
+    per_kind = {**main.kinds.get(hr, {}), **side.kinds.get(hr, {})}
+    kinds = {**main.kinds, hr: {n: per_kind[n] for n in order if n in per_kind}} if main.kinds else {}
+    return dataclasses.replace(main, configs={n: configs[n] for n in order}, kinds=kinds,
                                curves={n: curves[n] for n in order},
                                timings={n: timings[n] for n in [*order, "total"]})
 
@@ -636,4 +639,23 @@ def print_summary(result: Evaluation) -> None:
     for name, values in r.configs.items():
         sync = r.timings.get(name, {}).get("sync_s", 0.0)
         table.add_row(name, *(f"{values.get(m, float('nan')):.4f}" for m in metrics), f"{sync:.1f}")
-    Console(width=None if sys.stdout.isatty() else 120).print(table)
+    console = Console(width=None if sys.stdout.isatty() else 120)
+    console.print(table)
+    line = kinds_line(r.kinds, r.k)
+    if line:
+        console.print(line)
+
+
+def kinds_line(kinds: dict[str, Any], k: int) -> str:
+    """The scored targets by kind and each configuration's HR@k per kind, in one paragraph ('' if none)."""
+    n = kinds.get("targets") or {}
+    total = sum(n.values())
+    if not total:
+        return ""
+    per = kinds.get(f"hr@{k}", {})
+    cells = "; ".join(f"{name} " + " / ".join("-" if v is None else f"{v:.3f}" for v in
+                                               (hr.get(kind) for kind in ("repeat", "known", "new")))
+                      for name, hr in per.items())
+    return (f"targets: {100 * n.get('repeat', 0) / total:.1f}% repeat the user's own items, "
+            f"{100 * n.get('known', 0) / total:.1f}% are items only others touched before, "
+            f"{100 * n.get('new', 0) / total:.1f}% are new to the log. HR@{k} on repeat / known / new: {cells}")

@@ -14,6 +14,12 @@ Events are replayed in event-time order, in-process and deterministically. For e
 Item cold start: a target whose item had fewer than ``cold_item_events`` earlier events (of anyone, warm-up
 included) is scored a second time into a cold-start accumulator per policy (the report's ``cold``).
 
+Target kinds (the report's ``kinds``): each scored target is a ``repeat`` (the item is one of the user's own
+earlier items), ``known`` (an item other users touched before, never this user) or ``new`` (no earlier event
+of anyone has it), with each policy's HR@k per kind. The shares bound what a log allows: a list built from
+the log alone reaches at most the ``repeat`` plus ``known`` share, and a ``recent`` list can reach only the
+``repeat`` targets.
+
 So no policy ever learns an event before that event is scored; ``tests/unit/test_evaluation.py`` checks
 this with a spy policy.
 
@@ -37,6 +43,7 @@ import time
 from collections import defaultdict
 from collections.abc import Callable, Iterable, Sequence
 from collections.abc import Set as AbstractSet
+from typing import Any
 
 from streamrec.models.errors import ConfigError, InputError
 from streamrec.models.evaluation.config import EvalConfig
@@ -59,11 +66,13 @@ class _History:
         self.seen: defaultdict[str, set[str]] = defaultdict(set)
         self.purchased: defaultdict[str, set[str]] = defaultdict(set)
         self.counts: defaultdict[str, int] = defaultdict(int)
+        self.own: defaultdict[str, set[str]] = defaultdict(set)    # every item of each user, for target kinds
         self.total = 0
 
     def update(self, events: Iterable[Event]) -> None:
         for e in events:
             self.counts[e.item_id] += 1
+            self.own[e.user_id].add(e.item_id)
             self.total += 1
             if self.exclude == "seen":
                 self.seen[e.user_id].add(e.item_id)
@@ -76,6 +85,22 @@ class _History:
         if self.exclude == "purchased":
             return self.purchased.get(user_id, _EMPTY)
         return _EMPTY
+
+    def kind(self, e: Event) -> str:
+        """The target's kind (:data:`KINDS`): the user's own earlier item, another user's, or new to the log."""
+        if e.item_id in self.own.get(e.user_id, _EMPTY):
+            return "repeat"
+        return "known" if self.counts.get(e.item_id, 0) else "new"
+
+
+#: target kinds, see the module docstring
+KINDS = ("repeat", "known", "new")
+
+
+def _kinds_report(k: int, targets: dict[str, int], hits: dict[str, dict[str, int]]) -> dict[str, Any]:
+    return {"targets": dict(targets), f"hr@{k}": {
+        name: {kind: round(h[kind] / targets[kind], 6) if targets[kind] else None for kind in KINDS}
+        for name, h in hits.items()}}
 
 
 def _check_sorted(events: Sequence[Event]) -> None:
@@ -136,6 +161,8 @@ def prequential(events: Iterable[Event], policies: Sequence[Policy], config: Eva
     timings = {p.name: {"recommend_s": 0.0, "learn_s": 0.0, "sync_s": 0.0, "syncs": 0} for p in policies}
     syncing = [p for p in policies if has_sync(p)]
     history = _History(cfg.exclude)
+    kind_targets = dict.fromkeys(KINDS, 0)
+    kind_hits = {p.name: dict.fromkeys(KINDS, 0) for p in policies}
     started = time.perf_counter()
     reported = 0
 
@@ -185,13 +212,17 @@ def prequential(events: Iterable[Event], policies: Sequence[Policy], config: Eva
         if targets:
             requests = [Request(e.user_id, e.timestamp_ms, history.excluded(e.user_id)) for e in targets]
             unreachable += sum(1 for e, r in zip(targets, requests, strict=True) if e.item_id in r.exclude)
+            kinds = [history.kind(e) for e in targets]
+            for kind in kinds:
+                kind_targets[kind] += 1
             for p in policies:
                 t0 = time.perf_counter()
                 lists = recommend_batch(p, requests, depth)
                 timings[p.name]["recommend_s"] += time.perf_counter() - t0
-                acc, cold_acc = accs[p.name], cold_accs[p.name]
-                for e, ranked in zip(targets, lists, strict=True):
+                acc, cold_acc, hits = accs[p.name], cold_accs[p.name], kind_hits[p.name]
+                for e, ranked, kind in zip(targets, lists, kinds, strict=True):
                     acc.add(ranked, e.item_id, history.counts, history.total, e.timestamp_ms)
+                    hits[kind] += e.item_id in ranked[:cfg.k]
                     if history.counts.get(e.item_id, 0) < cold_below:
                         cold_acc.add(ranked, e.item_id, history.counts, history.total, e.timestamp_ms)
         learn(chunk)
@@ -210,4 +241,5 @@ def prequential(events: Iterable[Event], policies: Sequence[Policy], config: Eva
         cold={} if not cold_below else {
             "item_events_below": cold_below, "targets": next(iter(cold_accs.values())).n if cold_accs else 0,
             "configs": {name: acc.result() for name, acc in cold_accs.items()}},
+        kinds=_kinds_report(cfg.k, kind_targets, kind_hits),
     )

@@ -13,6 +13,8 @@ JSON schema ``streamrec-eval/1`` (keys sorted, every value a JSON number, string
     settings      the EvalConfig, as plain values
     cold          item cold start: {"item_events_below": N, "targets": scored targets whose item had fewer
                   than N earlier events, "configs": {name: <the metrics over those targets>}} ({}: not measured)
+    kinds         target kinds: {"targets": {"repeat", "known", "new": scored targets of each kind},
+                  "hr@K": {name: {kind: HR@K over that kind's targets, or null}}} (models.evaluation.harness)
 
 >>> r = EvalReport("toy", 10, 2, 4, 0, 10, 20, 5, {"pop": {"hr@10": 0.5}}, {"pop": []}, {}, {})
 >>> EvalReport.from_json(r.to_json()) == r
@@ -46,6 +48,7 @@ class EvalReport:
     timings: dict[str, dict[str, float]]
     settings: dict[str, Any]
     cold: dict[str, Any] = field(default_factory=dict)
+    kinds: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {"schema": SCHEMA, **asdict(self)}

@@ -201,7 +201,7 @@ def test_report_schema_json_and_plot(tmp_path: Any) -> None:
     raw = json.loads(report.to_json())
     assert raw["schema"] == "streamrec-eval/1"
     assert set(raw) == {"schema", "dataset", "events", "warmup", "evaluated", "unreachable", "k", "recall_k",
-                        "catalog_size", "configs", "curves", "timings", "settings", "cold"}
+                        "catalog_size", "configs", "curves", "timings", "settings", "cold", "kinds"}
     assert set(raw["configs"]) == {"popularity", "river_mf"}
     for metrics in raw["configs"].values():
         assert list(metrics) == sorted(["hr@10", "ndcg@10", "mrr@10", "recall@20", "coverage", "novelty"])
