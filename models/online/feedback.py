@@ -147,12 +147,67 @@ class FeedbackLog:
             self._items[slot] = ()
 
 
+_THETA: dict[tuple[str, int], np.ndarray] = {}
+
+
+def _theta(policy: LabelPolicy, n: int) -> np.ndarray:
+    """``policy.propensity(n)``, computed once per bias and length (read-only)."""
+    key = (policy.position_bias, n)
+    theta = _THETA.get(key)
+    if theta is None:
+        theta = _THETA[key] = policy.propensity(n)
+        theta.setflags(write=False)
+    return theta
+
+
 def label_pairs(log: FeedbackLog, acted: Mapping[int, Set[int]], policy: LabelPolicy,
                 rng: np.random.Generator, max_pairs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """Labelled pairs ``(X, y, w)`` from the logged positions acted on (``acted``: slot -> positions), at
     most ``max_pairs`` (default ``policy.max_pairs``). Vectorised over all slots: negatives are drawn per
     slot without replacement with probability proportional to ``theta`` by Efraimidis-Spirakis keys
-    (``log(u) / theta``, the largest keys win)."""
+    (``log(u) / theta``, the largest keys win).
+
+    One slot (a batch where one user acted on their list: every labelled event of a batch-of-one replay)
+    takes a short path with a handful of numpy calls; it returns the same arrays and draws the same random
+    numbers as the vectorised path (:func:`label_pairs_vectorised`; ``tests/unit/test_feedback_log.py``)."""
+    if len(acted) == 1:
+        return _one_slot(log, acted, policy, rng, max_pairs)
+    return label_pairs_vectorised(log, acted, policy, rng, max_pairs)
+
+
+def _one_slot(log: FeedbackLog, acted: Mapping[int, Set[int]], policy: LabelPolicy,
+              rng: np.random.Generator, max_pairs: int | None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`label_pairs_vectorised` for one slot, with the same operations on the same values."""
+    (slot, positions), = acted.items()
+    n = len(log._items[slot])
+    hits = sorted(p for p in positions if 0 <= p < n)
+    if not hits:
+        return np.zeros((0, log._X.shape[2]), dtype=np.float32), np.zeros(0, dtype=bool), np.zeros(0)
+    shown = int(log._shown[slot])
+    theta = _theta(policy, n)
+    hit = set(hits)
+    end = n if policy.unshown_negatives else min(shown, n)
+    cand = [q for q in range(end) if q not in hit]
+    key = np.log(rng.random(len(cand))) / theta[cand]
+    neg = np.asarray(cand, dtype=np.int64)[np.argsort(-key, kind="stable")[:policy.negatives * len(hits)]]
+    take = np.concatenate((np.asarray(hits, dtype=np.int64), neg))
+    y = np.zeros(len(take), dtype=bool)
+    y[:len(hits)] = True
+    w = np.ones(len(take))
+    if policy.ipw:
+        p_hit = np.asarray(hits, dtype=np.int64)
+        w[:len(hits)] = np.where(p_hit < shown, np.minimum(1.0 / theta[p_hit], policy.max_weight), 1.0)
+    cap = policy.max_pairs if max_pairs is None else max_pairs
+    if len(take) > cap:
+        keep = np.sort(rng.choice(len(take), size=cap, replace=False))
+        take, y, w = take[keep], y[keep], w[keep]
+    return log._X[slot, take].astype(np.float32), y, w
+
+
+def label_pairs_vectorised(log: FeedbackLog, acted: Mapping[int, Set[int]], policy: LabelPolicy,
+                           rng: np.random.Generator,
+                           max_pairs: int | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """:func:`label_pairs` for any number of slots, vectorised over them."""
     n_feat = log._X.shape[2]
     slots = np.fromiter(acted, dtype=np.int64, count=len(acted))
     lengths = np.array([len(log._items[s]) for s in slots.tolist()], dtype=np.int64)

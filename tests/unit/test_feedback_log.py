@@ -1,11 +1,13 @@
 """The reranker's feedback log holds little while there are few users (it grows as they come, up to its
-capacity) and overwrites the oldest user first once full, wherever its arrays grew."""
+capacity) and overwrites the oldest user first once full, wherever its arrays grew; the one-slot path of
+``label_pairs`` returns what the vectorised path returns, from the same random numbers."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 
-from streamrec.models.online.feedback import FeedbackLog
+from streamrec.models.online.feedback import FeedbackLog, LabelPolicy, label_pairs, label_pairs_vectorised
 
 
 def test_the_log_grows_with_its_users_and_overwrites_the_oldest_once_full() -> None:
@@ -26,3 +28,26 @@ def test_the_log_grows_with_its_users_and_overwrites_the_oldest_once_full() -> N
         assert log.lookup("u1") is not None
     finally:
         FeedbackLog.INITIAL_ROWS = 1_024
+
+
+@pytest.mark.parametrize("policy", [LabelPolicy(), LabelPolicy(negatives=2, ipw=True, max_pairs=3),
+                                    LabelPolicy(position_bias="none", unshown_negatives=False),
+                                    LabelPolicy(negatives=0), LabelPolicy(negatives=9, ipw=True, max_pairs=5)])
+def test_the_one_slot_path_equals_the_vectorised_labels(policy: LabelPolicy) -> None:
+    data = np.random.default_rng(3)
+    log = FeedbackLog(capacity=50, width=12, n_features=3)
+    for k in range(50):
+        n = int(data.integers(0, 13))
+        X = data.normal(size=(1, 12, 3)).astype(np.float32)
+        log.record([f"u{k}"], [tuple(f"i{j}" for j in range(n))], [int(data.integers(0, n + 1))], X)
+    checked = 0
+    for k in range(50):
+        slot = (log.lookup(f"u{k}") or (-1, ()))[0]
+        acted = {slot: {int(p) for p in data.integers(-1, 14, size=int(data.integers(0, 4)))}}
+        fast_rng, ref_rng = np.random.default_rng(k), np.random.default_rng(k)
+        fast, ref = label_pairs(log, acted, policy, fast_rng), label_pairs_vectorised(log, acted, policy, ref_rng)
+        for a, b in zip(fast, ref, strict=True):
+            assert a.dtype == b.dtype and a.shape == b.shape and np.array_equal(a, b)
+        assert fast_rng.random() == ref_rng.random()          # the same random numbers were drawn
+        checked += len(ref[1]) > 0
+    assert checked > 10
