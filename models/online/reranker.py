@@ -106,6 +106,53 @@ class LinearState:
         self.steps = 0
 
     def learn(self, X: np.ndarray, labels: list[bool], weights: list[float]) -> None:
+        """river's ``learn_one`` for each row of ``X`` (float64) in order: the same operations on the same
+        values as :meth:`learn_rowwise`, so the same bits, in two passes. The scaler's running moments do
+        not depend on the weights, so the first pass runs them row by row into one matrix each (in-place
+        numpy calls, no temporaries) and standardises every row at once; the second pass is the SGD of
+        the weights, the only part where each row needs the one before."""
+        n = len(X)
+        if n == 0:
+            return
+        f = X.shape[1]
+        count, mean, var = self.count, self.mean, self.var
+        C = count + np.arange(1.0, n + 1.0)[:, None]          # the counts after each row (integers: exact)
+        M, V = np.empty((n, f)), np.empty((n, f))
+        d, t = np.empty(f), np.empty(f)
+        sub, div, add, mul = np.subtract, np.divide, np.add, np.multiply
+        m_prev, v_prev = mean, var
+        for k in range(n):
+            x, c, m_k, v_k = X[k], C[k], M[k], V[k]
+            sub(x, m_prev, out=d)                  # delta = x - mean
+            div(d, c, out=t)
+            add(m_prev, t, out=m_k)                # mean += delta / count
+            sub(x, m_k, out=t)
+            mul(d, t, out=t)
+            sub(t, v_prev, out=t)
+            div(t, c, out=t)
+            add(v_prev, t, out=v_k)                # var += (delta * (x - mean) - var) / count
+            m_prev, v_prev = m_k, v_k
+        count[:], mean[:], var[:] = C[-1], M[-1], V[-1]
+        nz = V != 0.0
+        Z = np.where(nz, (X - M) / np.sqrt(np.where(nz, V, 1.0)), 0.0)
+        w, b, lr, ilr, l2, clip = self.w, self.b, self.lr, self.ilr, self.l2, self.clip
+        exp = math.exp
+        g1, g2 = np.empty(f), np.empty(f)
+        for z, yi, wi in zip(Z, labels, weights, strict=True):
+            t_ = 1.0 if yi else -1.0
+            m = (float(w @ z) + b) * t_                # river's Log loss gradient, then weight and clip
+            g = (exp(-m) * -t_ if m > 18.0 else -t_ if m < -18.0 else -t_ / (exp(m) + 1.0)) * wi
+            g = min(max(g, -clip), clip)
+            mul(z, g, out=g1)
+            if l2:
+                add(g1, mul(w, l2, out=g2), out=g1)    # grad = z * g + l2 * w
+            b -= ilr * g
+            sub(w, mul(g1, lr, out=g1), out=w)         # w -= lr * grad
+        self.b = b
+        self.steps += n
+
+    def learn_rowwise(self, X: np.ndarray, labels: list[bool], weights: list[float]) -> None:
+        """The reference of :meth:`learn`: river's ``learn_one`` arithmetic, one row at a time."""
         count, mean, var, w = self.count, self.mean, self.var, self.w
         b, lr, ilr, l2, clip = self.b, self.lr, self.ilr, self.l2, self.clip
         exp, where, sqrt = math.exp, np.where, np.sqrt

@@ -17,7 +17,7 @@ from streamrec.models.online.features import FEATURES, build_features
 from streamrec.models.online.feedback import FeedbackLog, LabelPolicy, label_pairs
 from streamrec.models.online.itemtable import ItemTable
 from streamrec.models.online.layer import OnlineConfig
-from streamrec.models.online.reranker import OnlineReranker, RerankerConfig, make_pipeline
+from streamrec.models.online.reranker import LinearState, OnlineReranker, RerankerConfig, make_pipeline
 from streamrec.models.serving.candidates import CodeSpace, merge_candidates
 from streamrec.models.serving.state import StateLimits, UserState
 from streamrec.stream.settings import Settings
@@ -269,6 +269,25 @@ def test_numpy_learning_equals_rivers_own_learn_one() -> None:
     assert float(fast.score(np.full((1, len(names)), 0.3))[0]) == pytest.approx(
         slow.predict_proba_one(probe)[True], abs=1e-6)
     assert copy.predict_proba_one(probe)[True] == pytest.approx(slow.predict_proba_one(probe)[True], abs=1e-9)
+
+
+@pytest.mark.parametrize("n_features", [1, 7, 12, 33, 40])
+def test_the_two_pass_learning_leaves_the_bits_of_the_row_by_row_reference(n_features: int) -> None:
+    """``LinearState.learn`` (scaler pass, then SGD pass) leaves exactly the state of ``learn_rowwise``."""
+    rng = np.random.default_rng(n_features)
+    for l2, clip in ((1e-4, 5.0), (0.0, 0.5)):
+        config = RerankerConfig(lr=0.3, l2=l2, clip_gradient=clip)
+        fast, ref = LinearState(config, n_features), LinearState(config, n_features)
+        for n in (1, 5, 64, 2, 17, 1, 40):
+            X = rng.normal(size=(n, n_features)) * rng.choice([1e-3, 1.0, 300.0], size=n_features)
+            X[:, 0] = 2.0 if n_features > 1 else X[:, 0]      # a constant column: variance 0, scaled to 0
+            y = (rng.random(n) < 0.3).tolist()
+            w = rng.uniform(0.5, 40.0, n).tolist()             # large weights: the clipped and >18 branches
+            fast.learn(X, y, w)
+            ref.learn_rowwise(X, y, w)
+        for a, b in ((fast.count, ref.count), (fast.mean, ref.mean), (fast.var, ref.var), (fast.w, ref.w)):
+            assert a.tobytes() == b.tobytes()
+        assert fast.b == ref.b and fast.steps == ref.steps and np.abs(ref.w).max() > 0
 
 
 def test_the_default_worker_never_imports_river() -> None:
