@@ -28,6 +28,7 @@ from __future__ import annotations
 import sys
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from itertools import repeat
 
 import numpy as np
 
@@ -187,11 +188,23 @@ class CodeSpace:
         return c
 
     def codes(self, items: Sequence[str]) -> np.ndarray:
-        get = self._index_of.get
-        out = [get(i, -1) for i in items]
-        if -1 in out:
-            out = [c if c >= 0 else self.code(i) for c, i in zip(out, items, strict=True)]
-        return np.array(out, dtype=np.int64)
+        n = len(items)
+        out = np.fromiter(map(self._index_of.get, items, repeat(-1, n)), dtype=np.int64, count=n)
+        if n and out.min() < 0:
+            code = self.code
+            for k in np.flatnonzero(out < 0).tolist():
+                out[k] = code(items[k])
+        return out
+
+    def finds(self, items: Sequence[str]) -> np.ndarray:
+        """:meth:`find` of every item in one pass (int64; -1 where an item has no code)."""
+        n = len(items)
+        out = np.fromiter(map(self._index_of.get, items, repeat(-1, n)), dtype=np.int64, count=n)
+        if self._extra and n and out.min() < 0:
+            get = self._extra.get
+            for k in np.flatnonzero(out < 0).tolist():
+                out[k] = get(items[k], -1)
+        return out
 
     def item(self, code: int) -> str:
         return self._ids[code] if code < self.n_model else self._extra_ids[code - self.n_model]
@@ -208,10 +221,18 @@ class CodeSpace:
 def normalise(scores: np.ndarray, rows: np.ndarray, method: str = "max") -> np.ndarray:
     """Normalise a source's scores per row; ``rows`` is grouped (contiguous) and each row best first."""
     s = np.asarray(scores, dtype=np.float32)
-    if len(s) == 0:
+    n = len(s)
+    if n == 0:
         return s.copy()
+    if rows[0] == rows[-1]:          # one row (grouped rows: first == last): no run bookkeeping
+        if method == "rank":
+            return (1.0 - np.arange(n) / n).astype(np.float32)
+        top = np.abs(s).max()
+        return (s / (top if top > 0 else np.float32(1.0))).astype(np.float32)
     starts = run_starts(rows)
-    lengths = np.diff(starts, append=len(s))
+    lengths = np.empty(len(starts), dtype=np.int64)
+    np.subtract(starts[1:], starts[:-1], out=lengths[:-1])
+    lengths[-1] = n - starts[-1]
     if method == "rank":
         rank = rank_in_runs(rows)
         return (1.0 - rank / np.repeat(lengths, lengths)).astype(np.float32)

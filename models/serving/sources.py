@@ -133,16 +133,19 @@ class CovisitSource(Plugin):
         last, memo = self._last
         if last is not request:
             memo = {}
+        states, current = request.states, -1
+        evidence: list[tuple[str, float, dict[str, float]]] = []
         for r, item in zip(rows, items, strict=True):
-            st = request.states[r]
+            if r != current:             # the row's seeds and their neighbour rows, once per row
+                current, st = r, states[r]
+                own = memo.get(r) if st is not None else None
+                pairs = own if own is not None else seeds(st, self.n_seeds) if st is not None else ((), ())
+                evidence = [(seed, w, row) for seed, w in zip(*pairs, strict=True) if (row := nb.get(seed))]
             best, best_w = "", 0.0
-            if st is not None:
-                own = memo.get(r)
-                for seed, w in zip(*(own if own is not None else seeds(st, self.n_seeds)), strict=True):
-                    row = nb.get(seed)
-                    v = w * row.get(item, 0.0) if row else 0.0
-                    if v > best_w:
-                        best, best_w = seed, v
+            for seed, w, row in evidence:
+                v = w * row.get(item, 0.0)
+                if v > best_w:
+                    best, best_w = seed, v
             out.append(f"covisit:{best}" if best else "covisit")
         return out
 

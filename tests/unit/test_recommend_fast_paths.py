@@ -1,0 +1,50 @@
+"""The recommend path's small-size fast paths give what the general (vectorised) paths give, bit for bit."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from streamrec.models.serving.candidates import CodeSpace, normalise
+from streamrec.models.serving.runs import rank_in_runs, run_starts
+
+
+def _reference(scores: np.ndarray, rows: np.ndarray, method: str) -> np.ndarray:
+    """``normalise`` spelled with the general per-run bookkeeping only (no one-row shortcut)."""
+    s = np.asarray(scores, dtype=np.float32)
+    starts = run_starts(rows)
+    lengths = np.diff(starts, append=len(s))
+    if method == "rank":
+        return (1.0 - rank_in_runs(rows) / np.repeat(lengths, lengths)).astype(np.float32)
+    peak = np.repeat(np.maximum.reduceat(np.abs(s), starts), lengths)
+    return (s / np.where(peak > 0, peak, 1.0)).astype(np.float32)
+
+
+@pytest.mark.parametrize("method", ["max", "rank"])
+def test_normalise_one_row_and_many_rows_match_the_general_path(method: str) -> None:
+    rng = np.random.default_rng(3)
+    one_row = 0
+    for _ in range(500):
+        n = int(rng.integers(1, 40))
+        rows = np.sort(rng.integers(0, int(rng.integers(1, 4)), n)) + int(rng.integers(0, 5))
+        one_row += rows[0] == rows[-1]
+        scale = rng.choice([0.0, 1e-3, 1.0, 1e6])
+        scores = (rng.normal(size=n) * scale).astype(rng.choice([np.float32, np.float64]))
+        got = normalise(scores, rows, method)
+        assert got.dtype == np.float32
+        np.testing.assert_array_equal(got, _reference(scores, rows, method))
+    assert one_row > 100       # the one-row path was exercised
+
+
+def test_normalise_one_row_of_zeros_stays_zero() -> None:
+    np.testing.assert_array_equal(normalise(np.zeros(3), np.array([2, 2, 2])), np.zeros(3, dtype=np.float32))
+
+
+def test_codes_and_finds_match_code_and_find() -> None:
+    space = CodeSpace(["a", "b", "c"], {"a": 0, "b": 1, "c": 2})
+    items = ["b", "x", "a", "y", "x", "c"]
+    assert space.finds(items).tolist() == [1, -1, 0, -1, -1, 2]       # finds never assigns
+    assert space.codes(items).tolist() == [1, 3, 0, 4, 3, 2]          # new items in order of first sight
+    assert space.finds(items).tolist() == [space.find(i) for i in items] == [1, 3, 0, 4, 3, 2]
+    assert space.codes([]).dtype == np.int64 and space.finds([]).tolist() == []
+    assert CodeSpace().codes(["p", "q", "p"]).tolist() == [0, 1, 0]
