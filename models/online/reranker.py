@@ -32,6 +32,7 @@ True
 from __future__ import annotations
 
 import math
+from bisect import bisect_left
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -104,6 +105,7 @@ class LinearState:
         self.w = np.zeros(n, dtype=np.float64)
         self.b = 0.0
         self.steps = 0
+        self.version = 0          # bumped by every learn: what a cached fold of the scaler is keyed on
 
     def learn(self, X: np.ndarray, labels: list[bool], weights: list[float]) -> None:
         """river's ``learn_one`` for each row of ``X`` (float64) in order: the same operations on the same
@@ -114,6 +116,7 @@ class LinearState:
         n = len(X)
         if n == 0:
             return
+        self.version += 1
         f = X.shape[1]
         count, mean, var = self.count, self.mean, self.var
         C = count + np.arange(1.0, n + 1.0)[:, None]          # the counts after each row (integers: exact)
@@ -153,6 +156,7 @@ class LinearState:
 
     def learn_rowwise(self, X: np.ndarray, labels: list[bool], weights: list[float]) -> None:
         """The reference of :meth:`learn`: river's ``learn_one`` arithmetic, one row at a time."""
+        self.version += 1
         count, mean, var, w = self.count, self.mean, self.var, self.w
         b, lr, ilr, l2, clip = self.b, self.lr, self.ilr, self.l2, self.clip
         exp, where, sqrt = math.exp, np.where, np.sqrt
@@ -198,6 +202,7 @@ class OnlineReranker:
         self.names = tuple(names)
         self.linear: LinearState | None = None
         self._fm: compose.Pipeline | None = None
+        self._fold: tuple[LinearState, int, np.ndarray, float] | None = None
         if self.config.model == "fm":
             self._fm = make_pipeline(self.config)
         else:
@@ -243,10 +248,17 @@ class OnlineReranker:
         return np.asarray(clf.intercept + z @ w + inter)
 
     def _linear(self, lin: LinearState) -> tuple[np.ndarray, float]:
-        """Logistic regression folded with the scaler: ``logit = X @ a + b`` on raw features."""
+        """Logistic regression folded with the scaler: ``logit = X @ a + b`` on raw features; kept until the
+        model learns again (a batch's lists and the next batch's labelled pairs are scored with one fold)."""
+        fold = self._fold
+        if fold is not None and fold[0] is lin and fold[1] == lin.version:
+            return fold[2], fold[3]
         var = lin.var
         a = np.where(var > 0, lin.w / np.sqrt(np.where(var > 0, var, 1.0)), 0.0)
-        return a.astype(np.float32), float(lin.b - a @ lin.mean)
+        a32, b = a.astype(np.float32), float(lin.b - a @ lin.mean)
+        a32.setflags(write=False)
+        self._fold = (lin, lin.version, a32, b)
+        return a32, b
 
     def score(self, X: np.ndarray) -> np.ndarray:
         """Click probabilities of the rows of ``X``, float32, vectorised (same values as river's)."""
@@ -268,8 +280,8 @@ class OnlineReranker:
         p = scores.tolist()
         labels = np.asarray(y, dtype=bool).tolist()
         weights = [1.0] * n if w is None else np.asarray(w, dtype=np.float64).tolist()
+        self.auc.update_many(labels, p)
         for yi, pi in zip(labels, p, strict=True):
-            self.auc.update(yi, pi)
             self.logloss.update(yi, min(max(pi, 1e-7), 1 - 1e-7))
         if self.linear is not None:
             self.linear.learn(np.asarray(X, dtype=np.float64), labels, weights)
@@ -424,15 +436,78 @@ class ThresholdAUC:
         self.thresholds = [i / (n_thresholds - 1) for i in range(n_thresholds)]
         self.thresholds[0] -= 1e-7
         self.thresholds[-1] += 1e-7
-        self.tp, self.fp = [0] * n_thresholds, [0] * n_thresholds
-        self.fn, self.tn = [0] * n_thresholds, [0] * n_thresholds
+        self._tp, self._fp = [0] * n_thresholds, [0] * n_thresholds
+        self._fn, self._tn = [0] * n_thresholds, [0] * n_thresholds
+        # pairs not yet in the counts, by how many thresholds their p exceeds (0 .. n), positives / negatives
+        self._pos, self._neg = [0] * (n_thresholds + 1), [0] * (n_thresholds + 1)
+        self._pending = 0
 
     def update(self, y: bool, p: float) -> None:
-        for i, t in enumerate(self.thresholds):
-            if p > t:
-                (self.tp if y else self.fp)[i] += 1
-            else:
-                (self.fn if y else self.tn)[i] += 1
+        """Count one pair: ``p > t`` for exactly the thresholds ``t`` below ``bisect_left(thresholds, p)``
+        (a NaN exceeds none), so one bisection files the pair; the counts add it up when read."""
+        (self._pos if y else self._neg)[bisect_left(self.thresholds, p)] += 1
+        self._pending += 1
+
+    def update_many(self, y: Sequence[bool], p: Sequence[float]) -> None:
+        """:meth:`update` for each pair."""
+        pos, neg, th = self._pos, self._neg, self.thresholds
+        for yi, pi in zip(y, p, strict=True):
+            (pos if yi else neg)[bisect_left(th, pi)] += 1
+        self._pending += len(p)
+
+    def _flush(self) -> None:
+        if not self._pending:
+            return
+        n = self.n_thresholds
+        for bins, above, below in ((self._pos, self._tp, self._fn), (self._neg, self._fp, self._tn)):
+            for k, c in enumerate(bins):
+                if c:
+                    for i in range(k):           # p > t_i for i < k
+                        above[i] += c
+                    for i in range(k, n):
+                        below[i] += c
+                    bins[k] = 0
+        self._pending = 0
+
+    @property
+    def tp(self) -> list[int]:
+        self._flush()
+        return self._tp
+
+    @tp.setter
+    def tp(self, v: list[int]) -> None:
+        self._flush()
+        self._tp = v
+
+    @property
+    def fp(self) -> list[int]:
+        self._flush()
+        return self._fp
+
+    @fp.setter
+    def fp(self, v: list[int]) -> None:
+        self._flush()
+        self._fp = v
+
+    @property
+    def fn(self) -> list[int]:
+        self._flush()
+        return self._fn
+
+    @fn.setter
+    def fn(self, v: list[int]) -> None:
+        self._flush()
+        self._fn = v
+
+    @property
+    def tn(self) -> list[int]:
+        self._flush()
+        return self._tn
+
+    @tn.setter
+    def tn(self, v: list[int]) -> None:
+        self._flush()
+        self._tn = v
 
     def get(self) -> float:
         tpr = np.array([tp / (tp + fn) if tp + fn else 0.0 for tp, fn in zip(self.tp, self.fn, strict=True)])

@@ -17,7 +17,13 @@ from streamrec.models.online.features import FEATURES, build_features
 from streamrec.models.online.feedback import FeedbackLog, LabelPolicy, label_pairs
 from streamrec.models.online.itemtable import ItemTable
 from streamrec.models.online.layer import OnlineConfig
-from streamrec.models.online.reranker import LinearState, OnlineReranker, RerankerConfig, make_pipeline
+from streamrec.models.online.reranker import (
+    LinearState,
+    OnlineReranker,
+    RerankerConfig,
+    ThresholdAUC,
+    make_pipeline,
+)
 from streamrec.models.serving.candidates import CodeSpace, merge_candidates
 from streamrec.models.serving.state import StateLimits, UserState
 from streamrec.stream.settings import Settings
@@ -288,6 +294,30 @@ def test_the_two_pass_learning_leaves_the_bits_of_the_row_by_row_reference(n_fea
         for a, b in ((fast.count, ref.count), (fast.mean, ref.mean), (fast.var, ref.var), (fast.w, ref.w)):
             assert a.tobytes() == b.tobytes()
         assert fast.b == ref.b and fast.steps == ref.steps and np.abs(ref.w).max() > 0
+
+
+def test_the_binned_auc_counts_equal_a_comparison_per_threshold() -> None:
+    """``ThresholdAUC`` files each pair by bisection and adds the counts up when read: the counts of one
+    comparison per threshold, for values on, between and beyond the thresholds, and NaN."""
+    rng = np.random.default_rng(5)
+    auc = ThresholdAUC()
+    p = [*rng.random(300).tolist(), *auc.thresholds, 0.0, 1.0, -0.5, 1.5, float("nan"), 1 / 9, 2 / 9]
+    y = (rng.random(len(p)) < 0.4).tolist()
+    tp, fp, fn, tn = ([0] * 10 for _ in range(4))
+    for k, (yi, pi) in enumerate(zip(y, p, strict=True)):
+        for i, t in enumerate(auc.thresholds):
+            if pi > t:
+                (tp if yi else fp)[i] += 1
+            else:
+                (fn if yi else tn)[i] += 1
+        if k % 3:
+            auc.update(yi, pi)
+        else:
+            auc.update_many([yi], [pi])
+        if k % 50 == 0:
+            assert (auc.tp, auc.fp, auc.fn, auc.tn) == (tp, fp, fn, tn)
+    assert (auc.tp, auc.fp, auc.fn, auc.tn) == (tp, fp, fn, tn) and auc.to_state()["tp"] == tp
+    assert 0.0 < auc.get() < 1.0
 
 
 def test_the_default_worker_never_imports_river() -> None:
