@@ -142,18 +142,25 @@ def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[Us
     activity = np.zeros(len(states), dtype=np.float32)
     last_view = np.zeros(len(states), dtype=np.float32)
     session = np.zeros(len(states), dtype=np.float32)
+    active: list[int] = []             # rows with a recent history, whose packed records follow in ``history``
     for r, st in enumerate(states):
         if st is None:
             continue
-        recent = st.recent_items[:AFFINITY_ITEMS]
-        rec_items.extend(recent)
-        rec_rows.extend([r] * len(recent))
-        prev_items.extend(st.shown)
-        prev_rows.extend([r] * len(st.shown))
-        prev_pos.extend(range(len(st.shown)))
+        recent = st.recent_items
+        if recent:
+            active.append(r)
+            recent = recent[:AFFINITY_ITEMS]
+            rec_items.extend(recent)
+            rec_rows.extend([r] * len(recent))
+        shown = st.shown
+        if shown:
+            prev_items.extend(shown)
+            prev_rows.extend([r] * len(shown))
+            prev_pos.extend(range(len(shown)))
         activity[r] = sum(st.counts)
-        if st.recent_items:
-            last_view[r], session[r] = _context(st)
+    history = _History(states, active)
+    if active:
+        last_view[active], session[active] = history.context()
     x[:, ACTIVITY] = np.log1p(activity)[batch.rows]
     x[:, LAST_VIEW] = last_view[batch.rows]
     x[:, SESSION_LEN] = np.log1p(session)[batch.rows]
@@ -161,10 +168,9 @@ def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[Us
     x[:, KNN_SESSION] = x[:, _F["session_knn"]] * np.minimum(1.0, x[:, SESSION_LEN] / np.log1p(10.0))
     width = np.int64(max(space.size, 1))
     cand_keys = batch.rows * width + batch.codes
-    find = space.find
     if rec_items:
         rrows = np.array(rec_rows, dtype=np.int64)
-        rcodes = np.array([find(i) for i in rec_items], dtype=np.int64)
+        rcodes = space.finds(rec_items)
         _, rcat = table.facts(np.where(rcodes < space.n_model, rcodes, -1), rec_items)
         n_recent = np.bincount(rrows, minlength=len(states)).astype(np.float32)
         known = rcat >= 0
@@ -176,42 +182,43 @@ def build_features(batch: CandidateBatch, blend: np.ndarray, states: Sequence[Us
         at, found = _locate(cand_keys, rrows[inb] * width + rcodes[inb])
         x[at[found], REPEAT] = 1.0
     if prev_items:
-        pcodes = np.array([find(i) for i in prev_items], dtype=np.int64)
+        pcodes = space.finds(prev_items)
         inb = pcodes >= 0
         at, found = _locate(cand_keys, np.array(prev_rows, dtype=np.int64)[inb] * width + pcodes[inb])
         pos = np.array(prev_pos, dtype=np.float32)[inb]
         x[at[found][::-1], PREV] = (1.0 / (1.0 + pos[found]))[::-1]     # an item listed twice: its first place
-    _own_features(x, states, space, cand_keys, width, now_ms)
+    _own_features(x, states, history, space, cand_keys, width, now_ms)
     return x
 
 
-def _own_features(x: np.ndarray, states: Sequence[UserState | None], space: CodeSpace, cand_keys: np.ndarray,
-                  width: np.int64, now_ms: int) -> None:
+def _own_features(x: np.ndarray, states: Sequence[UserState | None], history: _History, space: CodeSpace,
+                  cand_keys: np.ndarray, width: np.int64, now_ms: int) -> None:
     """The ``own_*`` columns: each candidate that is one of its user's distinct recent items (first, i.e.
     most recent, occurrence), and whether the user bought it."""
     rows: list[int] = []
     items: list[str] = []
     pos: list[int] = []
+    at_meta: list[int] = []          # each distinct item's record in ``history.meta``
     bought_rows: list[int] = []
     bought: list[str] = []
-    metas: list[np.ndarray] = []
-    for r, st in enumerate(states):
-        if st is None or not st.recent_items:
-            continue
-        first = dict.fromkeys(st.recent_items)          # distinct, most recent first
-        index = {i: k for k, i in reversed(list(enumerate(st.recent_items)))}
-        rows.extend([r] * len(first))
+    for r, start in zip(history.rows, history.starts.tolist(), strict=True):
+        st = states[r]
+        recent = st.recent_items                       # type: ignore[union-attr]
+        first = list(dict.fromkeys(recent))            # distinct, most recent first
+        n = len(first)
+        rows.extend([r] * n)
         items.extend(first)
-        pos.extend(range(len(first)))
-        metas.append(np.frombuffer(st.recent_meta, dtype=META)[[index[i] for i in first]])
-        if st.purchased:
+        pos.extend(range(n))
+        at_meta.extend([start + k for k in map(recent.index, first)] if n < len(recent) else
+                       range(start, start + n))
+    for r, st in enumerate(states):
+        if st is not None and st.recent_items and st.purchased:
             bought_rows.extend([r] * len(st.purchased))
             bought.extend(st.purchased)
     if items:
-        find = space.find
-        codes = np.array([find(i) for i in items], dtype=np.int64)
+        codes = space.finds(items)
         inb = codes >= 0
-        meta = np.concatenate(metas)[inb]
+        meta = history.meta[np.array(at_meta, dtype=np.int64)[inb]]
         at, found = _locate(cand_keys, np.array(rows, dtype=np.int64)[inb] * width + codes[inb])
         hit, meta = at[found], meta[found]
         p = np.array(pos, dtype=np.float32)[inb][found]
@@ -221,19 +228,38 @@ def _own_features(x: np.ndarray, states: Sequence[UserState | None], space: Code
         x[hit, OWN_RECENCY] = 1.0 / (1.0 + age / OWN_RECENCY_MIN)
         x[hit, OWN_VIEW + _TOUCH[np.minimum(meta["type"].astype(np.int64), len(_TOUCH) - 1)]] = 1.0
     if bought:
-        find = space.find
-        bcodes = np.array([find(i) for i in bought], dtype=np.int64)
+        bcodes = space.finds(bought)
         inb = bcodes >= 0
         at, found = _locate(cand_keys, np.array(bought_rows, dtype=np.int64)[inb] * width + bcodes[inb])
         x[at[found], OWN_PURCHASED] = 1.0
 
 
-def _context(st: UserState) -> tuple[float, float]:
-    """Whether the user's last event was a view, and how many events the current session has."""
-    ts = st.recent_ts
-    gaps = np.flatnonzero(ts[:-1] - ts[1:] > SESSION_GAP_MS)      # most recent first
-    n = int(gaps[0]) + 1 if len(gaps) else len(ts)
-    return float(int(st.recent_types[0]) in _VIEWS), float(n)
+class _History:
+    """The packed recent records (``META``) of the batch's users with a history, joined into one array:
+    user ``rows[j]``'s records are ``meta[starts[j]:starts[j] + lengths[j]]``, most recent first."""
+
+    def __init__(self, states: Sequence[UserState | None], rows: list[int]) -> None:
+        self.rows = rows
+        blobs = [states[r].recent_meta for r in rows]        # type: ignore[union-attr]
+        self.lengths = np.fromiter(map(len, blobs), dtype=np.int64, count=len(blobs)) // META.itemsize
+        self.starts = np.zeros(len(rows), dtype=np.int64)
+        np.cumsum(self.lengths[:-1], out=self.starts[1:])
+        self.meta = np.frombuffer(b"".join(blobs), dtype=META)
+
+    def context(self) -> tuple[np.ndarray, np.ndarray]:
+        """Per user: whether the last event was a view, and how many events the current session has (recent
+        events less than :data:`SESSION_GAP_MS` apart, counted back from the last)."""
+        ts, starts, lengths = self.meta["ts"], self.starts, self.lengths
+        view = np.isin(self.meta["type"][starts], _VIEWS).astype(np.float32)
+        if len(starts) == 1:
+            gaps = np.flatnonzero(ts[:-1] - ts[1:] > SESSION_GAP_MS)
+            return view, np.array([gaps[0] + 1 if len(gaps) else len(ts)], dtype=np.float32)
+        gap = np.zeros(len(ts), dtype=bool)                  # a gap after record i, inside its user
+        gap[:-1] = ts[:-1] - ts[1:] > SESSION_GAP_MS
+        gap[starts + lengths - 1] = False
+        local = np.arange(len(ts)) - np.repeat(starts, lengths) + 1
+        first = np.minimum.reduceat(np.where(gap, local, len(ts) + 1), starts)
+        return view, np.minimum(first, lengths).astype(np.float32)
 
 
 def _locate(sorted_keys: np.ndarray, probe: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

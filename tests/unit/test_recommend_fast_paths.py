@@ -5,8 +5,11 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
+from streamrec.models.base.encoder import TYPE_INDEX
+from streamrec.models.online.features import SESSION_GAP_MS, _History
 from streamrec.models.serving.candidates import CodeSpace, normalise
 from streamrec.models.serving.runs import rank_in_runs, run_starts
+from streamrec.models.serving.state import StateLimits, UserState
 
 
 def _reference(scores: np.ndarray, rows: np.ndarray, method: str) -> np.ndarray:
@@ -48,3 +51,33 @@ def test_codes_and_finds_match_code_and_find() -> None:
     assert space.finds(items).tolist() == [space.find(i) for i in items] == [1, 3, 0, 4, 3, 2]
     assert space.codes([]).dtype == np.int64 and space.finds([]).tolist() == []
     assert CodeSpace().codes(["p", "q", "p"]).tolist() == [0, 1, 0]
+
+
+def _session_alone(ts: list[int]) -> int:
+    """Events in the current session of one user, counted back from the last (the per-user definition)."""
+    n = 1
+    while n < len(ts) and ts[n - 1] - ts[n] <= SESSION_GAP_MS:
+        n += 1
+    return n
+
+
+def test_context_of_a_batch_matches_each_user_alone() -> None:
+    rng = np.random.default_rng(5)
+    states: list[UserState | None] = []
+    for u in range(40):
+        st = UserState(f"u{u}")
+        t = 0
+        for _ in range(int(rng.integers(0, 8))):
+            t += int(rng.choice([1_000, SESSION_GAP_MS, SESSION_GAP_MS + 1, 3 * SESSION_GAP_MS]))
+            st.observe(f"i{rng.integers(0, 5)}", int(rng.integers(0, 4)), t, 1.0, StateLimits())
+        states.append(st if u % 7 else None)
+    rows = [r for r, st in enumerate(states) if st is not None and st.recent_items]
+    view, session = _History(states, rows).context()
+    for j, r in enumerate(rows):
+        st = states[r]
+        assert st is not None
+        alone_view, alone_session = _History(states, [r]).context()      # the one-user branch
+        expected = _session_alone(st.recent_ts.tolist())
+        assert session[j] == alone_session[0] == expected
+        assert view[j] == alone_view[0] == float(int(st.recent_types[0]) in (TYPE_INDEX["VIEW"], TYPE_INDEX["OTHER"]))
+    assert len(set(session.tolist())) > 2          # sessions of several lengths were exercised
