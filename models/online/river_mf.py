@@ -202,8 +202,44 @@ class RiverMF:
                     self._step(user, self._item_ids[int(r)], self.config.negative_target, ts)
         self._evict(ts if ts_ms is not None else None)
 
+    #: take :meth:`_learn_pair` (river's arithmetic inlined); ``False``: river's own ``learn_one`` (reference)
+    inline = True
+
+    def _learn_pair(self, user: str, item: str, y: float) -> None:
+        """river's ``BiasedMF.learn_one(user, item, y)`` (0.26: running mean, squared-loss gradient, clamp,
+        plain SGD of the four parameter groups, each optimiser's step count) inlined: the same operations on
+        the same values in the same order, and the parameters created (and the initialiser's random draws
+        made) in river's order, so the same bits without river's per-call dicts and optimiser dispatch
+        (``tests/unit/test_river_mf.py`` compares every parameter with river's own)."""
+        m = self.model
+        gm = m.global_mean                # a stats.Mean: update(y) with weight 1
+        gm.n += 1.0
+        gm._mean += (1.0 / gm.n) * (y - gm._mean)
+        ub, ib, ul, il = m.u_biases, m.i_biases, m.u_latents, m.i_latents
+        y_pred = gm._mean
+        y_pred += ub[user]
+        y_pred += ib[item]
+        u, v = ul[user], il[item]
+        y_pred += np.dot(u, v)
+        g = 2 * (y_pred.item() - y)
+        g = max(min(g, m.clip_gradient), -m.clip_gradient)
+        g_ub, g_ib = g + m.l2_bias * ub[user], g + m.l2_bias * ib[item]
+        g_ul, g_il = g * v + m.l2_latent * u, g * u + m.l2_latent * v
+        for opt, params, key, grad in ((m.u_bias_optimizer, ub, user, g_ub), (m.i_bias_optimizer, ib, item, g_ib)):
+            params[key] -= opt.learning_rate * grad
+            opt.n_iterations += 1
+        opt = m.u_latent_optimizer
+        u -= opt.learning_rate * g_ul
+        opt.n_iterations += 1
+        opt = m.i_latent_optimizer
+        v -= opt.learning_rate * g_il
+        opt.n_iterations += 1
+
     def _step(self, user: str, item: str, y: float, ts: int) -> None:
-        self.model.learn_one(user, item, y)
+        if self.inline:
+            self._learn_pair(user, item, y)
+        else:
+            self.model.learn_one(user, item, y)
         row = self._row.get(item)
         if row is None:
             row = self._add_item(item)

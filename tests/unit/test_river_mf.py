@@ -154,3 +154,20 @@ def test_bad_state_and_bad_config_are_rejected() -> None:
         RiverMFConfig(n_factors=1)
     with pytest.raises(ConfigError):
         RiverMFConfig(max_users=0)
+
+
+@pytest.mark.parametrize("config", [RiverMFConfig(n_factors=4, seed=2, l2_bias=0.1, clip_gradient=0.3),
+                                    RiverMFConfig.for_ranking(n_factors=8, seed=5, max_users=7, max_items=30)])
+def test_the_inlined_sgd_step_leaves_rivers_own_bits(config: RiverMFConfig) -> None:
+    """``RiverMF`` steps with river's arithmetic inlined; river's ``learn_one`` (``inline = False``) leaves
+    the same parameters, optimiser counts and random state, bit for bit."""
+    fast, ref = RiverMF(config), RiverMF(config)
+    ref.inline = False
+    for user, item, stars in planted_ratings(4, 600):
+        fast.learn_one(user, item, stars * 3.0, ts_ms=1)     # large targets: the clamp is reached
+        ref.learn_one(user, item, stars * 3.0, ts_ms=1)
+    assert fast.to_bytes() == ref.to_bytes() and fast.n_users > 5
+    for name in ("u_bias_optimizer", "i_bias_optimizer", "u_latent_optimizer", "i_latent_optimizer"):
+        assert getattr(fast.model, name).n_iterations == getattr(ref.model, name).n_iterations >= 600
+    assert fast.model.global_mean.get() == ref.model.global_mean.get()
+    assert type(fast.model.u_biases[next(iter(fast._users))]) is type(ref.model.u_biases[next(iter(ref._users))])
