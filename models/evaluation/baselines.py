@@ -44,12 +44,15 @@ import heapq
 from collections import OrderedDict
 from collections.abc import Sequence
 from collections.abc import Set as AbstractSet
+from operator import itemgetter
 from typing import Any
 
 from streamrec.models.errors import ConfigError
 from streamrec.models.evaluation.policies import PopularityPolicy
 from streamrec.models.events import Event
 from streamrec.models.timeunits import DAY_MS
+
+_ORDER = itemgetter(1)
 
 SESSION_GAP_MS = 30 * 60 * 1000
 
@@ -220,7 +223,8 @@ class SknnPolicy:
         lists = [reversed(h.items()) for i in items if (h := self._item_sessions.get(i))]
         sample: list[tuple[int, tuple[str, str | int], _Session]] = []
         taken: set[tuple[str, str | int]] = {own}
-        for key, order in heapq.merge(*lists, key=lambda kv: -kv[1]):
+        # (an order is the learn count of one event, so no two entries share one: newest first is one order)
+        for key, order in heapq.merge(*lists, key=_ORDER, reverse=True):
             if key in taken:
                 continue
             taken.add(key)
@@ -250,15 +254,16 @@ class SknnPolicy:
     def scores(self, user_id: str, now_ms: int | None = None) -> dict[str, float]:
         """Item scores: the sum of the similarities of the neighbours that contain the item."""
         out: dict[str, float] = {}
+        get, sessions = out.get, self._sessions
         for sim, key in self.neighbours(user_id, now_ms):
-            for item in self._sessions[key].items:
-                out[item] = out.get(item, 0.0) + sim
+            for item in sessions[key].items:
+                out[item] = get(item, 0.0) + sim
         return out
 
     def recommend(self, user_id: str, k: int, now_ms: int, exclude: AbstractSet[str]) -> list[str]:
         scores = self.scores(user_id, now_ms)
         wanted = k + (sum(1 for i in exclude if i in scores) if exclude else 0)
-        ranked = heapq.nsmallest(wanted, scores, key=lambda i: (-scores[i], i))
+        ranked = [i for _, i in heapq.nsmallest(wanted, [(-s, i) for i, s in scores.items()])]
         return _padded(ranked, self.trending, k, exclude)
 
     def stats(self) -> dict[str, Any]:
