@@ -250,7 +250,8 @@ class _History:
         """Per user: whether the last event was a view, and how many events the current session has (recent
         events less than :data:`SESSION_GAP_MS` apart, counted back from the last)."""
         ts, starts, lengths = self.meta["ts"], self.starts, self.lengths
-        view = np.isin(self.meta["type"][starts], _VIEWS).astype(np.float32)
+        last = self.meta["type"][starts]
+        view = ((last == _VIEWS[0]) | (last == _VIEWS[1])).astype(np.float32)
         if len(starts) == 1:
             gaps = np.flatnonzero(ts[:-1] - ts[1:] > SESSION_GAP_MS)
             return view, np.array([gaps[0] + 1 if len(gaps) else len(ts)], dtype=np.float32)
