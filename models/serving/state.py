@@ -377,9 +377,13 @@ class Watermark:
         """The partition's watermark in ms (0: none yet)."""
         return self._mark.get(partition, 0)
 
+    #: batches of at most this many events are written into the ring one by one (no numpy call per batch)
+    SMALL = 16
+
     def advance(self, partition: int, timestamps: Iterable[int]) -> int:
         """Add a batch of one partition's event times (ms); returns its watermark (0: none yet)."""
-        ts = np.fromiter(timestamps, dtype=np.int64)
+        small = timestamps if isinstance(timestamps, list | tuple) and len(timestamps) <= self.SMALL else None
+        ts = np.fromiter(timestamps, dtype=np.int64) if small is None else small
         if not len(ts):
             return self.get(partition)
         ring = self._ring.get(partition)
@@ -387,8 +391,12 @@ class Watermark:
             ring = self._ring[partition] = np.zeros(self.window, dtype=np.int64)
         seen = self._seen.get(partition, 0)
         ts = ts[-self.window:]
-        pos = (seen + np.arange(len(ts))) % self.window
-        ring[pos] = ts
+        if small is None:
+            pos = (seen + np.arange(len(ts))) % self.window
+            ring[pos] = ts
+        else:
+            for k, t in enumerate(ts, seen):
+                ring[k % self.window] = t
         seen = self._seen[partition] = seen + len(ts)
         mark = self._mark.get(partition, 0)
         if seen >= self.min_events and seen - self._done.get(partition, 0) >= self.refresh:

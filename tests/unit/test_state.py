@@ -15,7 +15,7 @@ from hypothesis import strategies as st
 from streamrec.models.base.encoder import TYPE_INDEX, TYPE_NAMES, UserEncoder
 from streamrec.models.errors import ConfigError, InputError
 from streamrec.models.serving.candidates import encode_user, encode_users
-from streamrec.models.serving.state import IdWindow, StateLimits, UserState, UserStore
+from streamrec.models.serving.state import IdWindow, StateLimits, UserState, UserStore, Watermark
 
 SCHEMA = Path(__file__).resolve().parents[2] / "stream" / "schemas" / "user_state.avsc"
 CLICK, PURCHASE, VIEW = TYPE_INDEX["CLICK"], TYPE_INDEX["PURCHASE"], TYPE_INDEX["VIEW"]
@@ -156,3 +156,19 @@ def test_id_window_forgets_the_oldest_ids() -> None:
     assert [w.check_and_add(x) for x in "abcab"] == [False, False, False, True, True]
     assert [w.check_and_add(x) for x in "dea"] == [False, False, False]    # a fell out of the window
     assert len(w) == 3
+
+
+def test_the_watermark_of_small_batches_equals_the_vectorised_ring() -> None:
+    """Batches of up to ``Watermark.SMALL`` events are written into the ring one by one: the same ring,
+    counts and watermark as the numpy path (``SMALL = 0``), for batches below, at and above the window."""
+    rng = np.random.default_rng(2)
+    fast = Watermark(window=50, min_events=10, clock=lambda: 10**13, refresh=3)
+    ref = Watermark(window=50, min_events=10, clock=lambda: 10**13, refresh=3)
+    ref.SMALL = 0
+    for b in range(300):
+        ts = (1_000 * b + rng.integers(-5_000, 5_000, size=int(rng.choice([0, 1, 2, 7, 16, 60])))).tolist()
+        batch = ts if b % 2 else tuple(ts)
+        assert fast.advance(b % 3, batch) == ref.advance(b % 3, batch)
+    for p in range(3):
+        assert np.array_equal(fast._ring[p], ref._ring[p]) and fast._seen[p] == ref._seen[p] > 500
+        assert fast.get(p) == ref.get(p) > 0
