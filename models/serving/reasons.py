@@ -51,11 +51,12 @@ def explain_lists(request: Request, lists: list[list[RecItem]],
     out: list[list[RecItem]] = []
     for r, items in enumerate(lists):              # one pass: who explains what, and the plain reasons
         row = list(items)
-        for k, it in enumerate(row):
+        for k in [k for k, it in enumerate(row) if it.source in explain or not it.reason]:
+            it = row[k]
             src = it.source
             if src in explain:
                 wanted.setdefault(src, []).append((r, k))
-            elif not it.reason:
+            else:
                 row[k] = RecItem(it.item_id, it.score, src, src)
         out.append(row)
     for name, where in wanted.items():
