@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import copy
+import dataclasses
+
 import numpy as np
 import pytest
 
 from streamrec.models.base.encoder import TYPE_INDEX
 from streamrec.models.online.features import SESSION_GAP_MS, _History
 from streamrec.models.serving.candidates import CodeSpace, normalise
+from streamrec.models.serving.ranking import RecItem
 from streamrec.models.serving.runs import rank_in_runs, run_starts
 from streamrec.models.serving.state import StateLimits, UserState
 
@@ -81,3 +85,17 @@ def test_context_of_a_batch_matches_each_user_alone() -> None:
         assert session[j] == alone_session[0] == expected
         assert view[j] == alone_view[0] == float(int(st.recent_types[0]) in (TYPE_INDEX["VIEW"], TYPE_INDEX["OTHER"]))
     assert len(set(session.tolist())) > 2          # sessions of several lengths were exercised
+
+
+def test_rec_item_written_out_init_behaves_like_the_generated_one() -> None:
+    a = RecItem("a", 1.0, "ann")
+    b = RecItem(item_id="a", score=1.0, source="ann", reason="")
+    assert a == b and hash(a) == hash(b)
+    assert repr(a) == "RecItem(item_id='a', score=1.0, source='ann', reason='')"
+    assert dataclasses.replace(a, reason="ann:x") == RecItem("a", 1.0, "ann", "ann:x")
+    assert copy.deepcopy(a) == a
+    assert [f.name for f in dataclasses.fields(a)] == ["item_id", "score", "source", "reason"]
+    with pytest.raises(dataclasses.FrozenInstanceError):
+        a.score = 2.0  # type: ignore[misc]
+    with pytest.raises(TypeError):
+        RecItem("a", 1.0)  # type: ignore[call-arg]
