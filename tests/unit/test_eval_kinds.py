@@ -7,19 +7,7 @@ from streamrec.models.evaluation.config import EvalConfig
 from streamrec.models.evaluation.harness import prequential
 from streamrec.models.evaluation.report import EvalReport
 from streamrec.models.events import Event, EventType
-
-
-class Fixed:
-    """Always the same list."""
-
-    def __init__(self, name: str, items: list[str]) -> None:
-        self.name, self.items = name, items
-
-    def recommend(self, user_id: str, k: int, now_ms: int, exclude: object) -> list[str]:
-        return self.items[:k]
-
-    def learn(self, event: Event) -> None:
-        pass
+from tests.unit.test_eval_cold_start import Fixed
 
 
 def _log() -> list[Event]:
