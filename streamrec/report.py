@@ -66,7 +66,8 @@ QUICK = Sizes(replay_events=20_000, worker_events=20_000, worker_items=10_000, w
               catalog_trials=3)
 
 #: the evaluation steps (no broker needed)
-EVAL_STEPS = ("evaluate-movielens-100k", "evaluate-otto-sample", "evaluate-sessions", "evaluate-scale-out")
+EVAL_STEPS = ("evaluate-movielens-100k", "evaluate-otto-sample", "evaluate-sessions", "evaluate-sessions-all",
+              "evaluate-scale-out")
 OTTO_SAMPLE = Path(__file__).resolve().parents[1] / "tests" / "fixtures" / "otto-sample.jsonl"
 SESSIONS_SEED = 7
 
@@ -113,10 +114,12 @@ def steps(out: Path, z: Sizes) -> list[Step]:
         return evaluate(opts, lambda done, total: detail("replaying MovieLens-100K", done, total),
                         lambda n: detail(f"training the base model on {n:,} events", None, None)).to_dict()
 
-    def run_log(dataset: str, path: Callable[[], Path], label: str) -> Callable[[Settings, Detail], dict[str, Any]]:
+    def run_log(dataset: str, path: Callable[[], Path], label: str,
+                targets: str | None = None) -> Callable[[Settings, Detail], dict[str, Any]]:
         def run(_s: Settings, detail: Detail) -> dict[str, Any]:
             opts = EvalOptions.parse(dataset=dataset, path=str(path()), epochs=epochs, sync_every=sync_every,
-                                     configs=configs, window=200 if label == "OTTO sample" else 1000)
+                                     configs=configs, window=200 if label == "OTTO sample" else 1000,
+                                     targets=targets)
             return evaluate(opts, lambda done, total: detail(f"replaying the {label}", done, total),
                             lambda n: detail(f"training the base model on {n:,} events", None, None)).to_dict()
         return run
@@ -198,6 +201,11 @@ def steps(out: Path, z: Sizes) -> list[Step]:
              f"streamrec generate {gen_args} --out sessions.jsonl && "
              + eval_command("jsonl", "sessions.jsonl", "evaluate-sessions"),
              run_log("jsonl", generated, "generated session log"), plot_eval),
+        Step("evaluate-sessions-all", "Evaluation: the generated session log with every event a target (the next "
+             "item, views included)",
+             f"streamrec generate {gen_args} --out sessions.jsonl && "
+             + eval_command("jsonl", "sessions.jsonl", "evaluate-sessions-all", " --targets all"),
+             run_log("jsonl", generated, "generated session log", targets="all"), plot_eval),
         Step("evaluate-scale-out", "Evaluation: scale-out and restarts (simulated workers, item knowledge split or "
              "shared)", scale_command(), run_scale_out, plot_scale_out),
         Step("e2e", f"End to end: {z.e2e_workers} worker processes",

@@ -10,7 +10,8 @@ METRICS = ("hr@10", "ndcg@10", "mrr@10", "recall@20", "coverage", "novelty")
 CONFIG_ORDER = ("popularity", "recent", "sknn", "river_mf", "static_base", "online_vectors", "full", "full_blend",
                 "full_content")
 #: (step, label) of the e-commerce evaluations in the headline
-ECOMMERCE = (("evaluate-otto-sample", "OTTO sample"), ("evaluate-sessions", "generated session log"))
+ECOMMERCE = (("evaluate-otto-sample", "OTTO sample"), ("evaluate-sessions", "generated session log"),
+             ("evaluate-sessions-all", "generated session log, every event a target"))
 
 
 def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:

@@ -94,6 +94,7 @@ def test_ecommerce_section_ratio_table_and_kept_benchmarks(tmp_path: Path) -> No
     assert ratio["best"] == best and ratio["value"] == res["configs"]["full"]["hr@10"]
     readme = (tmp_path / "README.md").read_text()
     assert "## Evaluation: OTTO sample" in readme and "| metric | full | best baseline |" in readme
+    assert "Targets by kind: " in readme and "| configuration | repeat | known | new | hr@10 overall |" in readme
     assert "(kept from the previous report)" in readme and "50,000" in readme
     assert "![HR@10 per window](evaluate-otto-sample.png)" in readme
     assert (tmp_path / "evaluate-otto-sample.png").read_bytes()[:4] == b"\x89PNG"
@@ -128,3 +129,12 @@ def test_worker_section_shows_the_yardstick_and_the_ratios() -> None:
     assert "| bare kafka-python passthrough (yardstick) | 20,000 |" in text
     assert "0.200x (target 0.5x)" in text and "3x (target 2x)" in text
     assert "decode 10, recommend 50" in text and "recommendations 30 / 70" in text
+
+
+def test_sessions_step_with_every_event_a_target(tmp_path: Path) -> None:
+    from streamrec.report import Sizes, steps
+    from streamrec.report_md import ECOMMERCE
+
+    step = {s.name: s for s in steps(tmp_path, Sizes())}["evaluate-sessions-all"]
+    assert " --targets all " in step.command and step.command.startswith("streamrec generate ")
+    assert "evaluate-sessions-all" in dict(ECOMMERCE)
