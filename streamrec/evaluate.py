@@ -48,7 +48,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from streamrec.models.errors import ConfigError, InputError
+from streamrec.models.errors import ConfigError, InputError, StreamrecError
 from streamrec.models.evaluation import EvalConfig, EvalReport, plot_curves, prequential
 from streamrec.models.evaluation.baselines import RecentPolicy, SknnPolicy
 from streamrec.models.evaluation.config import TargetPolicy
@@ -312,6 +312,17 @@ def _merge(main: EvalReport, side: EvalReport, order: Sequence[str]) -> EvalRepo
                                timings={n: timings[n] for n in [*order, "total"]})
 
 
+def pool_result(future: Any, what: str) -> Any:
+    """``future.result()``, or a one-line :class:`StreamrecError` when its process died (killed, out of memory)."""
+    from concurrent.futures.process import BrokenProcessPool
+
+    try:
+        return future.result()
+    except BrokenProcessPool as exc:
+        raise StreamrecError(f"the process {what} ended without a result (killed, or out of memory?); rerun, or "
+                             "pass --jobs 0 to do everything in one process") from exc
+
+
 def default_jobs() -> int:
     """Training processes beside the replay: one core is left to the replay, at most 4."""
     return max(1, min(4, (os.cpu_count() or 2) - 1))
@@ -363,7 +374,7 @@ class SharedTrainer:
                 self.on_train(len(events))
             started = time.perf_counter()
             if future is not None:
-                result, seconds = future.result()
+                result, seconds = pool_result(future, f"training the base model on {len(events):,} events")
                 self.waited_s += time.perf_counter() - started
             else:
                 result = train(list(events), self.config)
@@ -530,7 +541,7 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
     try:
         report = prequential(events, policies, cfg, progress=progress)
         if side is not None:
-            report = _merge(report, side.result(), [p.name for p in policies] + aside
+            report = _merge(report, pool_result(side, "the baselines' replay"), [p.name for p in policies] + aside
                             if opts.workers else opts.configs)
     finally:
         trainer.close()

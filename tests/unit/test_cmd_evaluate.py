@@ -221,3 +221,21 @@ def test_training_ahead_and_the_side_replay_give_the_same_figures(small_log: Pat
     assert [t["events"] for t in ahead["base_model_trainings"]] == [  # type: ignore[union-attr]
         t["events"] for t in inline["base_model_trainings"]] == [300, 1000, 1700, 2400]  # type: ignore[union-attr]
     assert ahead["training_processes"] == 2 and inline["training_processes"] == 0
+
+
+def test_a_dead_pool_process_is_a_one_line_error() -> None:
+    import os
+    from concurrent.futures import ProcessPoolExecutor
+    from multiprocessing import get_context
+
+    import pytest
+
+    from streamrec.evaluate import pool_result
+    from streamrec.models.errors import StreamrecError
+
+    with ProcessPoolExecutor(max_workers=1, mp_context=get_context("spawn")) as pool:
+        ok, dead = pool.submit(abs, -3), None
+        assert pool_result(ok, "abs") == 3
+        dead = pool.submit(os._exit, 1)
+        with pytest.raises(StreamrecError, match="the process training the base model on 10 events ended"):
+            pool_result(dead, "training the base model on 10 events")

@@ -55,3 +55,4 @@ def test_report_page_has_the_kinds_table() -> None:
     assert "Targets by kind: 20.0 % repeat one of the user's own earlier items, 60.0 % are items only" in text
     assert "| a_first | 1 | 0.333 | 0 | 0.400 |" in text
     assert "| c_first | 0 | 0.667 | 1 | 0.600 |" in text
+
