@@ -71,10 +71,12 @@ class ItemTable:
         self._m_cat = np.zeros(0, dtype=np.int64)
         #: the item plane's facts (every worker's traffic), read before this table's own; None: local only
         self.global_facts: GlobalFacts | None = None
-        # the plane's facts of the bound model's items, by model code, as first read (-1: not known yet)
+        # the plane's facts of the bound model's items, by model code, as last read (-1: none), kept exact by
+        # the facts' change log (ItemFacts.changed_since); a mapping without one is read at every call
         self._g_first = np.zeros(0, dtype=np.int64)
         self._g_cat = np.zeros(0, dtype=np.int64)
-        self._g_size = -1                  # len(global_facts) when the unknown ones were last looked up
+        self._g_read = np.zeros(0, dtype=bool)
+        self._g_changes = 0                # the facts' change count when the cache was last brought up to date
 
     def __len__(self) -> int:
         return len(self._slot)
@@ -176,7 +178,8 @@ class ItemTable:
         self.bound, self._m_index, self._m_first, self._m_cat = tuple(ids), index_of, first, cat
         self._g_first = np.full(len(ids), -1, dtype=np.int64)
         self._g_cat = np.full(len(ids), -1, dtype=np.int64)
-        self._g_size = -1
+        self._g_read = np.zeros(len(ids), dtype=bool)
+        self._g_changes = -1
 
     def facts(self, codes: np.ndarray, items: Sequence[str] | Callable[[int], str]) -> tuple[np.ndarray, np.ndarray]:
         """``(first seen ms, category key)`` of items (-1: unknown) whose codes in the bound model are
@@ -204,20 +207,33 @@ class ItemTable:
         return first, cat
 
     def _global_model(self, codes: np.ndarray, first: np.ndarray, cat: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """:meth:`_global` for model items by code, from arrays that keep each item's facts as first read from
-        the plane (a published first-seen time is the minimum over workers and the first category sticks, so
-        they are read once): only items the plane did not know yet are looked up, and only when it grew."""
-        g_first, g_cat = self._g_first, self._g_cat
-        size = len(self.global_facts)  # type: ignore[arg-type]
-        if size != self._g_size:
-            miss = np.unique(codes[g_first[codes] < 0])
-            if len(miss):
-                bound = self.bound or ()
-                f, c = self._global([bound[m] for m in miss.tolist()], np.full(len(miss), -1, np.int64),
-                                    np.full(len(miss), -1, np.int64))
-                g_first[miss], g_cat[miss] = f, c
-            self._g_size = size
-        gf, gc = g_first[codes], g_cat[codes]
+        """:meth:`_global` for model items by code, from arrays that keep each item's plane facts as last read:
+        the items the facts' change log names since the last call are read again when next asked, the others
+        answer from the arrays (the same values as reading the plane at every call, at a cost that grows with
+        the changes, not with the candidates)."""
+        facts = self.global_facts
+        since = getattr(facts, "changed_since", None)
+        changed = None if since is None or self._g_changes < 0 else since(self._g_changes)
+        read = self._g_read
+        if changed is None:                      # first call, a plain mapping, or too far behind: read all again
+            read[:] = False
+        else:
+            index = self._m_index
+            for item in changed:
+                code = index.get(item)
+                if code is not None and code < len(read):
+                    read[code] = False
+        if since is not None:
+            self._g_changes = facts.changes  # type: ignore[union-attr]
+        miss = np.unique(codes[~read[codes]])
+        if len(miss):
+            bound = self.bound or ()
+            f, c = self._global([bound[m] for m in miss.tolist()], np.full(len(miss), -1, np.int64),
+                                np.full(len(miss), -1, np.int64))
+            self._g_first[miss], self._g_cat[miss] = f, c
+            if since is not None:
+                read[miss] = True
+        gf, gc = self._g_first[codes], self._g_cat[codes]
         return (np.where((gf >= 0) & ((first < 0) | (gf < first)), gf, first), np.where(gc >= 0, gc, cat))
 
     # --- checkpoints ------------------------------------------------------------------------------

@@ -121,19 +121,43 @@ class ItemFacts:
         self._leaders: dict[str, int] = {}
         self._floor = NO_TIME               # first-seen time of the keep-th leader at the last pruning
         self._sorted: list[str] | None = None
+        #: every change so far (a put that changed a fact, a removal); :meth:`changed_since` names the items
+        self.changes = 0
+        self._log: list[str] = []           # the items of changes ``_log_base ..``, at most ``2 * LOG_KEEP``
+        self._log_base = 0
+
+    #: changes a reader may lag behind and still get the items by name (older: ``changed_since`` says None)
+    LOG_KEEP = 100_000
 
     def __len__(self) -> int:
         return len(self._first)
 
+    def _changed(self, item: str) -> None:
+        self.changes += 1
+        self._log.append(item)
+        if len(self._log) > 2 * self.LOG_KEEP:
+            cut = len(self._log) - self.LOG_KEEP
+            del self._log[:cut]
+            self._log_base += cut
+
+    def changed_since(self, changes: int) -> list[str] | None:
+        """The items whose facts changed after the first ``changes`` changes (repeats possible), or None when
+        that is further back than the log keeps (the reader must then read everything again)."""
+        if changes < self._log_base:
+            return None
+        return self._log[changes - self._log_base:]
+
     def put(self, item: str, first_seen: int, category: str) -> None:
         """The item's published facts (``NO_TIME`` / ``""``: none known); the newest record of an item wins."""
-        if category:
+        if category and self._cat.get(item) != category:
             self._cat[item] = category
+            self._changed(item)
         if first_seen == NO_TIME:
             return
         if self._first.get(item) == first_seen:
             return
         self._first[item] = first_seen
+        self._changed(item)
         if first_seen > self._floor or item in self._leaders:
             self._leaders[item] = first_seen
             self._sorted = None
@@ -146,8 +170,9 @@ class ItemFacts:
         self._floor = ranked[-1][1]
 
     def remove(self, item: str) -> None:
-        self._first.pop(item, None)
-        self._cat.pop(item, None)
+        had = self._first.pop(item, None) is not None
+        if self._cat.pop(item, None) is not None or had:
+            self._changed(item)
         if self._leaders.pop(item, None) is not None:
             self._sorted = None
             if len(self._leaders) < self.keep < len(self._first):   # refill from every item (rare: deletions)

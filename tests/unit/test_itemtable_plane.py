@@ -77,3 +77,58 @@ def test_without_the_plane_the_table_keeps_its_own_sightings() -> None:
     _apply(eng, [_click(1, "u", "x", 50_000)], partition=0)
     assert eng.online is not None and eng.online.items.global_facts is None
     assert eng.online.items.first_seen(["x", "y"]).tolist() == [50_000, -1]
+
+
+def test_cached_plane_facts_of_model_items_equal_a_fresh_read_at_every_call() -> None:
+    """Disjoint calls, a plane whose size does not change (at capacity: one item out, one in), an earlier
+    first-seen time published later, a category that arrives after the time, removals; a random walk of all
+    of these, each answer compared with reading the plane afresh."""
+    from streamrec.models.online.itemtable import ItemTable
+    from streamrec.models.serving.itemmeta import NO_TIME, ItemFacts
+
+    ids = tuple(f"m{k}" for k in range(40))
+    facts = ItemFacts(keep=5)
+    table = ItemTable()
+    table.bind(ids, {m: k for k, m in enumerate(ids)}, None)
+    table.global_facts = facts
+
+    def fresh(codes: np.ndarray) -> tuple[list[int], list[int]]:
+        twin = ItemTable()
+        twin._codes = table._codes          # the same category codes
+        twin.bind(ids, {m: k for k, m in enumerate(ids)}, None)
+        twin.global_facts = {i: facts.get(i) for i in set(facts._first) | set(facts._cat)}   # no change log
+        f, c = twin.facts(codes, list(ids))
+        return f.tolist(), c.tolist()
+
+    facts.put("m0", 1_000, "")
+    facts.put("m1", 2_000, "")
+    assert table.facts(np.array([0]), ids)[0].tolist() == [1_000]
+    assert table.facts(np.array([1]), ids)[0].tolist() == [2_000]          # a disjoint second call
+    facts.remove("m0")
+    facts.put("m2", 3_000, "")                                             # same size, another item
+    assert table.facts(np.array([0, 2]), ids)[0].tolist() == [-1, 3_000]
+    facts.put("m1", 1_500, "")                                             # an earlier time, published later
+    facts.put("m1", NO_TIME, "hats")                                       # the category after the time
+    first, cat = table.facts(np.array([1]), ids)
+    assert first.tolist() == [1_500] and cat.tolist() == [table.categories(["m1"]).tolist()[0]] and cat[0] >= 0
+
+    rng = np.random.default_rng(7)
+    for step in range(400):
+        item = ids[int(rng.integers(len(ids)))]
+        roll = rng.random()
+        if roll < 0.4:
+            facts.put(item, int(rng.integers(1, 10_000)), "")
+        elif roll < 0.6:
+            facts.put(item, NO_TIME, str(rng.choice(["hats", "socks", "shoes"])))
+        elif roll < 0.7:
+            facts.remove(item)
+        codes = rng.integers(len(ids), size=int(rng.integers(1, 12)))
+        got = table.facts(codes, ids)
+        assert (got[0].tolist(), got[1].tolist()) == fresh(codes), step
+    # a reader further behind than the change log keeps reads everything again
+    behind = table._g_changes
+    facts.LOG_KEEP = 3
+    for k in range(10):
+        facts.put(ids[k], 50_000 + k, "")
+    assert facts.changed_since(behind) is None
+    assert table.facts(np.arange(10), ids)[0].tolist() == [50_000 + k for k in range(10)]
