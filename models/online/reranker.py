@@ -397,6 +397,7 @@ class OnlineReranker:
                 lin.w[k] = weights.get(name, 0.0)
             lin.b, lin.steps = intercept, steps[0]
             self.linear = lin
+        self._fold = None                  # the restored model's weights, never a fold of the ones before
         self.auc, self.logloss, self.recent = auc, logloss, recent
         self.pairs, self.positives = pairs, positives
         return note
