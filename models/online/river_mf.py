@@ -128,6 +128,10 @@ class RiverMFConfig:
         return cls(**{"target": "strength", "negatives": negatives, **overrides})
 
 
+#: the river release whose ``BiasedMF.learn_one`` :meth:`RiverMF._learn_pair` reproduces bit for bit
+INLINE_RIVER = "0.26."
+
+
 class RiverMF:
     """Online biased matrix factorisation (river ``reco.BiasedMF``) with numpy ranking and bounded memory."""
 
@@ -150,6 +154,8 @@ class RiverMF:
             seed=c.seed,
         )
         self._neg_rng = np.random.default_rng(c.seed + 7919)
+        # the inlined step copies river 0.26's arithmetic; any other river takes its own learn_one
+        self.inline = type(self).inline and river.__version__.startswith(INLINE_RIVER)
         self._users: OrderedDict[str, int] = OrderedDict()   # user -> last event time (ms), oldest first
         self._item_seen: OrderedDict[str, int] = OrderedDict()
         self._row: dict[str, int] = {}
@@ -202,7 +208,8 @@ class RiverMF:
                     self._step(user, self._item_ids[int(r)], self.config.negative_target, ts)
         self._evict(ts if ts_ms is not None else None)
 
-    #: take :meth:`_learn_pair` (river's arithmetic inlined); ``False``: river's own ``learn_one`` (reference)
+    #: take :meth:`_learn_pair` (river's arithmetic inlined) where river is the version it copies
+    #: (:data:`INLINE_RIVER`); ``False``: river's own ``learn_one`` (the reference)
     inline = True
 
     def _learn_pair(self, user: str, item: str, y: float) -> None:

@@ -162,6 +162,7 @@ def test_the_inlined_sgd_step_leaves_rivers_own_bits(config: RiverMFConfig) -> N
     """``RiverMF`` steps with river's arithmetic inlined; river's ``learn_one`` (``inline = False``) leaves
     the same parameters, optimiser counts and random state, bit for bit."""
     fast, ref = RiverMF(config), RiverMF(config)
+    assert fast.inline                                   # the river this copies (see INLINE_RIVER)
     ref.inline = False
     for user, item, stars in planted_ratings(4, 600):
         fast.learn_one(user, item, stars * 3.0, ts_ms=1)     # large targets: the clamp is reached
@@ -171,3 +172,10 @@ def test_the_inlined_sgd_step_leaves_rivers_own_bits(config: RiverMFConfig) -> N
         assert getattr(fast.model, name).n_iterations == getattr(ref.model, name).n_iterations >= 600
     assert fast.model.global_mean.get() == ref.model.global_mean.get()
     assert type(fast.model.u_biases[next(iter(fast._users))]) is type(ref.model.u_biases[next(iter(ref._users))])
+
+
+def test_another_river_release_takes_rivers_own_step(monkeypatch: pytest.MonkeyPatch) -> None:
+    import river
+
+    monkeypatch.setattr(river, "__version__", "0.27.0")
+    assert not RiverMF(RiverMFConfig(n_factors=4)).inline
