@@ -17,8 +17,8 @@ included) is scored a second time into a cold-start accumulator per policy (the 
 Target kinds (the report's ``kinds``): each scored target is a ``repeat`` (the item is one of the user's own
 earlier items), ``known`` (an item other users touched before, never this user) or ``new`` (no earlier event
 of anyone has it), with each policy's HR@k per kind. The shares bound what a log allows: a list built from
-the log alone reaches at most the ``repeat`` plus ``known`` share, and a ``recent`` list can reach only the
-``repeat`` targets.
+the log alone reaches at most the ``repeat`` plus ``known`` share; a ``recent`` list reaches the ``known``
+targets only through its trending padding.
 
 So no policy ever learns an event before that event is scored; ``tests/unit/test_evaluation.py`` checks
 this with a spy policy.

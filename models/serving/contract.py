@@ -92,6 +92,8 @@ class Request:
         return len(self.user_ids)
 
     def normalise(self, scores: np.ndarray, rows: np.ndarray) -> np.ndarray:
+        """Per-row normalised ``scores`` (the engine's method); ``rows`` must be grouped: each row's candidates
+        contiguous (as every built-in source sorts them), or rows that recur are scaled together."""
         return normalise(scores, rows, self.method)
 
     def counts(self) -> np.ndarray:
