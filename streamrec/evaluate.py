@@ -585,13 +585,40 @@ def evaluate(opts: EvalOptions, progress: Callable[[int, int], None] | None = No
     return Evaluation(report, extra)
 
 
+_PLURALS = {"VIEW": "views", "CLICK": "clicks", "ADD_TO_CART": "carts", "PURCHASE": "purchases",
+            "RATING": "ratings", "OTHER": "other events"}
+
+
+def targets_text(targets: dict[str, Any]) -> str:
+    """What is scored, in words, from ``TargetPolicy.describe()``.
+
+    >>> targets_text({"types": ["ADD_TO_CART", "CLICK", "PURCHASE"], "min_rating": None})
+    'clicks, carts and purchases are targets, views are learned only'
+    >>> targets_text({"types": list(_PLURALS), "min_rating": None})
+    'every event is a target (views included)'
+    >>> targets_text({"types": ["RATING"], "min_rating": 4.0})
+    'ratings of 4+ stars are targets (every rating is learned)'
+    """
+    types, low = set(targets.get("types") or ()), targets.get("min_rating")
+    if types >= set(_PLURALS):
+        return "every event is a target (views included)"
+    if types == {"RATING"} and low is not None:
+        return f"ratings of {low:g}+ stars are targets (every rating is learned)"
+    names = [p for t, p in _PLURALS.items() if t in types]
+    text = (", ".join(names[:-1]) + " and " + names[-1] if len(names) > 1 else names[0]) + " are targets"
+    if low is not None and "RATING" in types:
+        text += f" (ratings of {low:g}+ stars)"
+    return text + (", views are learned only" if "VIEW" not in types else "")
+
+
 def describe_policy(cfg: EvalConfig, engine: dict[str, Any]) -> dict[str, Any]:
+    scored = targets_text(cfg.targets.describe())
     if cfg.exclude == "seen":
-        text = ("MovieLens policy: ratings of 4-5 stars are targets (every rating is learned); a list may not "
+        text = (f"MovieLens policy: {scored}; a list may not "
                 "contain a movie the user rated before (exclusion 'seen'), so full runs the engine with "
                 f"filter_seen=all and seen_cap={engine.get('seen_cap', 'n/a')} (the longest history)")
     else:
-        text = ("e-commerce policy: clicks, carts and purchases are targets, views are learned only; "
+        text = (f"e-commerce policy: {scored}; "
                 "nothing is excluded (re-clicking an item is normal); full keeps the engine's own policy "
                 "(filter_seen=auto: purchased items may come back while the users who bought return to "
                 "them, models/serving/repurchase.py; the decision and the rate are in full_engine_stats)")
