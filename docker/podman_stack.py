@@ -229,12 +229,15 @@ class Stack:
         raise StackError(f"{service} did not reach {condition} in time. Log tail:\n" + self.logs(names[0]))
 
     def unhealthy(self) -> list[str]:
-        """Running containers whose healthcheck fails now (those without one are skipped)."""
+        """Running containers whose healthcheck fails now (those without one are skipped, and so is a one-shot
+        job such as the replay that finished between the listing and its check)."""
         bad = []
         for name in self.containers(running_only=True):
             config = self.inspect(name).get("Config", {})
             if config.get("Healthcheck") and not self.healthcheck(name):
-                bad.append(name)
+                state = self.inspect(name).get("State", {})
+                if state.get("Status") == "running" or int(state.get("ExitCode") or 0) != 0:
+                    bad.append(name)
         return bad
 
     def down(self, grace_s: float = 30.0) -> None:

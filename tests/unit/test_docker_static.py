@@ -537,6 +537,7 @@ class FakePodman:
                       for svc, s in services.items()}
         self.status = {n: "created" for names in self.names.values() for n in names}
         self.topics_exit, self.kafka_checks, self.healthy = topics_exit, kafka_checks, healthy
+        self.replay_exit = 0
         self.events: list[str] = []
 
     def containers(self, service: str | None = None, running_only: bool = False) -> list[str]:
@@ -614,6 +615,34 @@ def test_podman_stack_reports_a_failing_healthcheck(monkeypatch: pytest.MonkeyPa
     assert stack.unhealthy() == []
     fake.healthy = False
     assert sorted(stack.unhealthy()) == ["trainer_1", "worker_1", "worker_2", "worker_3"]   # not the broker
+
+
+def test_a_job_that_finishes_between_the_listing_and_its_healthcheck_is_not_unhealthy(
+        monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """podman-compose 1.0 keeps the image's HEALTHCHECK on the replay job: it can be listed as running, then
+    exit 0 before its check runs (which then fails). It finished; a job that exits non-zero is still reported."""
+    stack, fake = _fake_stack(monkeypatch, tmp_path)
+    stack.up(timeout_s=30)
+    real_inspect, real_check = fake.inspect, fake.healthcheck
+
+    def inspect(name: str) -> dict[str, Any]:
+        info = real_inspect(name)
+        if name.startswith("replay"):
+            info["Config"] = {"Healthcheck": {"Test": ["CMD-SHELL", "x"]}}
+            info["State"]["ExitCode"] = fake.replay_exit
+        return info
+
+    def healthcheck(name: str) -> bool:
+        if name.startswith("replay"):
+            fake.status[name] = "exited"          # it ends while podman runs the check
+            return False
+        return real_check(name)
+
+    monkeypatch.setattr(stack, "inspect", inspect)
+    monkeypatch.setattr(stack, "healthcheck", healthcheck)
+    assert stack.unhealthy() == []
+    fake.status["replay_1"], fake.replay_exit = "running", 3
+    assert stack.unhealthy() == ["replay_1"]
 
 
 def test_podman_stack_refuses_to_wait_for_health_without_a_healthcheck(tmp_path: Path) -> None:
