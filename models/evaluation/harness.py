@@ -63,10 +63,10 @@ class _History:
 
     def __init__(self, exclude: str) -> None:
         self.exclude = exclude
-        self.seen: defaultdict[str, set[str]] = defaultdict(set)
+        self.own: defaultdict[str, set[str]] = defaultdict(set)    # every item of each user, for target kinds
+        self.seen = self.own if exclude == "seen" else defaultdict(set)   # "seen" excludes exactly those
         self.purchased: defaultdict[str, set[str]] = defaultdict(set)
         self.counts: defaultdict[str, int] = defaultdict(int)
-        self.own: defaultdict[str, set[str]] = defaultdict(set)    # every item of each user, for target kinds
         self.total = 0
 
     def update(self, events: Iterable[Event]) -> None:
@@ -74,9 +74,7 @@ class _History:
             self.counts[e.item_id] += 1
             self.own[e.user_id].add(e.item_id)
             self.total += 1
-            if self.exclude == "seen":
-                self.seen[e.user_id].add(e.item_id)
-            elif self.exclude == "purchased" and e.event_type == EventType.PURCHASE:
+            if self.exclude == "purchased" and e.event_type == EventType.PURCHASE:
                 self.purchased[e.user_id].add(e.item_id)
 
     def excluded(self, user_id: str) -> AbstractSet[str]:

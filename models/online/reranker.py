@@ -421,6 +421,20 @@ def _set_glm_weights(clf: linear_model.LogisticRegression, weights: dict[str, fl
         vector[name] = value
 
 
+def _counts(name: str) -> property:
+    """A :class:`ThresholdAUC` count list: its pending pairs are added in (``_flush``) before every read or write."""
+
+    def get(self: ThresholdAUC) -> list[int]:
+        self._flush()
+        return getattr(self, name)  # type: ignore[no-any-return]
+
+    def put(self: ThresholdAUC, value: list[int]) -> None:
+        self._flush()
+        setattr(self, name, value)
+
+    return property(get, put)
+
+
 class ThresholdAUC:
     """Online ROC AUC over ``n_thresholds`` probability thresholds: river's ``metrics.ROCAUC`` (same
     thresholds, same trapezoid; tested equal), with its counts as plain data.
@@ -470,45 +484,11 @@ class ThresholdAUC:
                     bins[k] = 0
         self._pending = 0
 
-    @property
-    def tp(self) -> list[int]:
-        self._flush()
-        return self._tp
-
-    @tp.setter
-    def tp(self, v: list[int]) -> None:
-        self._flush()
-        self._tp = v
-
-    @property
-    def fp(self) -> list[int]:
-        self._flush()
-        return self._fp
-
-    @fp.setter
-    def fp(self, v: list[int]) -> None:
-        self._flush()
-        self._fp = v
-
-    @property
-    def fn(self) -> list[int]:
-        self._flush()
-        return self._fn
-
-    @fn.setter
-    def fn(self, v: list[int]) -> None:
-        self._flush()
-        self._fn = v
-
-    @property
-    def tn(self) -> list[int]:
-        self._flush()
-        return self._tn
-
-    @tn.setter
-    def tn(self, v: list[int]) -> None:
-        self._flush()
-        self._tn = v
+    # the counts per threshold, brought up to date when read (or replaced, as a restore does)
+    tp = _counts("_tp")
+    fp = _counts("_fp")
+    fn = _counts("_fn")
+    tn = _counts("_tn")
 
     def get(self) -> float:
         tpr = np.array([tp / (tp + fn) if tp + fn else 0.0 for tp, fn in zip(self.tp, self.fn, strict=True)])
