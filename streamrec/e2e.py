@@ -122,7 +122,7 @@ class Subscriber(threading.Thread):
 
     def run(self) -> None:
         codec = codec_for("recommendation")
-        consumer = clients.consumer(self.settings, group=None, fetch_max_wait_ms=5, max_poll_records=5000,
+        consumer = clients.consumer(self.settings, group=None, max_poll_records=5000,
                                     **RECONNECT)   # back within a second of a broker restart, like the workers
         try:
             topic = self.settings.recommendations_topic
