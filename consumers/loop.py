@@ -428,12 +428,13 @@ class Loop:
             if self.item_deltas is not None:   # the source range of the item deltas this apply learns
                 self.item_deltas.enter(p, min(d.record.offset for d in items), max(d.record.offset for d in items))
             applied = self.engine.apply([d.event for d in items], partition=p,
-                                        offsets=[d.record.offset for d in items])
+                                        offsets=[d.record.offset for d in items], end_batch=False)
             self.stats.duplicates += len(items) - self.engine.last_applied_count
             for user in applied:
                 touched[user] = None
             for d in items:
                 arrivals[d.event.user_id] = d.record.timestamp_ms
+        self.engine.end_apply()   # the batch learns once, not once per partition
         return list(touched), arrivals
 
     def recover(self, exc: Exception) -> None:

@@ -318,3 +318,40 @@ def test_a_batch_is_bounded_by_its_time_target_as_well_as_by_count() -> None:
         runs[target] = (loop.stats.events, loop.sizer.limit(), loop.report()["batch_limit"])
     assert runs[0.0] == (1200, 400, 400)                       # the count bound only
     assert runs[0.001] == (400 + 2 * MIN_BATCH, MIN_BATCH, MIN_BATCH)   # after the first batch: the floor
+
+
+class _CountingEngine(Recommender):
+    """The worker's engine, counting its applies (and whether each ended the batch) and its ends of batch."""
+
+    def __init__(self, *args: Any, **kwargs: Any) -> None:
+        super().__init__(*args, **kwargs)
+        self.calls: list[tuple[int, bool]] = []
+        self.ends = 0
+
+    def apply(self, events: Any, partition: int = 0, offsets: Any = None, end_batch: bool = True) -> list[str]:
+        self.calls.append((partition, end_batch))
+        if end_batch:
+            self.ends += 1
+        return super().apply(events, partition, offsets, end_batch)
+
+    def end_apply(self) -> None:
+        self.ends += 1
+        super().end_apply()
+
+
+def test_a_batch_over_several_partitions_ends_once_so_the_reranker_learns_once_per_batch() -> None:
+    s, cluster = settings(max_batch=5000), MemoryCluster(partitions=3)
+    cluster.produce(stream(600, users=40))
+    engine = _CountingEngine(engine_config(s))
+    loop = Loop(s, engine, cluster.source(), cluster.sink(s.guarantee), cluster.changelog(),
+                structlog.get_logger("test"), clock_ms=lambda: T0 + 10**7)
+    for _ in range(10):                     # the first steps join and restore; then one batch of every partition
+        loop.step()
+        if engine.calls:
+            break
+    assert sorted(p for p, _ in engine.calls) == [0, 1, 2]
+    assert not any(end for _, end in engine.calls)    # no partition ends the batch by itself
+    assert engine.ends == 1                 # the batch's end-of-batch learning runs once
+    cluster.produce(stream(300, users=40, seed=4))
+    drain(loop)
+    assert engine.ends == loop.stats.batches == 2 and len(engine.calls) == 6
