@@ -16,6 +16,7 @@ import dataclasses
 import math
 import os
 import re
+import shlex
 from collections.abc import Mapping
 from dataclasses import dataclass, fields
 from pathlib import Path
@@ -71,6 +72,11 @@ class Settings:
     controller_port: int = 9093
     broker_dir: str = ""                 # data + logs; default <home>/broker-<port>
     broker_heap: str = "512m"
+    #: the embedded broker's JVM options: G1 with short pauses, and only the C1 compiler. On a small machine
+    #: C2's compiler threads take the CPU the workers need for the broker's first minutes (``make demo`` on
+    #: the 2-core VM: p50 50-103 ms with C1 only, 118-265 ms with both, alternated); a long-lived embedded
+    #: broker on a larger machine may want "-XX:+UseG1GC -XX:MaxGCPauseMillis=20" (C2 too)
+    broker_jvm_opts: str = "-XX:+UseG1GC -XX:MaxGCPauseMillis=20 -XX:TieredStopAtLevel=1"
     broker_start_timeout_s: float = 60.0
     broker_sasl_users: str = ""          # secret (masked): "name:password,..." for a SASL listener, set at format time
     broker_ssl_keystore: str = ""        # PEM file: the broker's private key + certificate chain (SSL listeners)
@@ -257,6 +263,11 @@ class Settings:
                 raise ConfigError(f"{PREFIX}{f.name.upper()}={value!r}: a finite number is needed")
         one_of("guarantee", GUARANTEES)
         one_of("compression", COMPRESSIONS)
+        try:
+            shlex.split(self.broker_jvm_opts)
+        except ValueError as exc:
+            raise ConfigError(f"{PREFIX}BROKER_JVM_OPTS={self.broker_jvm_opts!r} cannot be split into options "
+                              f"({exc}); quote each option that holds a space") from None
         one_of("log_format", LOG_FORMATS)
         one_of("reranker_model", RERANKER_MODELS)
         one_of("drift_detector", DRIFT_DETECTORS)

@@ -26,10 +26,12 @@ def register(app: typer.Typer) -> None:
               port: int = typer.Option(None, help="Broker port (STREAMREC_BROKER_PORT, default 9092)."),
               controller_port: int = typer.Option(None, help="Controller port (STREAMREC_CONTROLLER_PORT)."),
               kafka_version: str = typer.Option(None, help="Apache Kafka version (STREAMREC_KAFKA_VERSION)."),
+              jvm_opts: str = typer.Option(None, help="The broker's JVM options (STREAMREC_BROKER_JVM_OPTS; "
+                                                      "default G1 and the C1 compiler only)."),
               ) -> None:
         """Provision (once) and start the broker; prints the bootstrap address when it is ready."""
         s: Settings = ctx.obj.replace(broker_port=port, controller_port=controller_port,
-                                      kafka_version=kafka_version)
+                                      kafka_version=kafka_version, broker_jvm_opts=jvm_opts)
         if not s.embedded:
             console.print(f"STREAMREC_BOOTSTRAP_SERVERS={s.bootstrap}: using that cluster, nothing to start.")
             return

@@ -6,6 +6,7 @@ import base64
 import contextlib
 import hashlib
 import os
+import shlex
 import signal
 import socket
 import subprocess
@@ -210,15 +211,20 @@ def start(settings: Settings, quiet: bool = False) -> BrokerStatus:
     log = path / "server.log"
     if log.exists():
         log.rename(path / "server.log.1")
-    cmd = [java, f"-Xmx{settings.broker_heap}", "-Xms128m", "-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20",
-           "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
-           f"-Dkafka.logs.dir={path}", "-cp", cp, "kafka.Kafka", str(props)]
+    cmd = broker_command(settings, java, cp, props, path)
     with open(path / "broker.out", "wb") as out:
         proc = subprocess.Popen(cmd, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
                                 start_new_session=True)
     (path / "broker.pid").write_text(str(proc.pid))
     _wait_ready(settings, proc, log)
     return BrokerStatus(True, settings.bootstrap, proc.pid, str(path), "started")
+
+
+def broker_command(settings: Settings, java: str, cp: str, props: Path, path: Path) -> list[str]:
+    """The broker's command line: heap, the JVM options of ``STREAMREC_BROKER_JVM_OPTS``, logging, main class."""
+    return [java, f"-Xmx{settings.broker_heap}", "-Xms128m", *shlex.split(settings.broker_jvm_opts),
+            "-Djava.awt.headless=true", f"-Dlog4j2.configurationFile={HERE / 'log4j2.properties'}",
+            f"-Dkafka.logs.dir={path}", "-cp", cp, "kafka.Kafka", str(props)]
 
 
 def _wait_ready(settings: Settings, proc: subprocess.Popen[bytes], log: Path) -> None:

@@ -20,7 +20,7 @@ from streamrec.consumers.health import WorkerMetrics
 from streamrec.models.errors import ConfigError
 from streamrec.stream import clients, logs
 from streamrec.stream import settings as settings_module
-from streamrec.stream.broker.process import server_properties
+from streamrec.stream.broker.process import broker_command, server_properties
 from streamrec.stream.settings import MASK, Settings
 
 ROOT = Path(__file__).resolve().parents[2]
@@ -55,6 +55,7 @@ def refused(env: dict[str, str]) -> str:
     ({"STREAMREC_EVENTS_RETENTION_MS": "0"}, "STREAMREC_EVENTS_RETENTION_MS=0: milliseconds, or -1"),
     ({"STREAMREC_METRICS_HOST": ""}, "STREAMREC_METRICS_HOST is empty"),
     ({"STREAMREC_TOP_N": "ten"}, "STREAMREC_TOP_N='ten' is not a valid int"),
+    ({"STREAMREC_BROKER_JVM_OPTS": "-Dx='unclosed"}, "cannot be split into options (No closing quotation)"),
 ])
 def test_bad_values_are_one_line_config_errors(env: dict[str, str], says: str) -> None:
     assert says in refused(env)
@@ -284,3 +285,14 @@ def test_a_higher_log_level_also_quiets_kafka_python(capsys: pytest.CaptureFixtu
     finally:
         logging.getLogger().removeHandler(logs._handler)  # type: ignore[arg-type]
         logs._handler = None
+
+
+def test_the_broker_command_carries_the_jvm_options_setting() -> None:
+    def options(s: Settings) -> list[str]:
+        cmd = broker_command(s, "java", "cp", Path("p"), Path("d"))
+        return cmd[cmd.index("-Xms128m") + 1:cmd.index("-Djava.awt.headless=true")]
+
+    assert options(Settings()) == ["-XX:+UseG1GC", "-XX:MaxGCPauseMillis=20", "-XX:TieredStopAtLevel=1"]
+    s = Settings.from_env({"STREAMREC_BROKER_JVM_OPTS": "-XX:+UseSerialGC '-Dname=a b'"})
+    assert options(s) == ["-XX:+UseSerialGC", "-Dname=a b"]
+    assert options(s.replace(broker_jvm_opts="")) == []
