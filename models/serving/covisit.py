@@ -261,6 +261,30 @@ class CoVisitation:
         return {ids[c]: w for c, w in zip(self._nv[base:base + n].tolist(), self._wv[base:base + n].tolist(),
                                           strict=True)}
 
+    def weights(self, item: str, others: Sequence[str]) -> list[float]:
+        """The stored weights (internal units, as :meth:`row` gives them) of the pairs ``(item, j)`` for each
+        ``j`` of ``others``, 0.0 where the row does not hold ``j``: what :meth:`row` would answer for those
+        ``j``, without building the whole row (an explanation needs a few chosen items per seed)."""
+        code = self._rows.get(item)
+        if code is None or not self._len[code]:
+            return [0.0] * len(others)
+        n, base, rows, ghosts = self._len[code], code * self._width, self._rows, self._ghosts
+        codes = self._nv[base:base + n].tolist()
+        out: list[float] = []
+        got: list[float] | None = None
+        held = set(codes)
+        for j in others:
+            c = rows.get(j)
+            if c is None:
+                c = ghosts.get(j)
+            if c is None or c not in held:
+                out.append(0.0)
+                continue
+            if got is None:
+                got = self._wv[base:base + n].tolist()
+            out.append(got[codes.index(c)])
+        return out
+
     def neighbors(self, item: str, k: int | None = None) -> list[tuple[str, float]]:
         """The item's neighbours, strongest first, with their weights decayed to ``now_ms``."""
         code = self._rows.get(item)

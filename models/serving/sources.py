@@ -127,26 +127,31 @@ class CovisitSource(Plugin):
         return rows, request.space.codes(chosen), request.normalise(vals[keep], rows)
 
     def explain(self, request: Request, rows: Sequence[int], items: Sequence[str]) -> list[str]:
-        """``covisit:<seed>`` per chosen (row, item): the seed with the largest weighted co-visitation."""
-        out: list[str] = []
-        nb = self.table._nb
+        """``covisit:<seed>`` per chosen (row, item): the seed with the largest weighted co-visitation (the
+        first such seed on a tie), read per seed for the row's chosen items only (:meth:`CoVisitation.weights`)."""
+        table, states = self.table, request.states
         last, memo = self._last
         if last is not request:
             memo = {}
-        states, current = request.states, -1
-        evidence: list[tuple[str, float, dict[str, float]]] = []
-        for r, item in zip(rows, items, strict=True):
-            if r != current:             # the row's seeds and their neighbour rows, once per row
-                current, st = r, states[r]
-                own = memo.get(r) if st is not None else None
-                pairs = own if own is not None else seeds(st, self.n_seeds) if st is not None else ((), ())
-                evidence = [(seed, w, row) for seed, w in zip(*pairs, strict=True) if (row := nb.get(seed))]
-            best, best_w = "", 0.0
-            for seed, w, row in evidence:
-                v = w * row.get(item, 0.0)
-                if v > best_w:
-                    best, best_w = seed, v
-            out.append(f"covisit:{best}" if best else "covisit")
+        out: list[str] = []
+        start, n = 0, len(items)
+        while start < n:                     # one run of consecutive picks of the same row at a time
+            r, end = rows[start], start + 1
+            while end < n and rows[end] == r:
+                end += 1
+            chosen = items[start:end]
+            st = states[r]
+            own = memo.get(r) if st is not None else None
+            pairs = own if own is not None else seeds(st, self.n_seeds) if st is not None else ((), ())
+            best = [""] * len(chosen)
+            best_w = [0.0] * len(chosen)
+            for seed, w in zip(*pairs, strict=True):
+                for j, stored in enumerate(table.weights(seed, chosen)):
+                    v = w * stored
+                    if v > best_w[j]:
+                        best[j], best_w[j] = seed, v
+            out.extend(f"covisit:{b}" if b else "covisit" for b in best)
+            start = end
         return out
 
     def stats(self) -> dict[str, Any]:

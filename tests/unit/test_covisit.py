@@ -215,3 +215,25 @@ def test_rows_grow_with_the_items_held_not_with_max_items() -> None:
     feed(cv, [f"i{k}" for k in range(3_000)])
     assert len(cv) == 3_000 and len(cv._len) == 4_096                 # doubled from 256 rows as items came
     assert cv.memory_bytes() < 1_000 * len(cv)                        # 420 B of slots per row, and the dicts
+
+
+def test_weights_of_chosen_items_are_what_the_row_holds_through_evictions_and_ghosts() -> None:
+    """``weights(seed, others)`` reads a few pairs without building the row: on a random walk small enough
+    to evict items (so that rows name ghosts), each answer equals the row's, 0.0 for pairs it does not hold."""
+    rng = random.Random(0)
+    cv = CoVisitation(window=3, max_neighbors=4, max_items=30)
+    history: dict[int, list[str]] = {}
+    checked = 0
+    for t in range(5000):
+        prev = history.setdefault(rng.randrange(20), [])
+        item = f"i{int(rng.paretovariate(1.0)) % 60}"
+        cv.update(prev[:5], item, rng.random(), t * 1000)
+        prev.insert(0, item)
+        del prev[8:]
+        if t % 50 == 0:
+            for seed in [*list(cv._rows)[:10], "never-seen"]:
+                others = [f"i{k}" for k in rng.sample(range(70), 12)]
+                row = cv.row(seed)
+                assert cv.weights(seed, others) == [row.get(j, 0.0) for j in others]
+                checked += sum(j in row for j in others)
+    assert cv.evicted > 0 and cv._ghosts and checked > 100     # the walk did evict, and found held pairs
