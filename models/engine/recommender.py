@@ -397,8 +397,9 @@ class Recommender:
         ``end_batch`` (default) ends the batch: the plug-ins' end-of-batch learning runs (the reranker learns
         the batch's labelled pairs, the repurchase policy decides). A batch of several partitions is applied
         partition by partition with ``end_batch=False`` and then :meth:`end_apply` once, so it learns as one
-        apply of all its events would (per partition, the reranker's learning cost 3.7x as much on the demo's six
-        partitions: it has a cost per call)."""
+        apply of all its events would: the reranker's cap of labelled pairs is per batch
+        (``OnlineConfig.max_pairs``, ``pairs_per_event``), where ending each partition would give a small batch
+        one cap per partition."""
         started = time.perf_counter()
         if offsets is not None and len(offsets) != len(events):
             raise InputError(f"apply got {len(events)} events and {len(offsets)} offsets; pass one offset "

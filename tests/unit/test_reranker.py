@@ -347,3 +347,29 @@ def test_the_default_worker_never_imports_river() -> None:
             "print('river' in sys.modules)\n")
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300, check=True)
     assert out.stdout.split("\n")[:2] == ["[]", "True"], out.stdout + out.stderr
+
+
+def test_a_batch_applied_partition_by_partition_learns_at_most_one_cap_of_pairs(stream: list[Event]) -> None:
+    """``apply(..., end_batch=False)`` per partition and then ``end_apply()`` learns at most the per-batch
+    cap (``max(max_pairs, pairs_per_event * events)``); ending every partition would learn up to one cap each."""
+    def run(end_each: bool) -> tuple[int, int]:
+        rec = Recommender(EngineConfig(reranker=True))
+        cfg, most = rec.online.config, 0       # type: ignore[union-attr]
+        for s in range(0, 6_000, 120):
+            chunk = stream[s:s + 120]
+            before = rec.online.reranker.pairs   # type: ignore[union-attr]
+            touched: list[str] = []
+            for p in range(4):
+                touched += rec.apply([e for e in chunk if int(e.user_id[1:]) % 4 == p], partition=p,
+                                     end_batch=end_each)
+            if not end_each:
+                rec.end_apply()
+            rec.recommend(touched, now_ms=chunk[-1].timestamp_ms)
+            most = max(most, rec.online.reranker.pairs - before)   # type: ignore[union-attr]
+        cap = max(cfg.max_pairs, int(cfg.pairs_per_event * 120))
+        return most, cap
+
+    once, cap = run(end_each=False)
+    each, _ = run(end_each=True)
+    assert 0 < once <= cap           # the batch learned, within one cap
+    assert each > cap                # one cap per partition: more than the batch's cap
