@@ -114,7 +114,7 @@ def headline(summary: dict[str, Any]) -> str:
         ratio = replay.get("ratio_to_ceiling")
         rows.append(["Replay into Kafka / read back (decoded)",
                      _slash([replay["produce_events_per_s"], replay["read_events_per_s"]], "events/s")
-                     + (f" ({_cell(ratio)}x the plain producer)" if ratio else "")])
+                     + (f" ({_cell(ratio)}x the plain producer, the median of its rounds' ratios)" if ratio else "")])
     return table(["measure", "figure"], rows)
 
 
