@@ -619,8 +619,12 @@ class PlaneCovisitSource(CovisitSource):
     def learn(self, event: Event, item: str, strength: float, state: UserState, position: int) -> None:
         if self._sights:
             self.plane.sighted(event, item)
-        self.plane.collector.covisit(state.recent_items, item, strength, event.timestamp_ms)
-        self.table.update(state.recent_items, item, strength, event.timestamp_ms)
+        recent, cache = state.recent_items, self.plane.cache
+        self.plane.collector.covisit(recent, item, strength, event.timestamp_ms)
+        # the local table answers only for seeds the cache does not hold (``_acc``, ``explain``): a pair of
+        # two items the cache holds would be read from the cache, so it is not learnt a second time here
+        if item not in cache or any(i not in cache for i in recent[:self.table.window]):
+            self.table.update(recent, item, strength, event.timestamp_ms)
 
     def _acc(self, st: UserState, scale: float) -> dict[str, float]:
         """``sum_s w_s * w(s, j)``, each seed's row from the cache (decayed to its newest time) or, when the cache

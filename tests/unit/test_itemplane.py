@@ -165,6 +165,24 @@ def test_the_plane_sources_serve_the_cache_first() -> None:
         Recommender(EngineConfig(sources=("covisit", "covisit_global")))
 
 
+def test_the_local_table_learns_only_pairs_with_an_item_the_cache_does_not_hold() -> None:
+    """A pair of two cached items is served from the cache, so the local table does not learn it again; a pair
+    with an uncached item is learnt locally (it is served from there until the cache holds the item), and the
+    deltas carry every pair either way."""
+    rec = Recommender(EngineConfig(sources=("covisit_global", "recent"), filter_seen="all"))
+    plane, local = rec.item_plane, rec.covisit
+    assert plane is not None and local is not None
+    for item in ("a", "b"):
+        plane.cache.put(item, 1_000, [], 0.0)
+    plane.collector.enter(0, 0, 2)                                 # as the worker's loop does per partition
+    rec.apply([Event("e1", "u1", "a", EventType.CLICK, 1_000), Event("e2", "u1", "b", EventType.CLICK, 2_000)])
+    assert local.row("a") == {} and local.row("b") == {}           # both cached: not learnt locally
+    rec.apply([Event("e3", "u1", "n", EventType.CLICK, 3_000)])    # n is new: its pairs with b and a are
+    assert set(local.row("n")) == {"a", "b"} and "n" in local.row("b")
+    sent = {d.item_id: {j for j, _ in d.neighbours} for d in plane.collector.take()}
+    assert sent["a"] == {"b", "n"} and sent["b"] == {"a", "n"}     # the deltas still carry every pair
+
+
 def test_wire_records_are_validated() -> None:
     d = ItemDelta("i-1", 1_700_000_000_000, (("i-2", 0.5),), 1.0, 3, 10, 42)
     assert decode_delta(encode_delta(d), b"i-1") == d
