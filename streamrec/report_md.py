@@ -152,8 +152,8 @@ def _evaluation(ev: dict[str, Any], png: str) -> list[str]:
                         [[c, cold["configs"][c].get("hr@10"), cold["configs"][c].get("ndcg@10"),
                           cold["configs"][c].get("recall@20"), ev["configs"][c].get("hr@10")]
                          for c in names if c in cold["configs"]]), ""]
-    kinds = ev.get("kinds") or {}
-    counts, per = kinds.get("targets") or {}, kinds.get(f"hr@{ev.get('k', 10)}") or {}
+    kinds, hr = ev.get("kinds") or {}, f"hr@{ev.get('k', 10)}"
+    counts, per = kinds.get("targets") or {}, kinds.get(hr) or {}
     if sum(counts.values()) and per:
         total = sum(counts.values())
         parts += [f"Targets by kind: {100 * counts.get('repeat', 0) / total:.1f} % repeat one of the user's own "
@@ -161,10 +161,10 @@ def _evaluation(ev: dict[str, Any], png: str) -> list[str]:
                   f"before, {100 * counts.get('new', 0) / total:.1f} % are new to the log (a list learnt from the "
                   "log alone cannot hold those, so the first two shares add up to its ceiling; `recent` reaches "
                   "the repeats, and others' items only through its trending padding). "
-                  f"HR@{ev.get('k', 10)} per kind:", "",
-                  table(["configuration", "repeat", "known", "new", f"hr@{ev.get('k', 10)} overall"],
+                  f"{hr.upper()} per kind:", "",
+                  table(["configuration", "repeat", "known", "new", f"{hr} overall"],
                         [[c, per[c].get("repeat"), per[c].get("known"), per[c].get("new"),
-                          ev["configs"][c].get(f"hr@{ev.get('k', 10)}")] for c in names if c in per]), ""]
+                          ev["configs"][c].get(hr)] for c in names if c in per]), ""]
     if ratio_rows(ev):
         parts += ["`full` against the best of the baselines (popularity, recent, sknn, river_mf) per metric:", "",
                   table(["metric", "full", "best baseline", "its value", "full / best"], ratio_rows(ev)), ""]
