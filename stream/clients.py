@@ -108,8 +108,8 @@ def _base(settings: Settings) -> dict[str, Any]:
 
 #: kafka-python's own sensors (rates, averages per request, per batch and per fetch) are off in the producers
 #: and consumers: nothing reads them (the worker keeps its own stats and Prometheus metrics), and they cost
-#: about a fifth of a paced producer's sender thread (``replay`` at 3,000 events/s: 30-32 % of a core with
-#: them, 25-26 % without, measured per thread on the 2-core VM)
+#: a paced producer's sender thread a tenth to a fifth of its CPU (``replay`` at 3,000 events/s on the 2-core
+#: VM: 30-32 % of a core with them, 25-28 % without; ``tools/client_sensors.py``)
 CLIENT_SENSORS: dict[str, Any] = {"metrics_enabled": False}
 
 
